@@ -1,0 +1,54 @@
+"""Targets are data: triple, CPU, features, vector length, registers, intrinsic table.
+
+`Target.host()` is the only place that probes the CPU. Each ISA family lives in
+its own module (`x86.py`, later `sve.py`, `nvptx.py`) and registers its named
+targets in `TARGETS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str                 # e.g. "x86-avx512": what users pass as target=
+    triple: str
+    cpu: str
+    features: str             # LLVM feature string, "+avx512f,+fma,..."
+    vector_bits: int          # width of one vector register
+    vector_registers: int     # how many the register allocator may use
+    # Intrinsic/lowering table: op name -> how this target spells it. Shared
+    # emitters look ops up here instead of asking which ISA they run on.
+    intrinsics: tuple[tuple[str, str], ...] = field(default=())
+    runs_on_host: bool = True
+
+    def lanes(self, bits: int) -> int:
+        """How many elements of `bits` width fill one vector register."""
+        return self.vector_bits // bits
+
+    def intrinsic(self, op: str) -> str | None:
+        return dict(self.intrinsics).get(op)
+
+    @staticmethod
+    def host() -> "Target":
+        """The best target the CPU this process runs on can execute."""
+        from . import x86
+
+        found = x86.probe_host()
+        if found is None:
+            raise RuntimeError("tpp: this CPU is not supported (needs x86-64 with AVX2+FMA or AVX-512)")
+        return found
+
+    @staticmethod
+    def named(name: str) -> "Target":
+        """A target by its public name, tuned to the host CPU where the host can run it."""
+        from . import x86
+
+        host = x86.probe_host()
+        if host is not None and host.name == name:
+            return host
+        builders = {**x86.NAMED}
+        if name not in builders:
+            known = ", ".join(sorted(builders))
+            raise ValueError(f"tpp: unknown target {name!r}; known targets: {known}")
+        return builders[name](host)

@@ -1,0 +1,71 @@
+"""x86-64 targets: AVX-512 (with BF16 and VNNI where present) and AVX2+FMA."""
+from __future__ import annotations
+
+from llvmlite import binding as llvm
+
+from . import Target
+
+TRIPLE = "x86_64-unknown-linux-gnu"
+_AVX512_NEEDS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
+_AVX2_NEEDS = ("avx2", "fma", "f16c")
+
+# Features switched off when an AVX-512 host is asked for AVX2 code, so that no
+# zmm (or EVEX ymm16-31) register can appear in the result.
+_AVX512_FAMILY = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512bf16",
+                  "avx512vnni", "avx512fp16", "avx512ifma", "avx512vbmi", "avx512vbmi2",
+                  "avx512bitalg", "avx512vpopcntdq", "evex512", "amx-tile", "amx-bf16",
+                  "amx-int8", "avx10.1-256", "avx10.1-512")
+
+_AVX512_INTRINSICS = (("bf16_dot", "llvm.x86.avx512bf16.dpbf16ps.512"),)
+
+
+def _host_features() -> dict[str, bool]:
+    return dict(llvm.get_host_cpu_features())
+
+
+def _flatten(feats: dict[str, bool]) -> str:
+    return ",".join(("+" if on else "-") + k for k, on in sorted(feats.items()))
+
+
+def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
+    return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, _AVX512_INTRINSICS)
+
+
+def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
+    feats = {**feats, **{k: False for k in _AVX512_FAMILY}}
+    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, ())
+
+
+def probe_host() -> Target | None:
+    """Target for this machine's CPU, or None when it is not a usable x86-64."""
+    if not llvm.get_process_triple().startswith("x86_64"):
+        return None
+    feats = _host_features()
+    cpu = llvm.get_host_cpu_name()
+    if all(feats.get(f) for f in _AVX512_NEEDS):
+        return _avx512(cpu, feats)
+    if all(feats.get(f) for f in _AVX2_NEEDS):
+        return _avx2(cpu, feats)
+    return None
+
+
+def _named_avx512(host: Target | None) -> Target:
+    feats = {f: True for f in _AVX512_NEEDS + ("avx512cd", "avx512bf16", "avx512vnni", "evex512",
+                                               "avx2", "fma", "f16c", "bmi", "bmi2")}
+    tgt = _avx512("sapphirerapids", feats)
+    return _with_runs(tgt, host is not None and host.name == "x86-avx512")
+
+
+def _named_avx2(host: Target | None) -> Target:
+    if host is not None:   # an AVX-512 host runs AVX2 code: keep its CPU tuning
+        return _avx2(host.cpu, _host_features())
+    return _with_runs(_avx2("haswell", {f: True for f in _AVX2_NEEDS + ("bmi", "bmi2")}), False)
+
+
+def _with_runs(t: Target, runs: bool) -> Target:
+    from dataclasses import replace
+
+    return replace(t, runs_on_host=runs)
+
+
+NAMED = {"x86-avx512": _named_avx512, "x86-avx2": _named_avx2}

@@ -1,0 +1,151 @@
+"""Vector IR helpers: typed splats, iota, remainder masks, (masked) loads and
+stores with element conversion, and the math intrinsics the emitters use.
+
+One `VecBuilder` works at a fixed lane count chosen by the caller from the
+target's vector width; it never asks which ISA it is for.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from .loops import I64
+from .types import BFLOAT, DType
+
+F32 = ir.FloatType()
+F64 = ir.DoubleType()
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I16 = ir.IntType(16)
+I32 = ir.IntType(32)
+PTR = ir.PointerType()
+
+
+def _suffix(t: ir.Type) -> str:
+    """LLVM's overloaded-intrinsic name suffix for a type (v16f32, f32, p0...)."""
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{_suffix(t.element)}"
+    if isinstance(t, ir.PointerType):
+        return "p0"
+    if t == F32:
+        return "f32"
+    if t == F64:
+        return "f64"
+    if t == BFLOAT:
+        return "bf16"
+    if isinstance(t, ir.IntType):
+        return f"i{t.width}"
+    raise TypeError(f"no intrinsic suffix for {t}")
+
+
+def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    return fn
+
+
+class VecBuilder:
+    """Builds vector code of `lanes` elements on top of an IRBuilder."""
+
+    def __init__(self, b: ir.IRBuilder, lanes: int):
+        self.b = b
+        self.lanes = lanes
+        self.module = b.module
+
+    # ---- types and constants -------------------------------------------------
+    def vty(self, elem: ir.Type) -> ir.VectorType:
+        return ir.VectorType(elem, self.lanes)
+
+    def const(self, value, elem: ir.Type = F32) -> ir.Constant:
+        return ir.Constant(self.vty(elem), [ir.Constant(elem, value)] * self.lanes)
+
+    def splat(self, scalar: ir.Value) -> ir.Value:
+        vt = self.vty(scalar.type)
+        v = self.b.insert_element(ir.Constant(vt, ir.Undefined), scalar, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                     ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+
+    def iota(self, elem: ir.Type = I64) -> ir.Constant:
+        return ir.Constant(self.vty(elem), [ir.Constant(elem, k) for k in range(self.lanes)])
+
+    def tail_mask(self, remaining: ir.Value) -> ir.Value:
+        """Lanes [0, remaining) on: the mask of a remainder vector (remaining < lanes)."""
+        return self.b.icmp_unsigned("<", self.iota(I64), self.splat(remaining))
+
+    # ---- memory --------------------------------------------------------------
+    def load_raw(self, ptr: ir.Value, elem: ir.Type, align: int, mask: ir.Value | None = None):
+        """`lanes` elements of IR type `elem`; masked-off lanes read nothing (they are zero)."""
+        vt = self.vty(elem)
+        if mask is None:
+            return self.b.load(ptr, typ=vt, align=align)
+        # LangRef: llvm.masked.load (the i32 alignment operand is auto-upgraded by LLVM 22)
+        fn = declare(self.module, f"llvm.masked.load.{_suffix(vt)}.p0", vt, [PTR, I32, self.vty(I1), vt])
+        return self.b.call(fn, [ptr, ir.Constant(I32, align), mask, ir.Constant(vt, None)])
+
+    def store_raw(self, value: ir.Value, ptr: ir.Value, align: int, mask: ir.Value | None = None):
+        if mask is None:
+            self.b.store(value, ptr, align=align)
+            return
+        vt = value.type
+        fn = declare(self.module, f"llvm.masked.store.{_suffix(vt)}.p0",
+                     ir.VoidType(), [vt, PTR, I32, self.vty(I1)])
+        self.b.call(fn, [value, ptr, ir.Constant(I32, align), mask])
+
+    def load(self, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None) -> ir.Value:
+        """Load `lanes` elements of `dtype` from ptr, converted to dtype.compute."""
+        v = self.load_raw(ptr, dtype.storage, dtype.itemsize, mask)
+        return self.b.fpext(v, self.vty(F32)) if dtype is DType.BF16 else v
+
+    def store(self, value: ir.Value, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None) -> None:
+        """Store a dtype.compute vector (or an i1 vector for BOOL) as dtype."""
+        if dtype is DType.BF16:
+            value = self.b.fptrunc(value, self.vty(dtype.storage))
+        elif dtype is DType.BOOL:
+            value = self.b.zext(value, self.vty(dtype.storage))
+        self.store_raw(value, ptr, dtype.itemsize, mask)
+
+    # ---- intrinsics (LangRef: Standard C/C++ Library Intrinsics) --------------
+    def intrinsic(self, name: str, *args: ir.Value) -> ir.Value:
+        t = args[0].type
+        fn = declare(self.module, f"llvm.{name}.{_suffix(t)}", t, [a.type for a in args])
+        return self.b.call(fn, list(args))
+
+    def fma(self, a, b, c):
+        return self.intrinsic("fma", a, b, c)
+
+    def sqrt(self, a):
+        return self.intrinsic("sqrt", a)
+
+    def fabs(self, a):
+        return self.intrinsic("fabs", a)
+
+    def rint(self, a):
+        return self.intrinsic("rint", a)
+
+    def maximum(self, a, b):
+        """NaN-propagating max (numpy's np.maximum)."""
+        return self.intrinsic("maximum", a, b)
+
+    def minimum(self, a, b):
+        return self.intrinsic("minimum", a, b)
+
+    def copysign(self, mag, sign):
+        return self.intrinsic("copysign", mag, sign)
+
+    def reduce(self, op: str, v: ir.Value) -> ir.Value:
+        """Horizontal reduction: op in fmax/fmin (NaN-propagating: fmaximum/fminimum) or add."""
+        et = v.type.element
+        if op == "fadd":
+            fn = declare(self.module, f"llvm.vector.reduce.fadd.{_suffix(v.type)}", et, [et, v.type])
+            call = self.b.call(fn, [ir.Constant(et, -0.0), v])
+            call.fastmath.add("reassoc")
+            return call
+        fn = declare(self.module, f"llvm.vector.reduce.{op}.{_suffix(v.type)}", et, [v.type])
+        return self.b.call(fn, [v])
+
+    def poly(self, x, coeffs: list[float], elem: ir.Type = F32):
+        """Horner evaluation of sum(coeffs[k] * x**k) with FMAs."""
+        acc = self.const(coeffs[-1], elem)
+        for c in reversed(coeffs[:-1]):
+            acc = self.fma(acc, x, self.const(c, elem))
+        return acc

@@ -1,0 +1,95 @@
+"""The 2-D elementwise loop driver shared by the unary and binary families.
+
+A body maps input vectors (in compute precision) to output vectors; this module
+walks the M x N tile: rows outside, vectors along the row inside (unrolled main
+loop, single-vector loop, one masked remainder vector), broadcast operands
+hoisted out of the loops they do not vary in. When every full operand is
+contiguous (ld == N) the tile is walked as one row of M*N elements, so narrow
+tiles still run at vector speed.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from llvmlite import ir
+
+from ..jit.loops import I64, Loop, i64
+from ..jit.targets import Target
+from ..jit.vec import VecBuilder
+from .operands import Bcast, Operand, define_kernel, element_ptr, load_element, unpack_args
+
+# body(vec_builder, input vectors) -> output vectors (i1 vectors for BOOL outputs)
+Body = Callable[[VecBuilder, list[ir.Value]], list[ir.Value]]
+
+
+def compute_lanes(target: Target, operands: Sequence[Operand]) -> int:
+    """Lanes per vector: one register of the widest compute type involved."""
+    widest = max(op.dtype.compute.itemsize for op in operands if op.dtype.is_float) \
+        if any(op.dtype.is_float for op in operands) else 4
+    return target.lanes(8 * widest)
+
+
+def unroll_for(target: Target) -> int:
+    """Vectors per main-loop iteration: enough independent work to hide latency,
+    few enough that every operand's vectors stay in registers."""
+    return 4 if target.vector_registers >= 32 else 2
+
+
+def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
+                 inputs: Sequence[Operand], outputs: Sequence[Operand], body: Body) -> ir.Function:
+    fn, b = define_kernel(module, name)
+    operands = list(inputs) + list(outputs)
+    lanes = compute_lanes(target, operands)
+    v = VecBuilder(b, lanes)
+    slots = unpack_args(b, fn.args[0], len(operands))
+    ins = list(zip(inputs, slots[: len(inputs)]))
+    outs = list(zip(outputs, slots[len(inputs):]))
+
+    # Flatten to one long row when the layout allows it (decided at run time from the lds).
+    rows, cols = i64(m), i64(n)
+    full = [(op, ld) for op, (_, ld) in ins + outs if op.bcast is Bcast.FULL]
+    if m > 1 and all(op.bcast in (Bcast.FULL, Bcast.SCALAR) for op in operands):
+        contiguous = ir.Constant(ir.IntType(1), 1)
+        for _, ld in full:
+            contiguous = b.and_(contiguous, b.icmp_signed("==", ld, i64(n)))
+        rows = b.select(contiguous, i64(1), i64(m))
+        cols = b.select(contiguous, i64(m * n), i64(n))
+
+    scalars = {id(op): v.splat(load_element(b, ptr, op.dtype))
+               for op, (ptr, _) in ins if op.bcast is Bcast.SCALAR}
+
+    with Loop(b, 0, rows, name="row") as row:
+        bases, col_splats = [], {}
+        for op, (ptr, ld) in ins + outs:
+            if op.bcast is Bcast.FULL:
+                bases.append(element_ptr(b, ptr, op.dtype, b.mul(row.i, ld)))
+            else:
+                bases.append(ptr)
+            if op.bcast is Bcast.COL:
+                elem = element_ptr(b, ptr, op.dtype, b.mul(row.i, ld))
+                col_splats[id(op)] = v.splat(load_element(b, elem, op.dtype))
+
+        def step(j: ir.Value, mask: ir.Value | None) -> None:
+            vals = []
+            for (op, _), base in zip(ins, bases):
+                if op.bcast is Bcast.SCALAR:
+                    vals.append(scalars[id(op)])
+                elif op.bcast is Bcast.COL:
+                    vals.append(col_splats[id(op)])
+                else:
+                    vals.append(v.load(element_ptr(b, base, op.dtype, j), op.dtype, mask))
+            results = body(v, vals)
+            for (op, _), base, res in zip(outs, bases[len(ins):], results):
+                v.store(res, element_ptr(b, base, op.dtype, j), op.dtype, mask)
+
+        unroll = unroll_for(target)
+        chunk = unroll * lanes
+        with Loop(b, 0, b.sub(cols, i64(chunk - 1)), chunk, name="vecU") as main:
+            for u in range(unroll):
+                step(b.add(main.i, i64(u * lanes)), None)
+        with Loop(b, main.i, b.sub(cols, i64(lanes - 1)), lanes, name="vec1") as single:
+            step(single.i, None)
+        with b.if_then(b.icmp_signed("<", single.i, cols)):
+            step(single.i, v.tail_mask(b.sub(cols, single.i)))
+    b.ret_void()
+    return fn

@@ -1,0 +1,67 @@
+"""What a kernel reads and writes, described without arrays: each operand's
+dtype, logical extent and how it is broadcast. The public layer turns this into
+argument checks; the emitters into address arithmetic.
+
+Every kernel has the C signature `void kernel(const tpp_tensor *args)` where
+`tpp_tensor` is `{void *data; int64_t ld;}` (ld in elements), one entry per
+operand in the order inputs then outputs.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ..jit.loops import I64
+from ..jit.types import DType
+from ..jit.vec import PTR
+
+TENSOR = ir.LiteralStructType([PTR, I64])   # tpp_tensor
+
+
+class Bcast(enum.Enum):
+    FULL = "full"      # rows x cols with a row stride
+    ROW = "row"        # 1 x cols, reused for every row
+    COL = "col"        # rows x 1 (stride ld), reused for every column
+    SCALAR = "scalar"  # one element
+    VEC = "vec"        # 1-D contiguous vector of `cols` elements (reduction outputs)
+
+
+@dataclass(frozen=True)
+class Operand:
+    name: str
+    dtype: DType
+    rows: int
+    cols: int
+    bcast: Bcast = Bcast.FULL
+    output: bool = False
+
+
+def define_kernel(module: ir.Module, name: str) -> tuple[ir.Function, ir.IRBuilder]:
+    """The kernel function `void name(ptr args)` and a builder at its entry."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name)
+    fn.args[0].add_attribute("noalias")
+    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
+def unpack_args(b: ir.IRBuilder, args: ir.Value, count: int) -> list[tuple[ir.Value, ir.Value]]:
+    """(data pointer, ld) of each of the `count` tpp_tensor entries."""
+    out = []
+    for k in range(count):
+        data = b.load(b.gep(args, [ir.Constant(I64, k), ir.Constant(ir.IntType(32), 0)],
+                            source_etype=TENSOR), typ=PTR)
+        ld = b.load(b.gep(args, [ir.Constant(I64, k), ir.Constant(ir.IntType(32), 1)],
+                          source_etype=TENSOR), typ=I64)
+        out.append((data, ld))
+    return out
+
+
+def element_ptr(b: ir.IRBuilder, base: ir.Value, dtype: DType, index: ir.Value) -> ir.Value:
+    return b.gep(base, [index], source_etype=dtype.storage)
+
+
+def load_element(b: ir.IRBuilder, ptr: ir.Value, dtype: DType) -> ir.Value:
+    """One element, widened to its compute type (bf16 -> f32)."""
+    value = b.load(ptr, typ=dtype.storage)
+    return b.fpext(value, ir.FloatType()) if dtype is DType.BF16 else value

@@ -1,0 +1,186 @@
+"""Reduction TPPs: sum, max, min and sum of squares of an M x N tile, over each
+row's columns (axis=1, M results) or over each column's rows (axis=0, N
+results). max/min can also return the index of the first extreme element, as
+numpy's argmax/argmin do (a NaN counts as the extreme, like numpy).
+
+Accumulation is in the compute type (f32 for bf16 inputs) in vector lanes:
+several independent accumulators, combined at the end.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from ..jit.loops import I64, Loop, i64
+from ..jit.targets import Target
+from ..jit.types import DType
+from ..jit.vec import VecBuilder
+from .eltwise import compute_lanes, unroll_for
+from .operands import Bcast, Operand, define_kernel, element_ptr, unpack_args
+
+
+@dataclass(frozen=True)
+class ReduceKind:
+    name: str
+    reference: Callable[[np.ndarray, int], np.ndarray]
+    identity: float
+    combine: str              # the horizontal reduction (llvm.vector.reduce.<combine>)
+    arg_reference: Callable | None = None   # numpy argmax/argmin where an index is offered
+    compare: str = ""         # "take the new element" predicate for arg reductions
+
+
+def reduce_sum(x, axis): return x.sum(axis=axis)
+def reduce_sumsq(x, axis): return (x * x).sum(axis=axis)
+def reduce_max(x, axis): return x.max(axis=axis)
+def reduce_min(x, axis): return x.min(axis=axis)
+
+
+KINDS = {k.name: k for k in (
+    ReduceKind("reduce_sum", reduce_sum, 0.0, "fadd"),
+    ReduceKind("reduce_sumsq", reduce_sumsq, 0.0, "fadd"),
+    ReduceKind("reduce_max", reduce_max, -math.inf, "fmaximum", np.argmax, ">"),
+    ReduceKind("reduce_min", reduce_min, math.inf, "fminimum", np.argmin, "<"),
+)}
+
+
+def operands(kind: str, m: int, n: int, dtype: DType, axis: int, argidx: bool) -> list[Operand]:
+    length = m if axis == 1 else n
+    ops = [Operand("x", dtype, m, n), Operand("out", dtype, 1, length, Bcast.VEC, output=True)]
+    if argidx:
+        ops.append(Operand("idx", DType.I64, 1, length, Bcast.VEC, output=True))
+    return ops
+
+
+class _Acc:
+    """One accumulator (value vector, and index vector for arg reductions)."""
+
+    def __init__(self, v: VecBuilder, kind: ReduceKind, elem: ir.Type, argidx: bool):
+        self.v, self.kind, self.elem, self.argidx = v, kind, elem, argidx
+
+    def init(self) -> list[ir.Value]:
+        vals = [self.v.const(self.kind.identity, self.elem)]
+        if self.argidx:
+            vals.append(self.v.const(0, I64))
+        return vals
+
+    def update(self, state: list[ir.Value], x: ir.Value, index: ir.Value | None) -> list[ir.Value]:
+        v, b, name = self.v, self.v.b, self.kind.name
+        acc = state[0]
+        if name == "reduce_sum":
+            return [b.fadd(acc, x)]
+        if name == "reduce_sumsq":
+            return [v.fma(x, x, acc)]
+        if not self.argidx:
+            return [v.maximum(acc, x) if name == "reduce_max" else v.minimum(acc, x)]
+        # strictly better, or the first NaN: numpy's argmax/argmin keep the first.
+        take = b.or_(b.fcmp_ordered(self.kind.compare, x, acc),
+                     b.and_(b.fcmp_unordered("uno", x, x), b.fcmp_ordered("ord", acc, acc)))
+        return [b.select(take, x, acc), b.select(take, index, state[1])]
+
+    def merge(self, a: list[ir.Value], b_: list[ir.Value]) -> list[ir.Value]:
+        """Combine two partial accumulators (plain reductions only)."""
+        v, name = self.v, self.kind.name
+        if name in ("reduce_sum", "reduce_sumsq"):
+            return [v.b.fadd(a[0], b_[0])]
+        return [v.maximum(a[0], b_[0]) if name == "reduce_max" else v.minimum(a[0], b_[0])]
+
+    def horizontal(self, state: list[ir.Value]) -> list[ir.Value]:
+        v, b = self.v, self.v.b
+        value = v.reduce(self.kind.combine, state[0])
+        if not self.argidx:
+            return [value]
+        vals, idx = state
+        hit = b.or_(b.fcmp_ordered("==", vals, v.splat(value)),
+                    b.and_(b.fcmp_unordered("uno", vals, vals),
+                           v.splat(b.fcmp_unordered("uno", value, value))))
+        masked = b.select(hit, idx, v.const(2 ** 62, I64))
+        return [value, v.reduce("umin", masked)]
+
+
+def _masked_in(v: VecBuilder, acc: _Acc, x: ir.Value, mask: ir.Value) -> ir.Value:
+    return v.b.select(mask, x, v.const(acc.kind.identity, acc.elem))
+
+
+def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int, n: int,
+                dtype: DType, axis: int, argidx: bool) -> ir.Function:
+    rk = KINDS[kind]
+    ops = operands(kind, m, n, dtype, axis, argidx)
+    fn, b = define_kernel(module, name)
+    lanes = compute_lanes(target, ops[:2])
+    v = VecBuilder(b, lanes)
+    elem = dtype.compute.storage
+    acc = _Acc(v, rk, elem, argidx)
+    (x, ldx), (out, _), *rest = unpack_args(b, fn.args[0], len(ops))
+    idx_out = rest[0][0] if argidx else None
+    unroll = 1 if argidx else unroll_for(target)
+
+    def store(j, state, mask=None):
+        v.store(state[0], element_ptr(b, out, dtype, j), dtype, mask)
+        if argidx:
+            v.store(state[1], element_ptr(b, idx_out, DType.I64, j), DType.I64, mask)
+
+    if axis == 0:
+        # Columns: U vectors of adjacent columns, each accumulated down the rows.
+        def columns(j0, count, mask=None):
+            init = [s for _ in range(count) for s in acc.init()]
+            width = len(acc.init())
+            with Loop(b, 0, m, carry=init, name="rows") as rows:
+                row = element_ptr(b, x, dtype, b.mul(rows.i, ldx))
+                nxt = []
+                for u in range(count):
+                    j = b.add(j0, i64(u * lanes))
+                    val = v.load(element_ptr(b, row, dtype, j), dtype, mask)
+                    if mask is not None:
+                        val = _masked_in(v, acc, val, mask)
+                    nxt += acc.update(rows.vars[u * width:(u + 1) * width], val, v.splat(rows.i))
+                rows.next(*nxt)
+            for u in range(count):
+                store(b.add(j0, i64(u * lanes)), rows.vars[u * width:(u + 1) * width], mask)
+
+        chunk = unroll * lanes
+        with Loop(b, 0, n - chunk + 1, chunk, name="colU") as main:
+            columns(main.i, unroll)
+        with Loop(b, main.i, n - lanes + 1, lanes, name="col1") as single:
+            columns(single.i, 1)
+        if n % lanes:
+            columns(i64(n - n % lanes), 1, v.tail_mask(i64(n % lanes)))
+    else:
+        # Rows: U accumulators along the row, then one horizontal reduction.
+        width = len(acc.init())
+        with Loop(b, 0, m, name="rows") as rows:
+            row = element_ptr(b, x, dtype, b.mul(rows.i, ldx))
+            chunk = unroll * lanes
+            init = [s for _ in range(unroll) for s in acc.init()]
+            with Loop(b, 0, n - chunk + 1, chunk, carry=init, name="vecU") as main:
+                nxt = []
+                for u in range(unroll):
+                    j = b.add(main.i, i64(u * lanes))
+                    val = v.load(element_ptr(b, row, dtype, j), dtype)
+                    nxt += acc.update(main.vars[u * width:(u + 1) * width], val,
+                                      b.add(v.splat(j), v.iota(I64)))
+                main.next(*nxt)
+            state = main.vars[:width]
+            for u in range(1, unroll):     # fold the U accumulators (sum/max/min: order-free)
+                state = acc.merge(state, main.vars[u * width:(u + 1) * width])
+            with Loop(b, main.i, n - lanes + 1, lanes, carry=state, name="vec1") as single:
+                val = v.load(element_ptr(b, row, dtype, single.i), dtype)
+                single.next(*acc.update(single.vars, val, b.add(v.splat(single.i), v.iota(I64))))
+            state = single.vars
+            if n % lanes:
+                j = i64(n - n % lanes)
+                mask = v.tail_mask(i64(n % lanes))
+                val = _masked_in(v, acc, v.load(element_ptr(b, row, dtype, j), dtype, mask), mask)
+                state = acc.update(state, val, b.add(v.splat(j), v.iota(I64)))
+            result = acc.horizontal(state)
+            value = result[0]
+            if dtype is DType.BF16:
+                value = b.fptrunc(value, dtype.storage)
+            b.store(value, element_ptr(b, out, dtype, rows.i))
+            if argidx:
+                b.store(result[1], element_ptr(b, idx_out, DType.I64, rows.i))
+    b.ret_void()
+    return fn

@@ -1,0 +1,89 @@
+"""Transpose TPP: M x N -> N x M, any element type (it moves bits).
+
+Square tiles of T x T elements (T = one register of the element type, at most
+16) are loaded as T row vectors, transposed in registers by log2(T) rounds of
+two-input shuffles that swap off-diagonal blocks, and stored as T rows. Edge
+tiles use masked loads and stores.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ..jit.loops import Loop, i64
+from ..jit.targets import Target
+from ..jit.types import DType
+from ..jit.vec import I32, VecBuilder
+from .operands import Operand, define_kernel, element_ptr, unpack_args
+
+_BITS = {1: ir.IntType(8), 2: ir.IntType(16), 4: ir.IntType(32), 8: ir.IntType(64)}
+
+
+def transpose(x):
+    return np.ascontiguousarray(x.T)
+
+
+def operands(m: int, n: int, dtype: DType) -> list[Operand]:
+    return [Operand("x", dtype, m, n), Operand("out", dtype, n, m, output=True)]
+
+
+def tile_size(target: Target, dtype: DType) -> int:
+    return min(16, target.lanes(8 * dtype.itemsize))
+
+
+def _shuffle_rounds(v: VecBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """Transpose T vectors of T lanes: at block size s, rows i and i+s exchange
+    the upper s-block of row i with the lower s-block of row i+s."""
+    t = len(rows)
+    s = t // 2
+    while s >= 1:
+        nxt = list(rows)
+        for i in range(t):
+            if i & s:
+                continue
+            lo_mask = [k if not (k & s) else t + k - s for k in range(t)]
+            hi_mask = [k + s if not (k & s) else t + k for k in range(t)]
+            vm = ir.VectorType(I32, t)
+            nxt[i] = v.b.shuffle_vector(rows[i], rows[i + s], ir.Constant(vm, lo_mask))
+            nxt[i + s] = v.b.shuffle_vector(rows[i], rows[i + s], ir.Constant(vm, hi_mask))
+        rows = nxt
+        s //= 2
+    return rows
+
+
+def emit_transpose(module: ir.Module, name: str, target: Target, m: int, n: int,
+                   dtype: DType) -> ir.Function:
+    fn, b = define_kernel(module, name)
+    t = tile_size(target, dtype)
+    v = VecBuilder(b, t)
+    et = _BITS[dtype.itemsize]
+    (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
+
+    def tile(i0, j0, rows: int, cols: int) -> None:
+        """One tile at (i0, j0) of the input with `rows` x `cols` valid elements."""
+        col_mask = None if cols == t else v.tail_mask(i64(cols))
+        row_mask = None if rows == t else v.tail_mask(i64(rows))
+        vecs = []
+        for r in range(t):
+            if r >= rows:
+                vecs.append(ir.Constant(v.vty(et), None))
+                continue
+            p = element_ptr(b, x, dtype, b.add(b.mul(b.add(i0, i64(r)), ldx), j0))
+            vecs.append(v.load_raw(p, et, dtype.itemsize, col_mask))
+        for c, vec in enumerate(_shuffle_rounds(v, vecs)[:cols]):
+            p = element_ptr(b, out, dtype, b.add(b.mul(b.add(j0, i64(c)), ldo), i0))
+            v.store_raw(vec, p, dtype.itemsize, row_mask)
+
+    mt, nt = m // t * t, n // t * t
+    with Loop(b, 0, mt, t, name="ti") as ti:
+        with Loop(b, 0, nt, t, name="tj") as tj:
+            tile(ti.i, tj.i, t, t)
+        if n > nt:
+            tile(ti.i, i64(nt), t, n - nt)
+    if m > mt:
+        with Loop(b, 0, nt, t, name="tj_edge") as tj:
+            tile(i64(mt), tj.i, m - mt, t)
+        if n > nt:
+            tile(i64(mt), i64(nt), m - mt, n - nt)
+    b.ret_void()
+    return fn

@@ -1,0 +1,57 @@
+"""tpp: Tensor Processing Primitives, JIT-compiled through llvmlite.
+
+    import tpp
+    relu = tpp.unary("relu", 64, 64, dtype="f32")   # dispatch once
+    y = relu(x)                                      # call many times
+    add = tpp.binary("add", 64, 64, broadcast="row")
+    add(a, bias, out=a)
+"""
+from __future__ import annotations
+
+from . import config
+from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, UnaryDesc, parse_bcast
+from .dispatch import __version__, current_target, get_kernel
+from .dtypes import parse as _parse_dtype
+from .errors import AliasError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
+from .jit.targets import Target
+from .kernel import Kernel
+from .kernels import binary as _binary_k
+from .kernels import unary as _unary_k
+
+
+def unary(kind: str, m: int, n: int, dtype="f32", *, out_dtype=None, alpha: float | None = None,
+          axis: int | None = None, argidx: bool = False, target=None) -> Kernel:
+    """Dispatch a unary TPP on an m x n tile.
+
+    kind: an elementwise kind ("relu", "gelu_tanh", "exp", ..., "cast"), a reduction
+    ("reduce_sum", "reduce_max", ... with axis=1 for one result per row or axis=0
+    for one per column; argidx=True adds the index of max/min), or "transpose".
+    """
+    kind = _unary_k.ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    dt = _parse_dtype(dtype)
+    odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else dt
+    desc = UnaryDesc(kind, m, n, dt, odt, alpha, axis, bool(argidx))
+    return get_kernel(desc, target)
+
+
+def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=None) -> Kernel:
+    """Dispatch a binary TPP on an m x n tile.
+
+    broadcast: None (both full), a mode for the second input ("row", "col",
+    "scalar"), or a pair of modes (for a, for b) from "none", "row", "col", "scalar".
+    Row inputs have shape (1, n) or (n,), column inputs (m, 1), scalars () or a
+    Python number.
+    """
+    kind = _binary_k.ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    if isinstance(broadcast, (tuple, list)):
+        if len(broadcast) != 2:
+            raise DescriptorError(f"tpp {kind}: broadcast must be one mode or a pair, got {broadcast!r}")
+        ba, bb = (parse_bcast(x, kind) for x in broadcast)
+    else:
+        ba, bb = parse_bcast(None, kind), parse_bcast(broadcast, kind)
+    return get_kernel(BinaryDesc(kind, m, n, _parse_dtype(dtype), ba, bb), target)
+
+
+__all__ = ["unary", "binary", "Kernel", "Target", "UnaryDesc", "BinaryDesc", "UNARY_KINDS", "BINARY_KINDS",
+           "config", "current_target", "TppError", "ShapeError", "DTypeError", "AliasError",
+           "DescriptorError", "TargetError", "__version__"]

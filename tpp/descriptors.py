@@ -1,0 +1,197 @@
+"""Descriptors: what a kernel computes, as frozen dataclasses. They are
+validated on construction, hashable, and are the kernel cache keys.
+
+Each descriptor knows its operands (kernels.operands.Operand), how to emit its
+kernel, and its numpy reference; dispatch needs nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from .errors import DescriptorError, DTypeError
+from .jit.targets import Target
+from .jit.types import DType
+from .kernels import binary as binary_k
+from .kernels import reduce as reduce_k
+from .kernels import transpose as transpose_k
+from .kernels import unary as unary_k
+from .kernels.eltwise import compute_lanes, emit_eltwise
+from .kernels.operands import Bcast, Operand
+
+UNARY_KINDS = tuple(unary_k.KINDS) + tuple(reduce_k.KINDS) + ("transpose",)
+BINARY_KINDS = tuple(binary_k.KINDS)
+_BCAST_NAMES = {"none": Bcast.FULL, "full": Bcast.FULL, "row": Bcast.ROW, "col": Bcast.COL,
+                "scalar": Bcast.SCALAR}
+
+
+def _check_dims(kind: str, **dims: int) -> None:
+    for name, value in dims.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise DescriptorError(f"tpp {kind}: {name} must be an integer >= 1, got {value!r}")
+        if value >= 2 ** 31:
+            raise DescriptorError(f"tpp {kind}: {name}={value} is too large (limit 2**31 - 1)")
+
+
+def _dtype_check(kind: str, dtype: DType, allowed) -> None:
+    if dtype not in allowed:
+        names = ", ".join(sorted(d.value for d in allowed))
+        raise DTypeError(f"tpp {kind}: dtype {dtype.value} is not supported (supported: {names})")
+
+
+@dataclass(frozen=True)
+class UnaryDesc:
+    """A unary TPP: elementwise kinds, reductions (axis, argidx) and transpose."""
+    kind: str
+    m: int
+    n: int
+    dtype: DType
+    out_dtype: DType
+    alpha: float | None = None
+    axis: int | None = None          # reductions: 1 = over each row, 0 = over each column
+    argidx: bool = False             # reduce_max / reduce_min: also return indices
+
+    def __post_init__(self) -> None:
+        k = self.kind
+        if k not in UNARY_KINDS:
+            raise DescriptorError(f"tpp.unary: unknown kind {k!r}; known kinds: {', '.join(UNARY_KINDS)}")
+        _check_dims(k, m=self.m, n=self.n)
+        if k in reduce_k.KINDS:
+            _dtype_check(k, self.dtype, unary_k.ARITH)
+            if self.axis not in (0, 1):
+                raise DescriptorError(f"tpp {k}: axis must be 0 (over rows) or 1 (over columns), "
+                                      f"got {self.axis!r}")
+            if self.argidx and reduce_k.KINDS[k].arg_reference is None:
+                raise DescriptorError(f"tpp {k}: argidx is only offered by reduce_max and reduce_min")
+        elif self.axis is not None or self.argidx:
+            raise DescriptorError(f"tpp {k}: axis/argidx are only for reduce_* kinds")
+        if k == "transpose":
+            _dtype_check(k, self.dtype, unary_k.ARITH)
+        elif k in unary_k.KINDS:
+            _dtype_check(k, self.dtype, unary_k.KINDS[k].dtypes)
+        if k == "cast":
+            if self.out_dtype not in unary_k.KINDS["cast"].dtypes or self.out_dtype == self.dtype:
+                raise DTypeError(f"tpp cast: out_dtype must be the other of f32/bf16, "
+                                 f"got {self.dtype.value} -> {self.out_dtype.value}")
+        elif self.out_dtype != self.dtype:
+            raise DTypeError(f"tpp {k}: out_dtype must equal dtype ({self.dtype.value}); use kind 'cast'")
+        default = unary_k.KINDS[k].default_alpha if k in unary_k.KINDS else None
+        if default is None and self.alpha is not None:
+            raise DescriptorError(f"tpp {k}: takes no alpha")
+
+    @property
+    def family(self) -> str:
+        if self.kind in reduce_k.KINDS:
+            return "reduce"
+        return "transpose" if self.kind == "transpose" else "eltwise"
+
+    @property
+    def elementwise(self) -> bool:
+        """Output element (i, j) depends only on input elements (i, j): in-place is safe."""
+        return self.family == "eltwise"
+
+    def alpha_value(self) -> float | None:
+        if self.alpha is not None:
+            return float(self.alpha)
+        return unary_k.KINDS[self.kind].default_alpha if self.kind in unary_k.KINDS else None
+
+    def operands(self) -> list[Operand]:
+        if self.family == "reduce":
+            return reduce_k.operands(self.kind, self.m, self.n, self.dtype, self.axis, self.argidx)
+        if self.family == "transpose":
+            return transpose_k.operands(self.m, self.n, self.dtype)
+        ins = [Operand(nm, self.dtype, self.m, self.n) for nm in unary_k.KINDS[self.kind].inputs]
+        return ins + [Operand("out", self.out_dtype, self.m, self.n, output=True)]
+
+    def emit(self, module: ir.Module, name: str, target: Target) -> None:
+        if self.family == "reduce":
+            reduce_k.emit_reduce(module, name, target, self.kind, self.m, self.n, self.dtype,
+                                 self.axis, self.argidx)
+        elif self.family == "transpose":
+            transpose_k.emit_transpose(module, name, target, self.m, self.n, self.dtype)
+        else:
+            ops = self.operands()
+            params = unary_k.Params(self.dtype.compute.storage, self.alpha_value())
+            uk = unary_k.KINDS[self.kind]
+            emit_eltwise(module, name, target, self.m, self.n, ops[:-1], ops[-1:],
+                         lambda v, xs: uk.body(v, xs, params))
+
+    def reference(self, *inputs: np.ndarray):
+        """float64 result(s) of the numpy reference for these inputs."""
+        xs = [np.asarray(x, dtype=np.float64) for x in inputs]
+        if self.family == "reduce":
+            rk = reduce_k.KINDS[self.kind]
+            values = rk.reference(xs[0], self.axis)
+            return (values, rk.arg_reference(xs[0], axis=self.axis)) if self.argidx else values
+        if self.family == "transpose":
+            return transpose_k.transpose(xs[0])
+        fn = unary_k.KINDS[self.kind].reference
+        if self.kind == "zero":
+            return np.zeros((self.m, self.n))
+        return fn(*xs, self.alpha_value()) if unary_k.KINDS[self.kind].default_alpha is not None \
+            else fn(*xs)
+
+
+@dataclass(frozen=True)
+class BinaryDesc:
+    """A binary TPP with a broadcast mode per input."""
+    kind: str
+    m: int
+    n: int
+    dtype: DType
+    bcast_a: Bcast = Bcast.FULL
+    bcast_b: Bcast = Bcast.FULL
+
+    def __post_init__(self) -> None:
+        if self.kind not in BINARY_KINDS:
+            raise DescriptorError(f"tpp.binary: unknown kind {self.kind!r}; known kinds: "
+                                  f"{', '.join(BINARY_KINDS)}")
+        _check_dims(self.kind, m=self.m, n=self.n)
+        _dtype_check(self.kind, self.dtype, binary_k.FLOATS)
+        for b in (self.bcast_a, self.bcast_b):
+            if b not in (Bcast.FULL, Bcast.ROW, Bcast.COL, Bcast.SCALAR):
+                raise DescriptorError(f"tpp {self.kind}: broadcast {b!r} is not an input mode")
+
+    elementwise = True
+
+    @property
+    def out_dtype(self) -> DType:
+        return DType.BOOL if binary_k.KINDS[self.kind].compare else self.dtype
+
+    def operands(self) -> list[Operand]:
+        def op(name, bc):
+            rows = 1 if bc in (Bcast.ROW, Bcast.SCALAR) else self.m
+            cols = 1 if bc in (Bcast.COL, Bcast.SCALAR) else self.n
+            return Operand(name, self.dtype, rows, cols, bc)
+        return [op("a", self.bcast_a), op("b", self.bcast_b),
+                Operand("out", self.out_dtype, self.m, self.n, output=True)]
+
+    def emit(self, module: ir.Module, name: str, target: Target) -> None:
+        ops = self.operands()
+        body = binary_k.KINDS[self.kind].body
+        emit_eltwise(module, name, target, self.m, self.n, ops[:2], ops[2:],
+                     lambda v, xs: [body(v, xs[0], xs[1])])
+
+    def reference(self, a: np.ndarray, b: np.ndarray):
+        ra = np.asarray(a, dtype=np.float64).reshape(self._ref_shape(self.bcast_a))
+        rb = np.asarray(b, dtype=np.float64).reshape(self._ref_shape(self.bcast_b))
+        return np.broadcast_to(binary_k.KINDS[self.kind].reference(ra, rb), (self.m, self.n))
+
+    def _ref_shape(self, bc: Bcast) -> tuple[int, int]:
+        return {Bcast.FULL: (self.m, self.n), Bcast.ROW: (1, self.n), Bcast.COL: (self.m, 1),
+                Bcast.SCALAR: (1, 1)}[bc]
+
+
+def parse_bcast(value, kind: str) -> Bcast:
+    if isinstance(value, Bcast):
+        return value
+    if value is None:
+        return Bcast.FULL
+    if isinstance(value, str) and value in _BCAST_NAMES:
+        return _BCAST_NAMES[value]
+    raise DescriptorError(f"tpp {kind}: broadcast mode {value!r} is not one of none, row, col, scalar")
+
+
+__all__ = ["UnaryDesc", "BinaryDesc", "parse_bcast", "compute_lanes"]

@@ -1,0 +1,113 @@
+"""Dispatch: descriptor + target -> Kernel, through two cache levels.
+
+In memory: a lock-protected dict from (descriptor, target). On disk: object
+code keyed by the package version, a hash of the code generators' sources, the
+llvmlite/LLVM versions, the target, the descriptor, the opt level and the
+numpy array layout the wrapper reads.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import llvmlite
+from llvmlite import ir
+
+from . import arrayabi, config
+from .jit import cache, compiler
+from .jit.targets import Target
+from .kernel import Kernel
+
+__version__ = "0.1.0"
+_lock = threading.Lock()
+_memory: dict[tuple, Kernel] = {}
+_targets: dict[str | None, Target] = {}
+_source_hash: str | None = None
+
+
+def current_target() -> Target:
+    name = config.get().target
+    t = _targets.get(name)
+    if t is None:
+        t = Target.named(name) if name else Target.host()
+        _targets[name] = t
+    return t
+
+
+def resolve_target(target) -> Target:
+    if target is None:
+        return current_target()
+    if isinstance(target, Target):
+        return target
+    return Target.named(target)
+
+
+def sources_hash() -> str:
+    global _source_hash
+    if _source_hash is None:
+        from . import jit, kernels
+        here = Path(__file__).parent
+        files = [p for d in (Path(jit.__file__).parent, Path(kernels.__file__).parent)
+                 for p in d.rglob("*.py")]
+        files += [here / "arrayabi.py", here / "descriptors.py", here / "dispatch.py"]
+        _source_hash = cache.hash_sources(files)
+    return _source_hash
+
+
+def _disk_key(desc, target: Target, opt: int) -> str:
+    return cache.make_key(version=__version__, sources=sources_hash(), llvmlite=llvmlite.__version__,
+                          llvm=compiler.llvm_version(), target=target, descriptor=desc, opt=opt,
+                          array_layout=arrayabi.LAYOUT)
+
+
+def _module(desc, target: Target, symbol: str) -> ir.Module:
+    module = ir.Module(name=symbol)
+    module.triple = target.triple
+    desc.emit(module, symbol, target)
+    if arrayabi.LAYOUT is not None:
+        kernel_fn = module.get_global(symbol)
+        arrayabi.emit_wrapper(module, kernel_fn, desc.operands(), desc.elementwise, arrayabi.LAYOUT)
+    return module
+
+
+def generate_ir(desc, target: Target, symbol: str) -> str:
+    return str(_module(desc, target, symbol))
+
+
+def get_kernel(desc, target=None) -> Kernel:
+    target = resolve_target(target)
+    key = (desc, target)
+    kernel = _memory.get(key)
+    if kernel is not None:
+        return kernel
+    with _lock:
+        kernel = _memory.get(key)
+        if kernel is None:
+            kernel = _build(desc, target)
+            _memory[key] = kernel
+    return kernel
+
+
+def _build(desc, target: Target) -> Kernel:
+    cfg = config.get()
+    disk_key = _disk_key(desc, target, cfg.opt_level)
+    symbol = "tpp_" + disk_key[:24]
+    disk = cache.DiskCache(cfg.cache_dir) if cfg.cache else None
+    obj = disk.get(disk_key) if disk else None
+    text = None
+    if obj is None:
+        text = str(_module(desc, target, symbol))
+        obj = compiler.emit_object(compiler.optimise(text, target, cfg.opt_level), target, cfg.opt_level)
+        if disk:
+            disk.put(disk_key, obj)
+    addresses = None
+    if target.runs_on_host:
+        symbols = [symbol] + ([symbol + "_py"] if arrayabi.LAYOUT is not None else [])
+        addresses = compiler.load_object(obj, target, symbols)
+    return Kernel(desc, target, symbol, addresses, text)
+
+
+def clear_memory_cache() -> None:
+    """Forget in-memory kernels (compiled code stays linked; tests use this)."""
+    with _lock:
+        _memory.clear()

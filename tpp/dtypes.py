@@ -1,0 +1,41 @@
+"""dtype arguments: strings ("f32", "bf16", "f64") or numpy/ml_dtypes dtype objects."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from .errors import DTypeError
+from .jit.types import DType
+
+NUMPY = {
+    DType.F32: np.dtype(np.float32),
+    DType.F64: np.dtype(np.float64),
+    DType.BF16: np.dtype(ml_dtypes.bfloat16),
+    DType.BOOL: np.dtype(np.bool_),
+    DType.I64: np.dtype(np.int64),
+    DType.I32: np.dtype(np.int32),
+    DType.I8: np.dtype(np.int8),
+    DType.U8: np.dtype(np.uint8),
+}
+_FROM_NUMPY = {v: k for k, v in NUMPY.items()}
+_NAMES = {"f32": DType.F32, "float32": DType.F32, "f64": DType.F64, "float64": DType.F64,
+          "bf16": DType.BF16, "bfloat16": DType.BF16}
+
+
+def parse(dtype, what: str = "dtype") -> DType:
+    """DType for a user's dtype argument; raises DTypeError naming `what`."""
+    if isinstance(dtype, DType):
+        return dtype
+    if isinstance(dtype, str) and dtype in _NAMES:
+        return _NAMES[dtype]
+    try:
+        npd = np.dtype(dtype)
+    except TypeError:
+        npd = None
+    if npd is not None and npd in _FROM_NUMPY and npd.isnative:
+        return _FROM_NUMPY[npd]
+    raise DTypeError(f"tpp: {what}={dtype!r} is not supported; use 'f32', 'bf16' or 'f64'")
+
+
+def to_numpy(dtype: DType) -> np.dtype:
+    return NUMPY[dtype]
