@@ -47,10 +47,11 @@ def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> 
 class VecBuilder:
     """Builds vector code of `lanes` elements on top of an IRBuilder."""
 
-    def __init__(self, b: ir.IRBuilder, lanes: int):
+    def __init__(self, b: ir.IRBuilder, lanes: int, target=None):
         self.b = b
         self.lanes = lanes
         self.module = b.module
+        self.target = target      # consulted for its intrinsic table only
 
     # ---- types and constants -------------------------------------------------
     def vty(self, elem: ir.Type) -> ir.VectorType:
@@ -142,6 +143,45 @@ class VecBuilder:
             return call
         fn = declare(self.module, f"llvm.vector.reduce.{op}.{_suffix(v.type)}", et, [v.type])
         return self.b.call(fn, [v])
+
+    # ---- target instructions, looked up in the target's intrinsic table ----------
+    def target_op(self, op: str, *args: ir.Value) -> ir.Value | None:
+        """The target's instruction for `op` at this vector type, or None if it has none."""
+        spec = self.target.intrinsic(f"{op}.{_suffix(args[0].type)}") if self.target else None
+        if spec is None:
+            return None
+        name, _, convention = spec.partition("|")
+        t = args[0].type
+        extra = {
+            "plain": [],
+            "passthru_mask": [ir.Constant(t, None), ir.Constant(ir.IntType(self.lanes), -1)],
+            "passthru_mask_round": [ir.Constant(t, None), ir.Constant(ir.IntType(self.lanes), -1),
+                                    ir.Constant(I32, 4)],        # 4: current rounding mode
+        }[convention]
+        all_args = list(args) + extra
+        fn = declare(self.module, name, t, [a.type for a in all_args])
+        return self.b.call(fn, all_args)
+
+    def recip(self, d: ir.Value) -> ir.Value:
+        """1/d to about 1 ulp: the target's reciprocal estimate and one Newton step
+        (a vector divide costs 10-16 cycles; this costs ~3). Finite d only."""
+        r0 = self.target_op("rcp", d)
+        if r0 is None:
+            return self.b.fdiv(ir.Constant(d.type, [ir.Constant(d.type.element, 1.0)] * self.lanes), d)
+        one = self.const(1.0, d.type.element)
+        e = self.fma(self.b.fneg(d), r0, one)
+        return self.fma(r0, e, r0)
+
+    def div(self, a: ir.Value, d: ir.Value) -> ir.Value:
+        """a/d to about 2 ulp for finite d (see recip); exact IEEE division where the
+        target has no estimate."""
+        if self.target_op("rcp", d) is None:
+            return self.b.fdiv(a, d)
+        return self.b.fmul(a, self.recip(d))
+
+    def scalef(self, p: ir.Value, n: ir.Value) -> ir.Value | None:
+        """p * 2**n for float n (integral), or None where the target has no such instruction."""
+        return self.target_op("scalef", p, n)
 
     def poly(self, x, coeffs: list[float], elem: ir.Type = F32):
         """Horner evaluation of sum(coeffs[k] * x**k) with FMAs."""

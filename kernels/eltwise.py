@@ -40,7 +40,7 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
     fn, b = define_kernel(module, name)
     operands = list(inputs) + list(outputs)
     lanes = compute_lanes(target, operands)
-    v = VecBuilder(b, lanes)
+    v = VecBuilder(b, lanes, target)
     slots = unpack_args(b, fn.args[0], len(operands))
     ins = list(zip(inputs, slots[: len(inputs)]))
     outs = list(zip(outputs, slots[len(inputs):]))

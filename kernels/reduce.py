@@ -111,7 +111,7 @@ def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int,
     ops = operands(kind, m, n, dtype, axis, argidx)
     fn, b = define_kernel(module, name)
     lanes = compute_lanes(target, ops[:2])
-    v = VecBuilder(b, lanes)
+    v = VecBuilder(b, lanes, target)
     elem = dtype.compute.storage
     acc = _Acc(v, rk, elem, argidx)
     (x, ldx), (out, _), *rest = unpack_args(b, fn.args[0], len(ops))

@@ -5,10 +5,10 @@ Error bounds (tests/test_unary.py checks them against float64 numpy):
   range; most inputs are within 2 ulp.
 
 Coefficients: exp uses the Taylor series of e^r on |r| <= ln2/2 (degree 7,
-truncation 5e-9 relative). The tanh and erfc polynomials were fitted here by
-iteratively reweighted least squares in float64 against numpy/scipy and
-rounded to f32 (script: tools/fit_vmath.py); the fit errors are given beside
-each.
+truncation 5e-9 relative). The tanh rational function and the erfc polynomial
+were fitted here by iteratively reweighted (linearised) least squares in
+float64 against numpy/scipy and rounded to f32 (script: tools/fit_vmath.py);
+the fit errors are given beside each.
 """
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ LN2_HI = 0.693359375
 LN2_LO = -2.12194440e-4
 LOG2E = 1.4426950408889634
 _EXP_TAYLOR = [1.0 / math.factorial(k) for k in range(8)]
-# tanh(x)/x = P(x^2) on [0, 0.625]; max relative error 1.2e-8.
-_TANH_SMALL = [1.0, -0.3333325982093811, 0.13331131637096405, -0.05372137948870659,
-               0.020591996610164642, -0.005661105737090111]
-_TANH_SPLIT = 0.625
+# tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9.5 (beyond, tanh rounds to +-1 in f32);
+# max relative error of the f32 coefficients 1.2e-7.
+_TANH_P = [0.9999999403953552, 0.13347992300987244, 0.0034564989618957043, 1.9972900190623477e-05,
+           1.2489629774847799e-08]
+_TANH_Q = [1.0, 0.46681296825408936, 0.0257278885692358, 0.0003221994556952268, 7.418839231831953e-07]
+_TANH_CLAMP = 9.5
 # erfc(z) = t * exp(-z^2 + P(t)), t = 2 / (2 + z), z >= 0; max error of P 8.8e-8.
 _ERFC_P = [-1.2654409408569336, 0.9984806776046753, 0.3880085051059723, 0.027806438505649567,
            0.021895624697208405, -0.12011776119470596, -0.6470887660980225, 1.1191939115524292,
@@ -53,9 +55,11 @@ def exp(v: VecBuilder, x: ir.Value) -> ir.Value:
     r = v.fma(n, v.const(-LN2_HI), xc)
     r = v.fma(n, v.const(-LN2_LO), r)
     p = v.poly(r, _EXP_TAYLOR)
-    ni = b.fptosi(n, v.vty(I32))
-    half = b.ashr(ni, v.const(1, I32))             # split 2^n in two so neither factor
-    res = b.fmul(b.fmul(p, _pow2(v, half)), _pow2(v, b.sub(ni, half)))   # over/underflows
+    res = v.scalef(p, n)
+    if res is None:
+        ni = b.fptosi(n, v.vty(I32))
+        half = b.ashr(ni, v.const(1, I32))             # split 2^n in two so neither factor
+        res = b.fmul(b.fmul(p, _pow2(v, half)), _pow2(v, b.sub(ni, half)))   # over/underflows
     return b.select(b.fcmp_unordered("uno", x, x), x, res)
 
 
@@ -79,7 +83,7 @@ def log(v: VecBuilder, x: ir.Value) -> ir.Value:
     big = b.fcmp_ordered(">", m, v.const(math.sqrt(2.0)))
     m = b.select(big, b.fmul(m, v.const(0.5)), m)                    # m in [sqrt(.5), sqrt(2))
     e = b.add(e, b.zext(big, vi))
-    s = b.fdiv(b.fsub(m, v.const(1.0)), b.fadd(m, v.const(1.0)))
+    s = v.div(b.fsub(m, v.const(1.0)), b.fadd(m, v.const(1.0)))
     s2 = b.fmul(s, s)
     # log(m) = 2 atanh(s) = 2s (1 + s^2/3 + s^4/5 + ...); |s| <= 0.1716
     logm = b.fmul(b.fadd(s, s), v.poly(s2, [1.0, 1 / 3, 1 / 5, 1 / 7, 1 / 9]))
@@ -90,18 +94,26 @@ def log(v: VecBuilder, x: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("ult", x, v.const(0.0)), v.const(math.nan), res)
 
 
-def tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
+def _clamp(v: VecBuilder, x: ir.Value, lo: float, hi: float) -> ir.Value:
+    """Clamp with NaN passing through (each select is one vminps/vmaxps on x86)."""
     b = v.b
-    a = v.fabs(x)
-    small = b.fmul(a, v.poly(b.fmul(a, a), _TANH_SMALL))
-    e = exp(v, b.fmul(a, v.const(-2.0)))
-    big = b.fdiv(b.fsub(v.const(1.0), e), b.fadd(v.const(1.0), e))
-    return v.copysign(b.select(b.fcmp_ordered("<", a, v.const(_TANH_SPLIT)), small, big), x)
+    x = b.select(b.fcmp_ordered(">", x, v.const(hi)), v.const(hi), x)
+    return b.select(b.fcmp_ordered("<", x, v.const(lo)), v.const(lo), x)
+
+
+def tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
+    """An odd rational function: ~16 vector instructions, no exp, no branch blend."""
+    b = v.b
+    xc = _clamp(v, x, -_TANH_CLAMP, _TANH_CLAMP)
+    u = b.fmul(xc, xc)
+    return v.div(b.fmul(xc, v.poly(u, _TANH_P)), v.poly(u, _TANH_Q))
 
 
 def sigmoid(v: VecBuilder, x: ir.Value) -> ir.Value:
     b = v.b
-    return b.fdiv(v.const(1.0), b.fadd(v.const(1.0), exp(v, b.fneg(x))))
+    # e^-x is capped at e^88 so that 1 + e^-x stays finite for the reciprocal.
+    e = exp(v, v.intrinsic("minnum", b.fneg(x), v.const(88.0)))
+    return v.recip(b.fadd(v.const(1.0), e))
 
 
 def _gelu_tanh_arg(v: VecBuilder, x: ir.Value) -> ir.Value:
@@ -115,14 +127,15 @@ def _gelu_tanh_arg(v: VecBuilder, x: ir.Value) -> ir.Value:
 def gelu_tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
     # 0.5 x (1 + tanh(u)) == x * sigmoid(2u): no cancellation for negative x.
     b = v.b
-    return b.fdiv(x, b.fadd(v.const(1.0), exp(v, _gelu_tanh_arg(v, x))))
+    e = exp(v, v.intrinsic("minnum", _gelu_tanh_arg(v, x), v.const(88.0)))
+    return v.div(x, b.fadd(v.const(1.0), e))
 
 
 def gelu_tanh_grad(v: VecBuilder, x: ir.Value) -> ir.Value:
     """d/dx gelu_tanh = s + x s (1-s) du2/dx with s = sigmoid(2u), du2/dx = 2c (1 + 3k x^2)."""
     b = v.b
     e = exp(v, v.intrinsic("minnum", _gelu_tanh_arg(v, x), v.const(80.0)))
-    s = b.fdiv(v.const(1.0), b.fadd(v.const(1.0), e))
+    s = v.recip(b.fadd(v.const(1.0), e))
     one_minus_s = b.fmul(e, s)
     du2 = v.fma(b.fmul(x, x), v.const(6.0 * GELU_C * GELU_K), v.const(2.0 * GELU_C))
     return v.fma(b.fmul(b.fmul(x, s), one_minus_s), du2, s)
@@ -139,7 +152,7 @@ def _phi_parts(v: VecBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     lo = v.fma(x, x, b.fneg(hi))
     gauss_hi = exp(v, b.fmul(hi, v.const(-0.5)))
     z = b.fmul(v.fabs(x), v.const(1.0 / math.sqrt(2.0)))
-    t = b.fdiv(v.const(2.0), b.fadd(v.const(2.0), z))
+    t = b.fmul(v.const(2.0), v.recip(b.fadd(v.const(2.0), z)))
     corr = exp(v, v.fma(lo, v.const(-0.5), v.poly(t, _ERFC_P)))
     half_erfc = b.fmul(b.fmul(t, v.const(0.5)), b.fmul(gauss_hi, corr))   # erfc(|x|/sqrt2)/2
     phi = b.select(b.fcmp_ordered("<", x, v.const(0.0)), half_erfc, b.fsub(v.const(1.0), half_erfc))

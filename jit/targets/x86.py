@@ -16,7 +16,15 @@ _AVX512_FAMILY = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "av
                   "avx512bitalg", "avx512vpopcntdq", "evex512", "amx-tile", "amx-bf16",
                   "amx-int8", "avx10.1-256", "avx10.1-512")
 
-_AVX512_INTRINSICS = (("bf16_dot", "llvm.x86.avx512bf16.dpbf16ps.512"),)
+# op.shape -> "intrinsic|calling convention" (conventions: see jit/vec.py).
+_AVX512_INTRINSICS = (
+    ("rcp.v16f32", "llvm.x86.avx512.rcp14.ps.512|passthru_mask"),         # vrcp14ps, 14 bits
+    ("scalef.v16f32", "llvm.x86.avx512.mask.scalef.ps.512|passthru_mask_round"),   # vscalefps
+    ("bf16_dot.v16f32", "llvm.x86.avx512bf16.dpbf16ps.512|plain"),
+)
+_AVX2_INTRINSICS = (
+    ("rcp.v8f32", "llvm.x86.avx.rcp.ps.256|plain"),                       # vrcpps, 12 bits
+)
 
 
 def _host_features() -> dict[str, bool]:
@@ -33,7 +41,7 @@ def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
 
 def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
     feats = {**feats, **{k: False for k in _AVX512_FAMILY}}
-    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, ())
+    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, _AVX2_INTRINSICS)
 
 
 def probe_host() -> Target | None:

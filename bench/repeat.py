@@ -1,0 +1,82 @@
+"""Kernel-level timing without Python in the loop.
+
+A tiny JIT-compiled function
+
+    void tpp_bench_repeat(void (*kernel)(const tpp_tensor *), const tpp_tensor *args, int64_t count)
+
+calls `kernel(args)` `count` times. The call is indirect through a pointer
+argument, so LLVM cannot see the callee and can neither inline it nor delete
+it; nothing is marked readnone/willreturn. One cffi call then runs the whole
+repetition, and the time per kernel call is the repetition's time over count.
+"""
+from __future__ import annotations
+
+import threading
+
+import cffi
+import numpy as np
+
+from tpp import Kernel, Target
+from tpp.jit import compiler
+
+SYMBOL = "tpp_bench_repeat"
+
+_IR = f"""
+define void @{SYMBOL}(ptr %kernel, ptr %args, i64 %count) {{
+entry:
+  %any = icmp sgt i64 %count, 0
+  br i1 %any, label %loop, label %done
+loop:
+  %i = phi i64 [ 0, %entry ], [ %next, %loop ]
+  call void %kernel(ptr %args)
+  %next = add nuw nsw i64 %i, 1
+  %more = icmp slt i64 %next, %count
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}}
+"""
+
+ffi = cffi.FFI()
+ffi.cdef("typedef struct { void *data; int64_t ld; } tpp_tensor;")
+_lock = threading.Lock()
+_repeaters: dict[Target, object] = {}
+
+
+def repeater(target: Target):
+    """The compiled repeat loop for `target`, as a cffi function pointer."""
+    with _lock:
+        fn = _repeaters.get(target)
+        if fn is None:
+            mod = compiler.optimise(_IR, target)
+            obj = compiler.emit_object(mod, target)
+            addr = compiler.load_object(obj, target, [SYMBOL])[SYMBOL]
+            fn = ffi.cast("void (*)(void *, const tpp_tensor *, int64_t)", addr)
+            _repeaters[target] = fn
+        return fn
+
+
+def tensors(arrays: list[np.ndarray]):
+    """A tpp_tensor[] for the arrays (inputs then outputs): data pointer and row stride
+    in elements. The arrays must stay alive as long as the table is used."""
+    table = ffi.new("tpp_tensor[]", len(arrays))
+    for entry, a in zip(table, arrays):
+        if a.ndim == 2 and a.strides[1] != a.itemsize:
+            raise ValueError("tpp-bench: element stride must be 1")
+        entry.data = ffi.cast("void *", a.ctypes.data)
+        entry.ld = a.strides[0] // a.itemsize if a.ndim == 2 else (a.shape[-1] if a.ndim else 1)
+    return table
+
+
+def kernel_runner(kernel: Kernel, arrays: list[np.ndarray]):
+    """run(count): `count` native calls of `kernel` on `arrays`, from one cffi call."""
+    if not kernel.address:
+        raise RuntimeError(f"tpp-bench: {kernel!r} has no host address (built for another target?)")
+    fn = repeater(kernel.target)
+    table = tensors(arrays)
+    kptr = ffi.cast("void *", kernel.address)
+
+    def run(count: int) -> None:
+        fn(kptr, table, count)
+    run.keep_alive = (table, arrays)      # the table points into these arrays
+    return run
