@@ -1,17 +1,17 @@
-"""The Python fast path: a small JIT-compiled wrapper per kernel that takes
-numpy array *objects* (their addresses, from `id()`), checks type, dtype,
-shape, strides, flags and overlap in native code, fills the kernel's
-tpp_tensor arguments and calls it. This replaces ~300 ns of `ffi.from_buffer`
-per array with a few loads.
+"""The Python fast path: one JIT-compiled CPython builtin per operand count.
+
+A kernel call `k(x, out=y)` goes straight into native code as a METH_FASTCALL
+builtin whose `self` is a small int64 table describing the kernel: the native
+code checks each argument (exact numpy.ndarray, dtype, shape, strides, flags,
+overlap), fills the kernel's tpp_tensor arguments, calls the kernel (releasing
+the GIL for large tiles) and returns the last argument. If anything is off it
+returns the table instead, and Python runs the checks in checks.py, which
+raise a precise error or convert the arguments. Nothing here is per kernel, so
+kernels compile as the bare kernel function.
 
 It reads numpy's PyArrayObject fields, whose offsets are probed once at import
 against a real array (`LAYOUT`); where the probe fails (another Python ABI)
 `LAYOUT` is None and calls take the checked Python path instead.
-
-Wrapper: `int32 name_py(const int64 *table, intptr obj0, ..., intptr objN)`;
-table[0] is the address of numpy.ndarray, table[1 + k] that of operand k's
-dtype. Returns 0, or k + 1 when operand k is not acceptable, or 1000 + k when
-output k overlaps another operand other than as an exact in-place alias.
 """
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
+from llvmlite.ir.types import _TypedPointerType
 
 from .jit.loops import I64, i64
-from .jit.vec import I32, PTR
+from .jit.vec import I32, PTR, declare
 from .kernels.operands import TENSOR, Bcast, Operand
 
 NPY_ALIGNED = 0x0100
 NPY_WRITEABLE = 0x0400
-BAD_OPERAND, OVERLAP = 1, 1000
+METH_FASTCALL = 0x0080
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def _probe() -> Layout | None:
               and (ctypes.c_ssize_t * 2).from_address(strides)[:] == [28, 4]
               and word(guess.descr) == id(a.dtype)
               and ctypes.c_int.from_address(base + guess.flags).value == a.flags.num)
+        ok = ok and hasattr(ctypes, "pythonapi") and hasattr(ctypes.pythonapi, "PyCFunction_NewEx")
     except Exception:   # any surprise means: do not trust the guess
         return None
     return guess if ok else None
@@ -66,8 +68,9 @@ def _probe() -> Layout | None:
 LAYOUT = _probe()
 
 
+# ---- what callers may pass ---------------------------------------------------------------
 def accepted_shapes(op: Operand) -> list[tuple[int, ...]]:
-    """The array shapes a caller may pass for an operand."""
+    """The array shapes a caller may pass for an operand (at most two)."""
     if op.bcast is Bcast.ROW:
         return [(1, op.cols), (op.cols,)]
     if op.bcast is Bcast.SCALAR:
@@ -82,114 +85,192 @@ def min_row_stride(op: Operand) -> int:
     return op.cols
 
 
-def table_values(operands: list[Operand], numpy_dtypes: list[np.dtype]) -> list[int]:
-    return [id(np.ndarray)] + [id(d) for d in numpy_dtypes]
-
-
-def emit_wrapper(module: ir.Module, kernel: ir.Function, operands: list[Operand],
-                 allow_alias: bool, layout: Layout) -> str:
-    name = kernel.name + "_py"
-    fn = ir.Function(module, ir.FunctionType(I32, [PTR] + [I64] * len(operands)), name)
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    table = fn.args[0]
-    # llvmlite's alloca yields a typed pointer; make it opaque like the callee's argument.
-    args = b.inttoptr(b.ptrtoint(b.alloca(ir.ArrayType(TENSOR, len(operands))), I64), PTR)
-    datas, lds = [], []
-
-    def field(obj_ptr, off, typ):
-        return b.load(b.gep(obj_ptr, [i64(off)], source_etype=ir.IntType(8)), typ=typ)
-
-    def fail_if(cond, code):
-        with b.if_then(cond, likely=False):
-            b.ret(ir.Constant(I32, code))
-
-    for k, op in enumerate(operands):
-        obj = b.inttoptr(fn.args[1 + k], PTR)
-        expect = lambda slot: b.load(b.gep(table, [i64(slot)], source_etype=I64), typ=I64)  # noqa: E731
-        fail_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.ob_type, PTR), I64), expect(0)),
-                BAD_OPERAND + k)
-        fail_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.descr, PTR), I64), expect(1 + k)),
-                BAD_OPERAND + k)
-        need = NPY_ALIGNED | (NPY_WRITEABLE if op.output else 0)
-        flags = field(obj, layout.flags, I32)
-        fail_if(b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I32, need)), ir.Constant(I32, need)),
-                BAD_OPERAND + k)
-        nd = field(obj, layout.nd, I32)
-        ld = _shape_checks(b, obj, field, op, layout, nd, lambda: fail_if(ir.Constant(ir.IntType(1), 1),
-                                                                          BAD_OPERAND + k))
-        data = field(obj, layout.data, PTR)
-        for f, value in enumerate((data, ld)):
-            addr = b.gep(args, [i64(k), ir.Constant(I32, f)], source_etype=TENSOR)
-            b.store(value, addr)
-        datas.append(b.ptrtoint(data, I64))
-        lds.append(ld)
-
-    _overlap_checks(b, operands, datas, lds, allow_alias, fail_if)
-    b.call(kernel, [args])
-    b.ret(ir.Constant(I32, 0))
-    return name
-
-
-def _shape_checks(b, obj, field, op: Operand, layout: Layout, nd, fail) -> ir.Value:
-    """Branch on nd over the accepted shapes; returns the operand's ld (elements)."""
-    isz = op.dtype.itemsize
-    done = b.append_basic_block("shape.ok")
-    incoming = []
-    for shape in accepted_shapes(op):
-        this, nxt = b.append_basic_block("shape.try"), b.append_basic_block("shape.next")
-        b.cbranch(b.icmp_signed("==", nd, ir.Constant(I32, len(shape))), this, nxt)
-        b.position_at_end(this)
-        ld = i64(op.cols if op.bcast is not Bcast.COL else 1)
-        if shape:
-            dims = field(obj, layout.dims, PTR)
-            strides = field(obj, layout.strides, PTR)
-            at = lambda p, i: b.load(b.gep(p, [i64(i)], source_etype=I64), typ=I64)  # noqa: E731
-            bad = ir.Constant(ir.IntType(1), 0)
-            for i, extent in enumerate(shape):
-                bad = b.or_(bad, b.icmp_signed("!=", at(dims, i), i64(extent)))
-            if shape[-1] > 1:
-                bad = b.or_(bad, b.icmp_signed("!=", at(strides, len(shape) - 1), i64(isz)))
-            if len(shape) == 2 and shape[0] > 1:
-                s0 = at(strides, 0)
-                bad = b.or_(bad, b.icmp_signed("<", s0, i64(min_row_stride(op) * isz)))
-                bad = b.or_(bad, b.icmp_signed("!=", b.srem(s0, i64(isz)), i64(0)))
-                ld = b.sdiv(s0, i64(isz))
-            with b.if_then(bad, likely=False):
-                fail()
-        incoming.append((ld, b.block))
-        b.branch(done)
-        b.position_at_end(nxt)
-    fail()
-    b.unreachable()
-    b.position_at_end(done)
-    phi = b.phi(I64)
-    for value, block in incoming:
-        phi.add_incoming(value, block)
-    return phi
-
-
-def _overlap_checks(b, operands, datas, lds, allow_alias: bool, fail_if) -> None:
-    def extent(k):
-        op = operands[k]
-        elems = b.add(b.mul(i64(op.rows - 1), lds[k]), i64(op.cols))
-        return datas[k], b.add(datas[k], b.mul(elems, i64(op.dtype.itemsize)))
-
-    for o, out in enumerate(operands):
-        if not out.output:
-            continue
-        o_lo, o_hi = extent(o)
-        for p, other in enumerate(operands):
-            if p == o or (other.output and p < o):
-                continue
-            p_lo, p_hi = extent(p)
-            overlap = b.and_(b.icmp_unsigned("<", o_lo, p_hi), b.icmp_unsigned("<", p_lo, o_hi))
-            if allow_alias and same_tile(out, other):
-                exact = b.and_(b.icmp_unsigned("==", o_lo, p_lo), b.icmp_signed("==", lds[o], lds[p]))
-                overlap = b.and_(overlap, b.not_(exact))
-            fail_if(overlap, OVERLAP + o)
+def default_ld(op: Operand) -> int:
+    """The ld passed when the array has a single row (its row stride is meaningless)."""
+    return 1 if op.bcast is Bcast.COL else op.cols
 
 
 def same_tile(a: Operand, b: Operand) -> bool:
     """Two operands an elementwise kernel may run on in place of each other."""
     return (a.bcast is Bcast.FULL and b.bcast is Bcast.FULL and a.rows == b.rows
             and a.cols == b.cols and a.dtype.itemsize == b.dtype.itemsize and not b.output)
+
+
+# ---- the table ---------------------------------------------------------------------------
+HEADER = 4          # ndarray type, kernel address, release-GIL flag, elementwise flag
+FIELDS = 14         # per operand, see table()
+
+
+def table(operands: list[Operand], numpy_dtypes: list[np.dtype], kernel_address: int,
+          elementwise: bool) -> np.ndarray:
+    """The int64 table the native entry reads (it is the builtin's `self`)."""
+    work = sum(op.rows * op.cols for op in operands)
+    rows = [id(np.ndarray), kernel_address, int(work >= 1 << 16), int(elementwise)]
+    for op, dt in zip(operands, numpy_dtypes):
+        shapes = accepted_shapes(op) + [None]
+        alt = []
+        for shape in shapes[:2]:
+            if shape is None:
+                alt += [-1, 0, 0]
+            else:
+                alt += [len(shape)] + list(shape) + [0] * (2 - len(shape))
+        rows += [id(dt), dt.itemsize, int(op.output), op.rows, op.cols, default_ld(op),
+                 min_row_stride(op), int(op.bcast is Bcast.FULL)] + alt
+    return np.array(rows, dtype=np.int64)
+
+
+# ---- the native entry ----------------------------------------------------------------------
+def emit_entry(module: ir.Module, count: int, layout: Layout, name: str) -> str:
+    """`PyObject *name(PyObject *table, PyObject *const *args, Py_ssize_t n)` for `count` operands."""
+    fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64]), name)
+    self_obj, argv, nargs = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fail_block = fn.append_basic_block("refuse")
+    incref = declare(module, "Py_IncRef", ir.VoidType(), [PTR])
+
+    def field(ptr, off, typ):
+        return b.load(b.gep(ptr, [i64(off)], source_etype=ir.IntType(8)), typ=typ)
+
+    def at(ptr, index, typ=I64):
+        return b.load(b.gep(ptr, [index if isinstance(index, ir.Value) else i64(index)],
+                            source_etype=typ), typ=typ)
+
+    def refuse_if(cond):
+        ok = fn.append_basic_block("ok")
+        b.cbranch(cond, fail_block, ok)
+        b.position_at_end(ok)
+
+    tab = field(self_obj, layout.data, PTR)
+    refuse_if(b.icmp_signed("!=", nargs, i64(count)))
+    args = b.inttoptr(b.ptrtoint(b.alloca(ir.ArrayType(TENSOR, count)), I64), PTR)
+    extents = []
+    for k in range(count):
+        base = HEADER + k * FIELDS
+        t = lambda f: at(tab, base + f)   # noqa: E731 - table field f of operand k
+        obj = at(argv, k, PTR)
+        refuse_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.ob_type, PTR), I64), at(tab, 0)))
+        refuse_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.descr, PTR), I64), t(0)))
+        need = b.select(b.icmp_signed("!=", t(2), i64(0)), ir.Constant(I32, NPY_ALIGNED | NPY_WRITEABLE),
+                        ir.Constant(I32, NPY_ALIGNED))
+        refuse_if(b.icmp_unsigned("!=", b.and_(field(obj, layout.flags, I32), need), need))
+        ld = _check_shape(b, fn, obj, field, at, t, layout, refuse_if)
+        data = field(obj, layout.data, PTR)
+        for f, value in enumerate((data, ld)):
+            b.store(value, b.gep(args, [i64(k), ir.Constant(I32, f)], source_etype=TENSOR))
+        lo = b.ptrtoint(data, I64)
+        elems = b.add(b.mul(b.sub(t(3), i64(1)), ld), t(4))
+        extents.append((lo, b.add(lo, b.mul(elems, t(1))), ld))
+
+    _check_overlap(b, count, extents, at, tab, refuse_if)
+    # an indirect callee: llvmlite's call() wants a pointer that knows its function type
+    kernel = b.inttoptr(at(tab, 1), _TypedPointerType(ir.FunctionType(ir.VoidType(), [PTR])))
+    release = b.icmp_signed("!=", at(tab, 2), i64(0))
+    with b.if_else(release) as (big, small):
+        with big:
+            save = declare(module, "PyEval_SaveThread", PTR, [])
+            restore = declare(module, "PyEval_RestoreThread", ir.VoidType(), [PTR])
+            state = b.call(save, [])
+            b.call(kernel, [args])
+            b.call(restore, [state])
+        with small:
+            b.call(kernel, [args])
+    last = at(argv, count - 1, PTR)
+    b.call(incref, [last])
+    b.ret(last)
+
+    b.position_at_end(fail_block)
+    b.call(incref, [self_obj])
+    b.ret(self_obj)
+    return name
+
+
+def _check_shape(b, fn, obj, field, at, t, layout: Layout, refuse_if) -> ir.Value:
+    """Accept either of the operand's shapes; returns its ld in elements."""
+    nd = b.sext(field(obj, layout.nd, I32), I64)
+    dims = field(obj, layout.dims, PTR)
+    strides = field(obj, layout.strides, PTR)
+    ok = ir.Constant(ir.IntType(1), 0)
+    # dims are read only as far as nd goes: a 0-d array may have no dims array, so
+    # absent dims read the table object's first word instead (always readable).
+    readable = fn.args[0]
+    for alt in (8, 11):     # table fields of shape A and shape B: (nd, d0, d1)
+        match = b.icmp_signed("==", nd, t(alt))
+        for i in range(2):
+            has = b.icmp_signed(">", nd, i64(i))
+            dim = at(b.select(has, dims, readable), b.select(has, i64(i), i64(0)))
+            match = b.and_(match, b.or_(b.not_(has), b.icmp_signed("==", dim, t(alt + 1 + i))))
+        ok = b.or_(ok, match)
+    refuse_if(b.not_(ok))
+    isz = t(1)
+    # unit element stride where the last dimension has more than one element
+    last = b.sub(nd, i64(1))
+    has_elems = b.icmp_signed(">", nd, i64(0))
+    last_i = b.select(has_elems, last, i64(0))
+    with b.if_then(has_elems):
+        wide = b.icmp_signed(">", at(dims, last_i), i64(1))
+        refuse_if(b.and_(wide, b.icmp_signed("!=", at(strides, last_i), isz)))
+    # a row stride when there are several rows
+    two = b.icmp_signed("==", nd, i64(2))
+    single_row_ld = t(5)
+    block_pre = b.block
+    rows_block = fn.append_basic_block("rows")
+    done = fn.append_basic_block("ld")
+    b.cbranch(two, rows_block, done)
+    b.position_at_end(rows_block)
+    several = b.icmp_signed(">", at(dims, 0), i64(1))
+    s0 = at(strides, 0)
+    bad = b.or_(b.icmp_signed("<", s0, b.mul(t(6), isz)), b.icmp_signed("!=", b.srem(s0, isz), i64(0)))
+    refuse_if(b.and_(several, bad))
+    ld_rows = b.select(several, b.sdiv(s0, isz), single_row_ld)
+    block_rows = b.block
+    b.branch(done)
+    b.position_at_end(done)
+    ld = b.phi(I64)
+    ld.add_incoming(single_row_ld, block_pre)
+    ld.add_incoming(ld_rows, block_rows)
+    return ld
+
+
+def _check_overlap(b, count, extents, at, tab, refuse_if) -> None:
+    """An output may overlap nothing, except an input it is exactly (elementwise kernels)."""
+    elementwise = b.icmp_signed("!=", at(tab, 3), i64(0))
+    for o in range(count):
+        is_out = b.icmp_signed("!=", at(tab, HEADER + o * FIELDS + 2), i64(0))
+        o_lo, o_hi, o_ld = extents[o]
+        for p in range(count):
+            if p == o:
+                continue
+            p_lo, p_hi, p_ld = extents[p]
+            p_out = b.icmp_signed("!=", at(tab, HEADER + p * FIELDS + 2), i64(0))
+            if p < o:   # a pair of outputs is checked once
+                p_relevant = b.not_(p_out)
+            else:
+                p_relevant = ir.Constant(ir.IntType(1), 1)
+            overlap = b.and_(b.icmp_unsigned("<", o_lo, p_hi), b.icmp_unsigned("<", p_lo, o_hi))
+            same = b.and_(b.icmp_unsigned("==", o_lo, p_lo), b.icmp_signed("==", o_ld, p_ld))
+            same_shape = b.and_(b.icmp_signed("==", at(tab, HEADER + o * FIELDS + 3),
+                                              at(tab, HEADER + p * FIELDS + 3)),
+                                b.icmp_signed("==", at(tab, HEADER + o * FIELDS + 4),
+                                              at(tab, HEADER + p * FIELDS + 4)))
+            full = b.and_(b.icmp_signed("!=", at(tab, HEADER + o * FIELDS + 7), i64(0)),
+                          b.icmp_signed("!=", at(tab, HEADER + p * FIELDS + 7), i64(0)))
+            same_size = b.icmp_signed("==", at(tab, HEADER + o * FIELDS + 1), at(tab, HEADER + p * FIELDS + 1))
+            alias_ok = b.and_(b.and_(elementwise, b.not_(p_out)), b.and_(b.and_(same, same_shape),
+                                                                           b.and_(full, same_size)))
+            refuse_if(b.and_(b.and_(is_out, p_relevant), b.and_(overlap, b.not_(alias_ok))))
+
+
+# ---- turning the entry into a Python builtin ---------------------------------------------
+class _MethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p),
+                ("ml_flags", ctypes.c_int), ("ml_doc", ctypes.c_char_p)]
+
+
+def make_builtin(address: int, self_table: np.ndarray, name: bytes = b"tpp_kernel"):
+    """A builtin function calling the native entry with `self_table` as self.
+    Returns (builtin, methoddef); keep the methoddef alive as long as the builtin."""
+    new = ctypes.pythonapi.PyCFunction_NewEx
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.c_void_p]
+    md = _MethodDef(name, address, METH_FASTCALL, None)
+    return new(ctypes.addressof(md), self_table, None), md

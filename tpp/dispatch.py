@@ -54,19 +54,10 @@ def sources_hash() -> str:
     return _source_hash
 
 
-def _disk_key(desc, target: Target, opt: int) -> str:
-    return cache.make_key(version=__version__, sources=sources_hash(), llvmlite=llvmlite.__version__,
-                          llvm=compiler.llvm_version(), target=target, descriptor=desc, opt=opt,
-                          array_layout=arrayabi.LAYOUT)
-
-
 def _module(desc, target: Target, symbol: str) -> ir.Module:
     module = ir.Module(name=symbol)
     module.triple = target.triple
     desc.emit(module, symbol, target)
-    if arrayabi.LAYOUT is not None:
-        kernel_fn = module.get_global(symbol)
-        arrayabi.emit_wrapper(module, kernel_fn, desc.operands(), desc.elementwise, arrayabi.LAYOUT)
     return module
 
 
@@ -88,23 +79,53 @@ def get_kernel(desc, target=None) -> Kernel:
     return kernel
 
 
-def _build(desc, target: Target) -> Kernel:
+def _object_code(parts: dict, make_module) -> tuple[bytes, str, str | None]:
+    """(object code, symbol, IR text or None) for a module, from disk or compiled."""
     cfg = config.get()
-    disk_key = _disk_key(desc, target, cfg.opt_level)
+    disk_key = cache.make_key(version=__version__, sources=sources_hash(), llvmlite=llvmlite.__version__,
+                              llvm=compiler.llvm_version(), opt=cfg.opt_level, **parts)
     symbol = "tpp_" + disk_key[:24]
     disk = cache.DiskCache(cfg.cache_dir) if cfg.cache else None
     obj = disk.get(disk_key) if disk else None
     text = None
     if obj is None:
-        text = str(_module(desc, target, symbol))
+        target = parts["target"]
+        text = str(make_module(symbol))
         obj = compiler.emit_object(compiler.optimise(text, target, cfg.opt_level), target, cfg.opt_level)
         if disk:
             disk.put(disk_key, obj)
-    addresses = None
-    if target.runs_on_host:
-        symbols = [symbol] + ([symbol + "_py"] if arrayabi.LAYOUT is not None else [])
-        addresses = compiler.load_object(obj, target, symbols)
-    return Kernel(desc, target, symbol, addresses, text)
+    return obj, symbol, text
+
+
+def _build(desc, target: Target) -> Kernel:
+    obj, symbol, text = _object_code({"target": target, "descriptor": desc},
+                                     lambda sym: _module(desc, target, sym))
+    address = compiler.load_object(obj, target, [symbol])[symbol] if target.runs_on_host else 0
+    entry = python_entry(len(desc.operands())) if target.runs_on_host else 0
+    return Kernel(desc, target, symbol, address, entry, text)
+
+
+def python_entry(count: int) -> int:
+    """Address of the native Python entry for kernels with `count` operands (0 if
+    this Python's array layout is unknown). Built once, cached like a kernel."""
+    if arrayabi.LAYOUT is None:
+        return 0
+    host = Target.host()
+    key = ("entry", count)
+    address = _entries.get(key)
+    if address is None:
+        def make(symbol):
+            module = ir.Module(name=symbol)
+            module.triple = host.triple
+            arrayabi.emit_entry(module, count, arrayabi.LAYOUT, symbol)
+            return module
+        obj, symbol, _ = _object_code({"target": host, "entry": count, "array_layout": arrayabi.LAYOUT}, make)
+        address = compiler.load_object(obj, host, [symbol])[symbol]
+        _entries[key] = address
+    return address
+
+
+_entries: dict[tuple, int] = {}
 
 
 def clear_memory_cache() -> None:

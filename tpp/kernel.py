@@ -1,10 +1,10 @@
 """Kernel objects: a compiled primitive bound to its descriptor.
 
 Call it like a function: `k(x)` allocates the output, `k(x, out=y)` writes y
-and returns it. The hot path is one cffi call into the native wrapper (see
-arrayabi.py), which checks the arguments itself; only a refused call runs the
-Python checks, which either raise a clear error or convert the arguments
-(Python numbers, ndarray subclasses) and call again.
+and returns it. The hot path is one call of a native builtin (arrayabi.py)
+that checks the arguments itself and returns `out`; when it refuses, the
+Python checks (checks.py) raise a clear error or convert the arguments
+(Python numbers, ndarray subclasses) and the raw kernel is called through cffi.
 """
 from __future__ import annotations
 
@@ -16,16 +16,18 @@ from .dtypes import to_numpy
 from .errors import TargetError
 
 _ffi = cffi.FFI()
+_ffi.cdef("typedef struct { void *data; int64_t ld; } tpp_tensor;")
 
 
 class Kernel:
-    """A JIT-compiled TPP. `address` is the C entry `void f(const tpp_tensor *args)`."""
+    """A JIT-compiled TPP. `address` is its C entry `void f(const tpp_tensor *args)`."""
 
-    def __init__(self, descriptor, target, symbol: str, addresses: dict[str, int] | None,
+    def __init__(self, descriptor, target, symbol: str, address: int, entry: int,
                  source_ir: str | None = None):
         self.descriptor = descriptor
         self.target = target
         self.symbol = symbol
+        self.address = address
         self._ir = source_ir
         self._asm = None
         ops = descriptor.operands()
@@ -34,63 +36,52 @@ class Kernel:
         self._nin = sum(not op.output for op in ops)
         self._outs = [(op, dt) for op, dt in zip(ops, self._np) if op.output]
         self._what = f"tpp {descriptor.kind}"
-        self.address = (addresses or {}).get(symbol, 0)
-        self._fast = None
-        self._table = _ffi.new("int64_t[]", arrayabi.table_values(ops, self._np))
-        if addresses and symbol + "_py" in addresses:
-            sig = "int32_t(*)(int64_t *" + ", intptr_t" * len(ops) + ")"
-            self._fast = _ffi.cast(sig, addresses[symbol + "_py"])
         self._single = len(self._outs) == 1
-        out_op, out_dt = self._outs[0]
-        self._out_shape = arrayabi.accepted_shapes(out_op)[0]
-        self._out_dtype = out_dt
+        self._out_shape = arrayabi.accepted_shapes(self._outs[0][0])[0]
+        self._out_dtype = self._outs[0][1]
+        self._raw = _ffi.cast("void(*)(tpp_tensor *)", address) if address else None
+        self._native = self._methoddef = None
+        if entry and address:
+            tab = arrayabi.table(ops, self._np, address, descriptor.elementwise)
+            self._native, self._methoddef = arrayabi.make_builtin(entry, tab)
 
     # ---- calling ------------------------------------------------------------------
     def __call__(self, *args, out=None):
-        fast = self._fast
-        if fast is None:
-            self._no_fast_path()
-        if len(args) != self._nin:
-            raise TypeError(f"{self._what}: expected {self._nin} input(s), got {len(args)}")
         if out is None:
-            out = self._allocate()
-        if self._single:
-            if self._nin == 1:
-                rc = fast(self._table, id(args[0]), id(out))
-            elif self._nin == 2:
-                rc = fast(self._table, id(args[0]), id(args[1]), id(out))
-            else:
-                rc = fast(self._table, *[id(a) for a in args], id(out))
-        else:
-            if not isinstance(out, tuple) or len(out) != len(self._outs):
-                raise TypeError(f"{self._what}: out must be a tuple of {len(self._outs)} arrays")
-            rc = fast(self._table, *[id(a) for a in args], *[id(o) for o in out])
-        if rc:
-            self._checked_call(args, out)
+            out = np.empty(self._out_shape, self._out_dtype) if self._single else self._allocate()
+        native = self._native
+        if native is not None:
+            if self._single:
+                if native(*args, out) is out:
+                    return out
+            elif isinstance(out, tuple) and native(*args, *out) is out[-1]:
+                return out
+        self._checked_call(args, out)
         return out
 
     def _allocate(self):
-        if self._single:
-            return np.empty(self._out_shape, self._out_dtype)
         return tuple(np.empty(arrayabi.accepted_shapes(op)[0], dt) for op, dt in self._outs)
 
     def _checked_call(self, args, out) -> None:
-        outs = (out,) if self._single else tuple(out)
-        values = list(args) + list(outs)
-        arrays = [checks.as_array(self._what, op, val, dt)
-                  for op, val, dt in zip(self._operands, values, self._np)]
-        checks.check_overlap(self._what, self._operands, arrays, self.descriptor.elementwise)
-        rc = self._fast(self._table, *[id(a) for a in arrays])
-        if rc:
-            raise RuntimeError(f"{self._what}: native argument check refused a call the Python "
-                               f"checks accept (code {rc}); please report this")
-
-    def _no_fast_path(self):
-        if not self.target.runs_on_host:
+        if self._raw is None:
             raise TargetError(f"{self._what}: kernel was built for target {self.target.name}, "
                               f"which this machine cannot run; read .asm or build it ahead of time")
-        raise RuntimeError(f"{self._what}: this Python's numpy array layout was not recognised, "
-                           f"so kernels cannot be called from it")
+        if len(args) != self._nin:
+            raise TypeError(f"{self._what}: expected {self._nin} input(s), got {len(args)}")
+        if self._single:
+            outs = (out,)
+        elif isinstance(out, tuple) and len(out) == len(self._outs):
+            outs = out
+        else:
+            raise TypeError(f"{self._what}: out must be a tuple of {len(self._outs)} arrays")
+        arrays = [checks.as_array(self._what, op, val, dt)
+                  for op, val, dt in zip(self._operands, list(args) + list(outs), self._np)]
+        checks.check_overlap(self._what, self._operands, arrays, self.descriptor.elementwise)
+        tensors = _ffi.new("tpp_tensor[]", len(arrays))
+        for t, op, a in zip(tensors, self._operands, arrays):
+            t.data = _ffi.cast("void *", a.__array_interface__["data"][0])
+            t.ld = a.strides[0] // a.itemsize if a.ndim == 2 and a.shape[0] > 1 else arrayabi.default_ld(op)
+        self._raw(tensors)   # cffi releases the GIL around the call
 
     # ---- inspection -----------------------------------------------------------------
     @property
@@ -105,8 +96,8 @@ class Kernel:
     def asm(self) -> str:
         """The target assembly of the optimised kernel."""
         if self._asm is None:
-            from .jit import compiler
             from . import config
+            from .jit import compiler
             opt = config.get().opt_level
             self._asm = compiler.emit_assembly(compiler.optimise(self.ir, self.target, opt), self.target, opt)
         return self._asm
