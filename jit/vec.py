@@ -83,9 +83,14 @@ class VecBuilder:
         fn = declare(self.module, f"llvm.masked.load.{_suffix(vt)}.p0", vt, [PTR, I32, self.vty(I1), vt])
         return self.b.call(fn, [ptr, ir.Constant(I32, align), mask, ir.Constant(vt, None)])
 
-    def store_raw(self, value: ir.Value, ptr: ir.Value, align: int, mask: ir.Value | None = None):
+    def store_raw(self, value: ir.Value, ptr: ir.Value, align: int, mask: ir.Value | None = None,
+                  streaming: bool = False):
+        """Store a vector; `streaming` marks it non-temporal (the caller guarantees the
+        pointer is aligned to the whole vector), bypassing the caches."""
         if mask is None:
-            self.b.store(value, ptr, align=align)
+            st = self.b.store(value, ptr, align=align)
+            if streaming:
+                st.set_metadata("nontemporal", self.module.add_metadata([ir.Constant(I32, 1)]))
             return
         vt = value.type
         fn = declare(self.module, f"llvm.masked.store.{_suffix(vt)}.p0",
@@ -97,13 +102,24 @@ class VecBuilder:
         v = self.load_raw(ptr, dtype.storage, dtype.itemsize, mask)
         return self.b.fpext(v, self.vty(F32)) if dtype is DType.BF16 else v
 
-    def store(self, value: ir.Value, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None) -> None:
+    def store(self, value: ir.Value, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None,
+              streaming: bool = False) -> None:
         """Store a dtype.compute vector (or an i1 vector for BOOL) as dtype."""
         if dtype is DType.BF16:
             value = self.b.fptrunc(value, self.vty(dtype.storage))
         elif dtype is DType.BOOL:
             value = self.b.zext(value, self.vty(dtype.storage))
-        self.store_raw(value, ptr, dtype.itemsize, mask)
+        align = self.lanes * dtype.itemsize if streaming else dtype.itemsize
+        self.store_raw(value, ptr, align, mask, streaming and mask is None)
+
+    def store_fence(self) -> bool:
+        """Order earlier streaming stores before later stores, where the target has
+        streaming stores at all (its table lists a fence); False if it has none."""
+        spec = self.target.intrinsic("store_fence") if self.target else None
+        if spec is None:
+            return False
+        self.b.call(declare(self.module, spec.partition("|")[0], ir.VoidType(), []), [])
+        return True
 
     # ---- intrinsics (LangRef: Standard C/C++ Library Intrinsics) --------------
     def intrinsic(self, name: str, *args: ir.Value) -> ir.Value:

@@ -35,6 +35,12 @@ def unroll_for(target: Target) -> int:
     return 4 if target.vector_registers >= 32 else 2
 
 
+# Outputs of at least 2 MiB (the L2 of one core here) use streaming (non-temporal) stores: the
+# tile cannot stay in L2 anyway, and skipping the read-for-ownership of each output
+# line saves a third of the memory traffic of a unary kernel.
+STREAM_BYTES = 2 << 20
+
+
 def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
                  inputs: Sequence[Operand], outputs: Sequence[Operand], body: Body) -> ir.Function:
     fn, b = define_kernel(module, name)
@@ -58,6 +64,10 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
     scalars = {id(op): v.splat(load_element(b, ptr, op.dtype))
                for op, (ptr, _) in ins if op.bcast is Bcast.SCALAR}
 
+    out_op = outputs[0]
+    stream = (len(outputs) == 1 and m * n * out_op.dtype.itemsize >= STREAM_BYTES
+              and target.intrinsic("store_fence") is not None)
+
     with Loop(b, 0, rows, name="row") as row:
         bases, col_splats = [], {}
         for op, (ptr, ld) in ins + outs:
@@ -69,7 +79,7 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
                 elem = element_ptr(b, ptr, op.dtype, b.mul(row.i, ld))
                 col_splats[id(op)] = v.splat(load_element(b, elem, op.dtype))
 
-        def step(j: ir.Value, mask: ir.Value | None) -> None:
+        def step(j: ir.Value, mask: ir.Value | None, streaming: bool = False) -> None:
             vals = []
             for (op, _), base in zip(ins, bases):
                 if op.bcast is Bcast.SCALAR:
@@ -80,16 +90,27 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
                     vals.append(v.load(element_ptr(b, base, op.dtype, j), op.dtype, mask))
             results = body(v, vals)
             for (op, _), base, res in zip(outs, bases[len(ins):], results):
-                v.store(res, element_ptr(b, base, op.dtype, j), op.dtype, mask)
+                v.store(res, element_ptr(b, base, op.dtype, j), op.dtype, mask, streaming)
 
+        start = i64(0)
+        if stream:
+            # Peel a masked head so that the full-vector stores are vector-aligned.
+            vbytes = i64(lanes * out_op.dtype.itemsize)
+            addr = b.ptrtoint(bases[-1], I64)
+            head = b.udiv(b.urem(b.sub(vbytes, b.urem(addr, vbytes)), vbytes), i64(out_op.dtype.itemsize))
+            start = b.select(b.icmp_signed("<", cols, head), cols, head)
+            with b.if_then(b.icmp_signed(">", start, i64(0))):
+                step(i64(0), v.tail_mask(start))
         unroll = unroll_for(target)
         chunk = unroll * lanes
-        with Loop(b, 0, b.sub(cols, i64(chunk - 1)), chunk, name="vecU") as main:
+        with Loop(b, start, b.sub(cols, i64(chunk - 1)), chunk, name="vecU") as main:
             for u in range(unroll):
-                step(b.add(main.i, i64(u * lanes)), None)
+                step(b.add(main.i, i64(u * lanes)), None, stream)
         with Loop(b, main.i, b.sub(cols, i64(lanes - 1)), lanes, name="vec1") as single:
-            step(single.i, None)
+            step(single.i, None, stream)
         with b.if_then(b.icmp_signed("<", single.i, cols)):
             step(single.i, v.tail_mask(b.sub(cols, single.i)))
+    if stream:
+        v.store_fence()
     b.ret_void()
     return fn

@@ -21,9 +21,11 @@ _AVX512_INTRINSICS = (
     ("rcp.v16f32", "llvm.x86.avx512.rcp14.ps.512|passthru_mask"),         # vrcp14ps, 14 bits
     ("scalef.v16f32", "llvm.x86.avx512.mask.scalef.ps.512|passthru_mask_round"),   # vscalefps
     ("bf16_dot.v16f32", "llvm.x86.avx512bf16.dpbf16ps.512|plain"),
+    ("store_fence", "llvm.x86.sse.sfence|plain"),                         # after movnt stores
 )
 _AVX2_INTRINSICS = (
     ("rcp.v8f32", "llvm.x86.avx.rcp.ps.256|plain"),                       # vrcpps, 12 bits
+    ("store_fence", "llvm.x86.sse.sfence|plain"),
 )
 
 
