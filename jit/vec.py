@@ -37,6 +37,41 @@ def _suffix(t: ir.Type) -> str:
     raise TypeError(f"no intrinsic suffix for {t}")
 
 
+def _like(t: ir.Type, elem: ir.Type) -> ir.Type:
+    """`elem`, or a vector of it shaped like t."""
+    return ir.VectorType(elem, t.count) if isinstance(t, ir.VectorType) else elem
+
+
+def _splat_const(t: ir.Type, elem: ir.Type, value) -> ir.Constant:
+    if isinstance(t, ir.VectorType):
+        return ir.Constant(ir.VectorType(elem, t.count), [ir.Constant(elem, value)] * t.count)
+    return ir.Constant(elem, value)
+
+
+# bf16 values travel as their i16 bit patterns: LLVM legalises bfloat-typed
+# operations on targets without AVX512-BF16 through __truncsfbf2 calls (which a JIT
+# cannot link), so bfloat never appears in the IR of a memory access or conversion.
+
+def bf16_to_f32(b: ir.IRBuilder, bits: ir.Value) -> ir.Value:
+    """Widen bf16 bits (i16 scalar or vector) to float: they become the top half."""
+    t = bits.type
+    wide = b.zext(bits, _like(t, I32))
+    return b.bitcast(b.shl(wide, _splat_const(t, I32, 16)), _like(t, F32))
+
+
+def f32_to_bf16(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """Round float to bf16 bits (i16), nearest-even, bit-equal to ml_dtypes (NaN stays
+    a quiet NaN, subnormals are kept: vcvtneps2bf16 would flush them to zero)."""
+    t = value.type
+    c = lambda k: _splat_const(t, I32, k)   # noqa: E731
+    bits = b.bitcast(value, _like(t, I32))
+    lsb = b.and_(b.lshr(bits, c(16)), c(1))
+    rounded = b.lshr(b.add(bits, b.add(c(0x7FFF), lsb)), c(16))
+    quiet_nan = b.or_(b.lshr(bits, c(16)), c(0x40))
+    top = b.select(b.fcmp_unordered("uno", value, value), quiet_nan, rounded)
+    return b.trunc(top, _like(t, I16))
+
+
 def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
     fn = module.globals.get(name)
     if fn is None:
@@ -99,14 +134,15 @@ class VecBuilder:
 
     def load(self, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None) -> ir.Value:
         """Load `lanes` elements of `dtype` from ptr, converted to dtype.compute."""
-        v = self.load_raw(ptr, dtype.storage, dtype.itemsize, mask)
-        return self.b.fpext(v, self.vty(F32)) if dtype is DType.BF16 else v
+        if dtype is DType.BF16:
+            return bf16_to_f32(self.b, self.load_raw(ptr, I16, 2, mask))
+        return self.load_raw(ptr, dtype.storage, dtype.itemsize, mask)
 
     def store(self, value: ir.Value, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None,
               streaming: bool = False) -> None:
         """Store a dtype.compute vector (or an i1 vector for BOOL) as dtype."""
         if dtype is DType.BF16:
-            value = self.b.fptrunc(value, self.vty(dtype.storage))
+            value = f32_to_bf16(self.b, value)     # i16 bits
         elif dtype is DType.BOOL:
             value = self.b.zext(value, self.vty(dtype.storage))
         align = self.lanes * dtype.itemsize if streaming else dtype.itemsize

@@ -15,7 +15,7 @@ from llvmlite import ir
 
 from ..jit.loops import I64
 from ..jit.types import DType
-from ..jit.vec import PTR
+from ..jit.vec import PTR, bf16_to_f32
 
 TENSOR = ir.LiteralStructType([PTR, I64])   # tpp_tensor
 
@@ -63,5 +63,6 @@ def element_ptr(b: ir.IRBuilder, base: ir.Value, dtype: DType, index: ir.Value) 
 
 def load_element(b: ir.IRBuilder, ptr: ir.Value, dtype: DType) -> ir.Value:
     """One element, widened to its compute type (bf16 -> f32)."""
-    value = b.load(ptr, typ=dtype.storage)
-    return b.fpext(value, ir.FloatType()) if dtype is DType.BF16 else value
+    if dtype is DType.BF16:
+        return bf16_to_f32(b, b.load(ptr, typ=ir.IntType(16)))
+    return b.load(ptr, typ=dtype.storage)

@@ -18,7 +18,7 @@ from llvmlite import ir
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
-from ..jit.vec import VecBuilder
+from ..jit.vec import VecBuilder, f32_to_bf16
 from .eltwise import compute_lanes, unroll_for
 from .operands import Bcast, Operand, define_kernel, element_ptr, unpack_args
 
@@ -178,7 +178,7 @@ def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int,
             result = acc.horizontal(state)
             value = result[0]
             if dtype is DType.BF16:
-                value = b.fptrunc(value, dtype.storage)
+                value = f32_to_bf16(b, value)
             b.store(value, element_ptr(b, out, dtype, rows.i))
             if argidx:
                 b.store(result[1], element_ptr(b, idx_out, DType.I64, rows.i))

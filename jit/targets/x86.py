@@ -14,13 +14,12 @@ _AVX2_NEEDS = ("avx2", "fma", "f16c")
 _AVX512_FAMILY = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512bf16",
                   "avx512vnni", "avx512fp16", "avx512ifma", "avx512vbmi", "avx512vbmi2",
                   "avx512bitalg", "avx512vpopcntdq", "evex512", "amx-tile", "amx-bf16",
-                  "amx-int8", "avx10.1-256", "avx10.1-512")
+                  "amx-int8", "avx10.1-256", "avx10.1-512", "avx10.2-256", "avx10.2-512")
 
 # op.shape -> "intrinsic|calling convention" (conventions: see jit/vec.py).
 _AVX512_INTRINSICS = (
     ("rcp.v16f32", "llvm.x86.avx512.rcp14.ps.512|passthru_mask"),         # vrcp14ps, 14 bits
     ("scalef.v16f32", "llvm.x86.avx512.mask.scalef.ps.512|passthru_mask_round"),   # vscalefps
-    ("bf16_dot.v16f32", "llvm.x86.avx512bf16.dpbf16ps.512|plain"),
     ("store_fence", "llvm.x86.sse.sfence|plain"),                         # after movnt stores
 )
 _AVX2_INTRINSICS = (
@@ -42,7 +41,7 @@ def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
 
 
 def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
-    feats = {**feats, **{k: False for k in _AVX512_FAMILY}}
+    feats = {**feats, **{k: False for k in _AVX512_FAMILY if k in feats}}
     return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, _AVX2_INTRINSICS)
 
 
