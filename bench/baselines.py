@@ -126,6 +126,7 @@ def _relu_grad(ins, y, alpha):
     dy, x = ins
     zeros = np.zeros_like(x)
     mask = np.empty(x.shape, bool)
+    (t,) = _like(x)
 
     def copy_where():
         np.greater(x, zeros, out=mask)
@@ -135,19 +136,31 @@ def _relu_grad(ins, y, alpha):
     def multiply_mask():
         np.greater(x, zeros, out=mask)
         np.multiply(dy, mask, out=y)
-    return {"greater; fill 0; copyto where": copy_where, "greater; multiply(dy, mask)": multiply_mask}
+
+    def multiply_float_mask():      # the compare writes 1.0/0.0 straight into a float array
+        np.greater(x, zeros, out=t)
+        np.multiply(dy, t, out=y)
+    return {"greater; fill 0; copyto where": copy_where, "greater; multiply(dy, mask)": multiply_mask,
+            "greater(x,0,out=float t); multiply(dy,t)": multiply_float_mask}
 
 
 def _leaky_relu_grad(ins, y, alpha):
     dy, x = ins
     zeros = np.zeros_like(x)
     mask = np.empty(x.shape, bool)
+    (t,) = _like(x)
 
-    def chain():
+    def copy_where():
         np.greater(x, zeros, out=mask)
         np.multiply(dy, alpha, out=y)
         np.copyto(y, dy, where=mask)
-    return {"greater; mul alpha; copyto where": chain}
+
+    def scale():                    # dy * (alpha + (1 - alpha) * [x > 0])
+        np.greater(x, zeros, out=t)
+        np.multiply(t, 1.0 - alpha, out=t)
+        np.add(t, alpha, out=t)
+        np.multiply(dy, t, out=y)
+    return {"greater; mul alpha; copyto where": copy_where, "dy*(alpha+(1-alpha)*[x>0]) chain": scale}
 
 
 def _sigmoid_grad(ins, out, alpha):

@@ -58,17 +58,29 @@ def calibrate(run: RunFn, min_time: float) -> int:
 
 def measure(run: RunFn, *, repeat: int = 5, min_time: float = 0.02, warmup: int = 1) -> Stats:
     """Median/min/max seconds per operation of `run` over `repeat` repetitions."""
+    return measure_many({"run": run}, repeat=repeat, min_time=min_time, warmup=warmup)["run"]
+
+
+def measure_many(runs: dict[str, RunFn], *, repeat: int = 5, min_time: float = 0.02,
+                 warmup: int = 1) -> dict[str, Stats]:
+    """Like measure, for several contenders whose repetitions are interleaved
+    (a b c a b c ...), so that a noisy stretch of time hits them all alike and
+    their ratios stay fair on a shared machine."""
     gc_was = gc.isenabled()
     gc.disable()                 # a collection inside a repetition is noise, not the kernel
     try:
-        count = calibrate(run, min_time)
+        counts = {name: calibrate(run, min_time) for name, run in runs.items()}
         for _ in range(warmup):
-            run(count)
-        per_op = [_time(run, count) / count for _ in range(max(1, repeat))]
+            for name, run in runs.items():
+                run(counts[name])
+        per_op: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(max(1, repeat)):
+            for name, run in runs.items():
+                per_op[name].append(_time(run, counts[name]) / counts[name])
     finally:
         if gc_was:
             gc.enable()
-    return Stats(statistics.median(per_op), min(per_op), max(per_op), len(per_op), count)
+    return {name: stats_of(per_op[name], counts[name]) for name in runs}
 
 
 def loop(fn: Callable[[], object]) -> RunFn:
@@ -79,9 +91,8 @@ def loop(fn: Callable[[], object]) -> RunFn:
     return run
 
 
-def best(candidates: dict[str, RunFn], **kw) -> tuple[str, Stats]:
+def best(results: dict[str, Stats]) -> tuple[str, Stats]:
     """The fastest (lowest median) of several ways to do the same thing."""
-    results = {name: measure(run, **kw) for name, run in candidates.items()}
     name = min(results, key=lambda k: results[k].median)
     return name, results[name]
 

@@ -1,0 +1,133 @@
+"""`tpp-bench`: microbenchmarks of tpp's primitives beside numpy, same run, same data.
+
+    tpp-bench                          the quick suite (the issue's performance targets)
+    tpp-bench unary --kinds exp,tanh -m 1024 -n 1024
+    tpp-bench binary --kinds add --sizes 64x64,4096x4096 --json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tpp import config
+
+from . import report, suites
+
+_SUPPRESS = argparse.SUPPRESS
+_DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False}
+
+
+def _common() -> argparse.ArgumentParser:
+    # Defaults are suppressed here and applied after parsing, so an option given
+    # before the subcommand is not reset by the subcommand's own copy of it.
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", default=_SUPPRESS,
+                   help="print a JSON list of rows instead of the table")
+    p.add_argument("--repeat", type=int, metavar="N", default=_SUPPRESS,
+                   help="timed repetitions per measurement (median reported; default 5)")
+    p.add_argument("--min-time", type=float, dest="min_time_ms", metavar="MS", default=_SUPPRESS,
+                   help="minimum length of one repetition in ms (default 20)")
+    p.add_argument("--cpu", type=int, metavar="ID", default=_SUPPRESS,
+                   help="pin the process to this CPU (default: the last one available)")
+    p.add_argument("--no-pin", action="store_true", default=_SUPPRESS, help="do not pin to one CPU")
+    return p
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        try:
+            m, _, n = part.strip().lower().partition("x")
+            out.append((int(m), int(n or m)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad size {part!r}; use MxN, e.g. 1024x1024") from None
+    return out
+
+
+def _family(sub, name: str, kinds: tuple[str, ...], default: tuple[str, ...], common) -> None:
+    p = sub.add_parser(name, parents=[common], help=f"{name} kinds against numpy",
+                       description=f"{name} TPPs against numpy. Kinds: {', '.join(kinds)}")
+    p.add_argument("--kinds", default=",".join(default),
+                   help=f"comma-separated kinds, or 'all' (default {','.join(default)})")
+    p.add_argument("--sizes", type=_sizes, help="comma-separated MxN shapes (default 1024x1024)")
+    p.add_argument("-m", type=int, help="rows (with -n; instead of --sizes)")
+    p.add_argument("-n", type=int, help="columns (default: same as -m)")
+    p.add_argument("--dtype", default="f32", help="f32, bf16 or f64 (default f32)")
+    p.set_defaults(family=name, catalog=kinds)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="{unary,binary}")
+    _family(sub, "unary", suites.UNARY_KINDS, suites.UNARY_DEFAULT_KINDS, common)
+    _family(sub, "binary", suites.BINARY_KINDS, suites.BINARY_DEFAULT_KINDS, common)
+    return p
+
+
+def _kinds(p: argparse.ArgumentParser, text: str, catalog: tuple[str, ...]) -> list[str]:
+    kinds = list(catalog) if text.strip() == "all" else [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in catalog]
+    if unknown:
+        p.error(f"unknown kind(s) {', '.join(unknown)}; known: {', '.join(catalog)}")
+    return kinds
+
+
+def _pin(args) -> int | None:
+    """Run on one CPU: no migrations mid-repetition (the kernels are single-threaded)."""
+    if args.no_pin or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    for name, value in _DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    if args.repeat < 1 or args.min_time_ms <= 0:
+        p.error("--repeat must be >= 1 and --min-time > 0")
+    opts = suites.Options(repeat=args.repeat, min_time=args.min_time_ms / 1e3)
+    plan = _family_plan(p, args) if args.command else None      # argument errors before any output
+    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        pinned = _pin(args)
+    except OSError as exc:
+        p.error(f"cannot pin to cpu {args.cpu}: {exc}")
+    try:
+        info = report.machine(pinned)
+        if not args.json:
+            print(report.header(info, opts), flush=True)
+        with config.override(num_threads=1):
+            if args.command is None:
+                rows = suites.quick(opts)
+            else:
+                rows = suites.sizes_rows(args.family, *plan, opts)
+    finally:
+        if pinned is not None and saved is not None:
+            os.sched_setaffinity(0, saved)     # main() may be called in-process (tests)
+    print(report.to_json(rows, info) if args.json else report.table(rows))
+    return 0
+
+
+def _family_plan(p: argparse.ArgumentParser, args) -> tuple[list[str], list[tuple[int, int]], str]:
+    kinds = _kinds(p, args.kinds, args.catalog)
+    if args.m is not None or args.n is not None:
+        if args.sizes is not None:
+            p.error("give either --sizes or -m/-n")
+        m = args.m if args.m is not None else args.n
+        sizes = [(m, args.n if args.n is not None else m)]
+    else:
+        sizes = args.sizes or [(1024, 1024)]
+    if any(m < 1 or n < 1 for m, n in sizes):
+        p.error("sizes must be >= 1")
+    return kinds, sizes, args.dtype
+
+
+if __name__ == "__main__":
+    sys.exit(main())
