@@ -39,6 +39,7 @@ BINARY_DEFAULT_KINDS = ("add", "mul", "max")
 QUICK = (
     ("binary", "add", 4096, 4096), ("binary", "mul", 4096, 4096),
     ("unary", "relu", 4096, 4096), ("unary", "relu", 512, 512),
+    ("unary", "copy", 1024, 1024),   # the memory ceiling for the 1M-element rows below
     ("unary", "exp", 1024, 1024), ("unary", "tanh", 1024, 1024),
     ("unary", "gelu_tanh", 1024, 1024), ("unary", "sigmoid", 1024, 1024),
     ("binary", "add", 64, 64),       # the Python-level call cost: read us/call
