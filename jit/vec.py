@@ -62,14 +62,18 @@ def bf16_to_f32(b: ir.IRBuilder, bits: ir.Value) -> ir.Value:
 def f32_to_bf16(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
     """Round float to bf16 bits (i16), nearest-even, bit-equal to ml_dtypes (NaN stays
     a quiet NaN, subnormals are kept: vcvtneps2bf16 would flush them to zero)."""
+    return b.trunc(f32_to_bf16_wide(b, value), _like(value.type, I16))
+
+
+def f32_to_bf16_wide(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """f32_to_bf16 before the narrowing: the bf16 bits in the low half of i32 lanes."""
     t = value.type
     c = lambda k: _splat_const(t, I32, k)   # noqa: E731
     bits = b.bitcast(value, _like(t, I32))
     lsb = b.and_(b.lshr(bits, c(16)), c(1))
     rounded = b.lshr(b.add(bits, b.add(c(0x7FFF), lsb)), c(16))
     quiet_nan = b.or_(b.lshr(bits, c(16)), c(0x40))
-    top = b.select(b.fcmp_unordered("uno", value, value), quiet_nan, rounded)
-    return b.trunc(top, _like(t, I16))
+    return b.select(b.fcmp_unordered("uno", value, value), quiet_nan, rounded)
 
 
 def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -105,7 +109,10 @@ class VecBuilder:
         return ir.Constant(self.vty(elem), [ir.Constant(elem, k) for k in range(self.lanes)])
 
     def tail_mask(self, remaining: ir.Value) -> ir.Value:
-        """Lanes [0, remaining) on: the mask of a remainder vector (remaining < lanes)."""
+        """Lanes [0, remaining) on: the mask of a remainder vector (remaining < lanes).
+        A constant count gives a constant mask (store() relies on seeing it)."""
+        if isinstance(remaining, ir.Constant):
+            return ir.Constant(self.vty(I1), [k < remaining.constant for k in range(self.lanes)])
         return self.b.icmp_unsigned("<", self.iota(I64), self.splat(remaining))
 
     # ---- memory --------------------------------------------------------------
@@ -142,7 +149,18 @@ class VecBuilder:
               streaming: bool = False) -> None:
         """Store a dtype.compute vector (or an i1 vector for BOOL) as dtype."""
         if dtype is DType.BF16:
-            value = f32_to_bf16(self.b, value)     # i16 bits
+            wide = f32_to_bf16_wide(self.b, value)
+            if isinstance(mask, ir.Constant):
+                # LLVM 22's x86 backend turns a vector truncate feeding a constant-mask
+                # store into 4-byte stores, past the end of the array. Store the lanes
+                # singly, narrowing each scalar (that pattern compiles to 2-byte stores).
+                for k, on in enumerate(mask.constant):
+                    if on.constant:
+                        lane = self.b.trunc(self.b.extract_element(wide, ir.Constant(I32, k)), I16)
+                        self.b.store(lane, self.b.gep(ptr, [ir.Constant(I64, k)], source_etype=I16),
+                                     align=2)
+                return
+            value = self.b.trunc(wide, self.vty(I16))
         elif dtype is DType.BOOL:
             value = self.b.zext(value, self.vty(dtype.storage))
         align = self.lanes * dtype.itemsize if streaming else dtype.itemsize

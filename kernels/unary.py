@@ -39,7 +39,13 @@ def relu(x): return np.where(x < 0, 0.0, x)
 def leaky_relu(x, alpha): return np.where(x > 0, x, alpha * x)
 def elu(x, alpha): return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 def _phi(x): return 0.5 * _erfc(-x / np.sqrt(2.0))
-def gelu_tanh(x): return 0.5 * x * (1 + np.tanh(vmath.GELU_C * (x + vmath.GELU_K * x ** 3)))
+def _sigmoid_2u(x):
+    """sigmoid(2u) = 0.5 (1 + tanh(u)) for gelu's u, without the cancellation of 1 + tanh."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-2.0 * vmath.GELU_C * (x + vmath.GELU_K * x ** 3)))
+
+
+def gelu_tanh(x): return x * _sigmoid_2u(x)   # == 0.5 x (1 + tanh(u))
 def gelu_erf(x): return x * _phi(x)
 def sigmoid(x): return 0.5 * (1 + np.tanh(0.5 * x))
 def tanh(x): return np.tanh(x)
@@ -58,10 +64,9 @@ def tanh_grad(dy, y): return dy * (1 - y * y)
 
 
 def gelu_tanh_grad(dy, x):
-    u = vmath.GELU_C * (x + vmath.GELU_K * x ** 3)
-    t = np.tanh(u)
+    s = _sigmoid_2u(x)                       # 0.5 (1 + tanh u); 1 - tanh^2 u = 4 s (1 - s)
     du = vmath.GELU_C * (1 + 3 * vmath.GELU_K * x * x)
-    return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+    return dy * (s + 2 * x * s * (1 - s) * du)
 
 
 def gelu_erf_grad(dy, x):

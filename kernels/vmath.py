@@ -99,10 +99,14 @@ def log(v: VecBuilder, x: ir.Value) -> ir.Value:
 
 
 def _clamp(v: VecBuilder, x: ir.Value, lo: float, hi: float) -> ir.Value:
-    """Clamp with NaN passing through (each select is one vminps/vmaxps on x86)."""
+    """Clamp with NaN passing through (each select is one vminps/vmaxps on x86);
+    an infinite bound is no bound."""
     b = v.b
-    x = b.select(b.fcmp_ordered(">", x, v.const(hi)), v.const(hi), x)
-    return b.select(b.fcmp_ordered("<", x, v.const(lo)), v.const(lo), x)
+    if hi != math.inf:
+        x = b.select(b.fcmp_ordered(">", x, v.const(hi)), v.const(hi), x)
+    if lo != -math.inf:
+        x = b.select(b.fcmp_ordered("<", x, v.const(lo)), v.const(lo), x)
+    return x
 
 
 def tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
@@ -115,8 +119,9 @@ def tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
 
 def sigmoid(v: VecBuilder, x: ir.Value) -> ir.Value:
     b = v.b
-    # e^-x is capped at e^88 so that 1 + e^-x stays finite for the reciprocal.
-    e = exp(v, v.intrinsic("minnum", b.fneg(x), v.const(88.0)))
+    # e^-x is capped at e^88 so that 1 + e^-x stays finite for the reciprocal
+    # (NaN passes the clamp and gives NaN).
+    e = exp(v, _clamp(v, b.fneg(x), -math.inf, 88.0))
     return v.recip(b.fadd(v.const(1.0), e))
 
 
@@ -128,25 +133,42 @@ def _gelu_tanh_arg(v: VecBuilder, x: ir.Value) -> ir.Value:
     return u
 
 
+# Below this, gelu_tanh and its gradient are 0 to f32 precision (|gelu(-10)| ~ 1e-37)
+# and e^(-2u) would overflow; above +_GELU_FLAT the gradient is exactly 1.
+_GELU_FLOOR = -10.0
+_GELU_FLAT = 10.0
+
+
+def _below_floor(v: VecBuilder, x: ir.Value, value: ir.Value, floor_value: float) -> ir.Value:
+    return v.b.select(v.b.fcmp_ordered("<", x, v.const(_GELU_FLOOR)), v.const(floor_value), value)
+
+
 def gelu_tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
     # 0.5 x (1 + tanh(u)) == x * sigmoid(2u): no cancellation for negative x.
     b = v.b
-    e = exp(v, v.intrinsic("minnum", _gelu_tanh_arg(v, x), v.const(88.0)))
-    return v.div(x, b.fadd(v.const(1.0), e))
+    xc = _clamp(v, x, _GELU_FLOOR, math.inf)          # keeps e^(-2u) finite
+    e = exp(v, _gelu_tanh_arg(v, xc))
+    return _below_floor(v, x, v.div(xc, b.fadd(v.const(1.0), e)), -0.0)
 
 
 def gelu_tanh_grad(v: VecBuilder, x: ir.Value) -> ir.Value:
     """d/dx gelu_tanh = s + x s (1-s) du2/dx with s = sigmoid(2u), du2/dx = 2c (1 + 3k x^2)."""
     b = v.b
-    e = exp(v, v.intrinsic("minnum", _gelu_tanh_arg(v, x), v.const(80.0)))
+    xc = _clamp(v, x, _GELU_FLOOR, _GELU_FLAT)        # no inf * 0 for huge |x|
+    e = exp(v, _gelu_tanh_arg(v, xc))
     s = v.recip(b.fadd(v.const(1.0), e))
     one_minus_s = b.fmul(e, s)
-    du2 = v.fma(b.fmul(x, x), v.const(6.0 * GELU_C * GELU_K), v.const(2.0 * GELU_C))
-    return v.fma(b.fmul(b.fmul(x, s), one_minus_s), du2, s)
+    du2 = v.fma(b.fmul(xc, xc), v.const(6.0 * GELU_C * GELU_K), v.const(2.0 * GELU_C))
+    return _below_floor(v, x, v.fma(b.fmul(b.fmul(xc, s), one_minus_s), du2, s), 0.0)
+
+
+# Phi(x) is 0 or 1 in f32 beyond +-_PHI_CLAMP, and so is the gelu_erf gradient.
+_PHI_CLAMP = 20.0
 
 
 def _phi_parts(v: VecBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
-    """(Phi(x), e^(-x^2/2)) where Phi is the standard normal CDF.
+    """(Phi(x), e^(-x^2/2)) where Phi is the standard normal CDF; x must be clamped
+    to +-_PHI_CLAMP by the caller (x^2 must not overflow).
 
     Phi(x) = erfc(-x/sqrt2)/2 with erfc(z) = t e^(-z^2 + P(t)). z^2 = x^2/2 is
     carried as hi + lo (FMA residual) and e^(-hi/2) is taken on its own, so
@@ -164,11 +186,12 @@ def _phi_parts(v: VecBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
 
 
 def gelu_erf(v: VecBuilder, x: ir.Value) -> ir.Value:
-    phi, _ = _phi_parts(v, x)
+    phi, _ = _phi_parts(v, _clamp(v, x, -_PHI_CLAMP, _PHI_CLAMP))
     return v.b.fmul(x, phi)
 
 
 def gelu_erf_grad(v: VecBuilder, x: ir.Value) -> ir.Value:
     """Phi(x) + x * e^(-x^2/2) / sqrt(2 pi)."""
-    phi, gauss = _phi_parts(v, x)
-    return v.fma(v.b.fmul(x, gauss), v.const(INV_SQRT_2PI), phi)
+    xc = _clamp(v, x, -_PHI_CLAMP, _PHI_CLAMP)
+    phi, gauss = _phi_parts(v, xc)
+    return v.fma(v.b.fmul(xc, gauss), v.const(INV_SQRT_2PI), phi)

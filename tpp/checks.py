@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dtypes import NUMPY
+from .jit.types import DType
 from .arrayabi import accepted_shapes, min_row_stride, same_tile
 from .errors import AliasError, DTypeError, ShapeError
 from .kernels.operands import Bcast, Operand
@@ -15,10 +17,17 @@ def _fmt(shapes):
     return " or ".join(str(s) for s in shapes)
 
 
+def _is_number(value) -> bool:
+    """A Python or numpy real number (ml_dtypes scalars are np.generic, not np.number)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, float, np.number)) or (
+        isinstance(value, np.generic) and value.dtype == NUMPY[DType.BF16])
+
+
 def as_array(what: str, op: Operand, value, dtype: np.dtype) -> np.ndarray:
     """`value` as a base-class ndarray for operand `op`, or a clear error."""
-    if not op.output and op.bcast is Bcast.SCALAR and isinstance(value, (int, float, np.number)) \
-            and not isinstance(value, bool):
+    if not op.output and op.bcast is Bcast.SCALAR and _is_number(value):
         return np.asarray(value, dtype=dtype)
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{what}: argument '{op.name}' must be a numpy array, got {type(value).__name__}")
