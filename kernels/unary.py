@@ -47,7 +47,9 @@ def _sigmoid_2u(x):
 
 def gelu_tanh(x): return x * _sigmoid_2u(x)   # == 0.5 x (1 + tanh(u))
 def gelu_erf(x): return x * _phi(x)
-def sigmoid(x): return 0.5 * (1 + np.tanh(0.5 * x))
+def sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 def tanh(x): return np.tanh(x)
 def exp(x): return np.exp(x)
 def log(x): return np.log(x)
