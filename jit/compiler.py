@@ -6,6 +6,7 @@ read back from the disk cache take the same path into memory.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from llvmlite import binding as llvm
@@ -67,13 +68,32 @@ def optimise(module: ir.Module | str, target: Target, opt: int = 3) -> llvm.Modu
         return mod
 
 
+# Codegen options for our modules only, switched on around each emit (LLVM keeps them
+# in process-wide flags, so they are set back right after). Loop strength reduction
+# took 20-40% of the codegen time of a small kernel here and made no measurable
+# difference to its speed: the emitters already address memory by index from bases
+# hoisted out of the loops (relu 64x64 compile 24 -> 15 ms, run 1.34 vs 1.33 us).
+_CODEGEN_FLAGS = (("-disable-lsr=true", "-disable-lsr=false"),)
+
+
+@contextlib.contextmanager
+def _codegen_flags():
+    for on, _ in _CODEGEN_FLAGS:
+        llvm.set_option("tpp", on)
+    try:
+        yield
+    finally:
+        for _, off in _CODEGEN_FLAGS:
+            llvm.set_option("tpp", off)
+
+
 def emit_object(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
-    with _lock:
+    with _lock, _codegen_flags():
         return target_machine(target, opt).emit_object(mod)
 
 
 def emit_assembly(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> str:
-    with _lock:
+    with _lock, _codegen_flags():
         return target_machine(target, opt).emit_assembly(mod)
 
 
