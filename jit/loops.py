@@ -68,7 +68,3 @@ class Loop:
         b.position_at_end(self.exit)
         return False
 
-
-def if_then(b: ir.IRBuilder, cond):
-    """`with if_then(b, cond): ...` (re-export of llvmlite's, for one import site)."""
-    return b.if_then(cond)

@@ -18,7 +18,7 @@ from .kernels import binary as binary_k
 from .kernels import reduce as reduce_k
 from .kernels import transpose as transpose_k
 from .kernels import unary as unary_k
-from .kernels.eltwise import compute_lanes, emit_eltwise
+from .kernels.eltwise import emit_eltwise
 from .kernels.operands import Bcast, Operand
 
 UNARY_KINDS = tuple(unary_k.KINDS) + tuple(reduce_k.KINDS) + ("transpose",)
@@ -194,4 +194,4 @@ def parse_bcast(value, kind: str) -> Bcast:
     raise DescriptorError(f"tpp {kind}: broadcast mode {value!r} is not one of none, row, col, scalar")
 
 
-__all__ = ["UnaryDesc", "BinaryDesc", "parse_bcast", "compute_lanes"]
+__all__ = ["UnaryDesc", "BinaryDesc", "parse_bcast"]

@@ -23,6 +23,7 @@ _lock = threading.Lock()
 _memory: dict[tuple, Kernel] = {}
 _targets: dict[str | None, Target] = {}
 _source_hash: str | None = None
+_entries: dict[int, int] = {}             # operand count -> native Python entry address
 
 
 def current_target() -> Target:
@@ -111,8 +112,7 @@ def python_entry(count: int) -> int:
     if arrayabi.LAYOUT is None:
         return 0
     host = Target.host()
-    key = ("entry", count)
-    address = _entries.get(key)
+    address = _entries.get(count)
     if address is None:
         def make(symbol):
             module = ir.Module(name=symbol)
@@ -121,11 +121,8 @@ def python_entry(count: int) -> int:
             return module
         obj, symbol, _ = _object_code({"target": host, "entry": count, "array_layout": arrayabi.LAYOUT}, make)
         address = compiler.load_object(obj, host, [symbol])[symbol]
-        _entries[key] = address
+        _entries[count] = address
     return address
-
-
-_entries: dict[tuple, int] = {}
 
 
 def clear_memory_cache() -> None:
