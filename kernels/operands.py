@@ -36,6 +36,7 @@ class Operand:
     cols: int
     bcast: Bcast = Bcast.FULL
     output: bool = False
+    ld: int | None = None      # a row stride the kernel is compiled for (None: any, passed at call)
 
 
 def define_kernel(module: ir.Module, name: str) -> tuple[ir.Function, ir.IRBuilder]:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from . import config
-from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, UnaryDesc, parse_bcast
+from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, GemmDesc, UnaryDesc, parse_bcast
 from .dispatch import __version__, current_target, get_kernel
 from .dtypes import parse as _parse_dtype
 from .errors import AliasError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
@@ -52,6 +52,19 @@ def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=Non
     return get_kernel(BinaryDesc(kind, m, n, _parse_dtype(dtype), ba, bb), target)
 
 
-__all__ = ["unary", "binary", "Kernel", "Target", "UnaryDesc", "BinaryDesc", "UNARY_KINDS", "BINARY_KINDS",
-           "config", "current_target", "TppError", "ShapeError", "DTypeError", "AliasError",
+def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b: bool = False,
+         beta: float = 1.0, lda: int | None = None, ldb: int | None = None, ldc: int | None = None,
+         target=None) -> Kernel:
+    """Dispatch a GEMM TPP: C = beta * C + op(A) op(B), called as g(a, b, c) (c updated
+    in place and returned). a is m x k (k x m with trans_a), b is k x n (n x k with
+    trans_b), c is m x n. The kernel is compiled for row strides lda/ldb/ldc (elements;
+    default: tight); a call with other strides (views) runs a kernel compiled for
+    them, dispatched on first use. With beta=0, g(a, b) allocates c."""
+    desc = GemmDesc(m, n, k, _parse_dtype(dtype), bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc)
+    return get_kernel(desc, target)
+
+
+__all__ = ["unary", "binary", "gemm", "GemmDesc", "Kernel", "Target", "UnaryDesc", "BinaryDesc",
+           "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",
+           "DTypeError", "AliasError",
            "DescriptorError", "TargetError", "__version__"]

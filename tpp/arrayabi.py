@@ -98,7 +98,7 @@ def same_tile(a: Operand, b: Operand) -> bool:
 
 # ---- the table ---------------------------------------------------------------------------
 HEADER = 4          # ndarray type, kernel address, release-GIL flag, elementwise flag
-FIELDS = 14         # per operand, see table()
+FIELDS = 15         # per operand, see table()
 
 
 def table(operands: list[Operand], numpy_dtypes: list[np.dtype], kernel_address: int,
@@ -115,7 +115,7 @@ def table(operands: list[Operand], numpy_dtypes: list[np.dtype], kernel_address:
             else:
                 alt += [len(shape)] + list(shape) + [0] * (2 - len(shape))
         rows += [id(dt), dt.itemsize, int(op.output), op.rows, op.cols, default_ld(op),
-                 min_row_stride(op), int(op.bcast is Bcast.FULL)] + alt
+                 min_row_stride(op), int(op.bcast is Bcast.FULL)] + alt + [-1 if op.ld is None else op.ld]
     return np.array(rows, dtype=np.int64)
 
 
@@ -222,6 +222,9 @@ def _check_shape(b, fn, obj, field, at, t, layout: Layout, refuse_if) -> ir.Valu
     bad = b.or_(b.icmp_signed("<", s0, b.mul(t(6), isz)), b.icmp_signed("!=", b.srem(s0, isz), i64(0)))
     refuse_if(b.and_(several, bad))
     ld_rows = b.select(several, b.sdiv(s0, isz), single_row_ld)
+    required = t(14)       # a kernel compiled for one row stride takes no other
+    refuse_if(b.and_(several, b.and_(b.icmp_signed(">=", required, i64(0)),
+                                     b.icmp_signed("!=", ld_rows, required))))
     block_rows = b.block
     b.branch(done)
     b.position_at_end(done)

@@ -15,6 +15,7 @@ from .errors import DescriptorError, DTypeError
 from .jit.targets import Target
 from .jit.types import DType
 from .kernels import binary as binary_k
+from .kernels import gemm as gemm_k
 from .kernels import reduce as reduce_k
 from .kernels import transpose as transpose_k
 from .kernels import unary as unary_k
@@ -184,6 +185,62 @@ class BinaryDesc:
                 Bcast.SCALAR: (1, 1)}[bc]
 
 
+@dataclass(frozen=True)
+class GemmDesc:
+    """C = beta * C + op(A) op(B) with C m x n, op(A) m x k, op(B) k x n (row-major)."""
+    m: int
+    n: int
+    k: int
+    dtype: DType
+    trans_a: bool = False
+    trans_b: bool = False
+    beta: float = 1.0
+    lda: int | None = None         # row strides in elements; None: tight (the shape's width)
+    ldb: int | None = None
+    ldc: int | None = None
+
+    kind = "gemm"
+    elementwise = False
+
+    def __post_init__(self) -> None:
+        _check_dims("gemm", m=self.m, n=self.n, k=self.k)
+        _dtype_check("gemm", self.dtype, gemm_k.DTYPES)
+        if self.beta not in (0.0, 1.0):
+            raise DescriptorError(f"tpp gemm: beta must be 0 or 1, got {self.beta!r}")
+        tight = self.tight_lds()
+        for name, value, least in zip(("lda", "ldb", "ldc"), (self.lda, self.ldb, self.ldc), tight):
+            if value is None:
+                object.__setattr__(self, name, least)
+            elif not isinstance(value, (int, np.integer)) or value < least:
+                raise DescriptorError(f"tpp gemm: {name} must be an integer >= {least}, got {value!r}")
+
+    def tight_lds(self) -> tuple[int, int, int]:
+        return (self.m if self.trans_a else self.k, self.k if self.trans_b else self.n, self.n)
+
+    def with_lds(self, lda: int, ldb: int, ldc: int) -> "GemmDesc":
+        """The same GEMM compiled for other row strides."""
+        from dataclasses import replace
+        return replace(self, lda=lda, ldb=ldb, ldc=ldc)
+
+    @property
+    def reads_output(self) -> bool:
+        """beta = 1 accumulates into C, so a call must pass it."""
+        return self.beta == 1.0
+
+    def operands(self) -> list[Operand]:
+        return gemm_k.operands(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b,
+                               self.lda, self.ldb, self.ldc)
+
+    def emit(self, module: ir.Module, name: str, target: Target) -> None:
+        gemm_k.emit_gemm(module, name, target, self.m, self.n, self.k, self.dtype,
+                         self.trans_a, self.trans_b, self.beta, self.lda, self.ldb, self.ldc)
+
+    def reference(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None):
+        c64 = np.zeros((self.m, self.n)) if c is None else np.asarray(c, dtype=np.float64)
+        return gemm_k.gemm(np.asarray(a, np.float64), np.asarray(b, np.float64), c64, self.beta,
+                           self.trans_a, self.trans_b)
+
+
 def parse_bcast(value, kind: str) -> Bcast:
     if isinstance(value, Bcast):
         return value
@@ -194,4 +251,4 @@ def parse_bcast(value, kind: str) -> Bcast:
     raise DescriptorError(f"tpp {kind}: broadcast mode {value!r} is not one of none, row, col, scalar")
 
 
-__all__ = ["UnaryDesc", "BinaryDesc", "parse_bcast"]
+__all__ = ["UnaryDesc", "BinaryDesc", "GemmDesc", "parse_bcast"]

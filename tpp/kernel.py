@@ -37,6 +37,8 @@ class Kernel:
         self._outs = [(op, dt) for op, dt in zip(ops, self._np) if op.output]
         self._what = f"tpp {descriptor.kind}"
         self._single = len(self._outs) == 1
+        # GEMM-like kernels update C in place and take it as their last argument
+        self._positional_out = getattr(descriptor, "reads_output", None) is not None
         self._out_shape = arrayabi.accepted_shapes(self._outs[0][0])[0]
         self._out_dtype = self._outs[0][1]
         self._raw = _ffi.cast("void(*)(tpp_tensor *)", address) if address else None
@@ -48,7 +50,13 @@ class Kernel:
     # ---- calling ------------------------------------------------------------------
     def __call__(self, *args, out=None):
         if out is None:
-            out = np.empty(self._out_shape, self._out_dtype) if self._single else self._allocate()
+            if self._positional_out and len(args) == self._nin + 1:   # g(a, b, c)
+                out, args = args[-1], args[:-1]
+            elif getattr(self.descriptor, "reads_output", False):
+                raise TypeError(f"{self._what}: this kernel accumulates into its output "
+                                f"(beta=1): pass it, e.g. g(a, b, c)")
+            else:
+                out = np.empty(self._out_shape, self._out_dtype) if self._single else self._allocate()
         native = self._native
         if native is not None:
             if self._single:
@@ -77,11 +85,22 @@ class Kernel:
         arrays = [checks.as_array(self._what, op, val, dt)
                   for op, val, dt in zip(self._operands, list(args) + list(outs), self._np)]
         checks.check_overlap(self._what, self._operands, arrays, self.descriptor.elementwise)
+        lds = [a.strides[0] // a.itemsize if a.ndim == 2 and a.shape[0] > 1 else None for a in arrays]
+        raw = self._raw
+        if any(op.ld is not None and ld is not None and ld != op.ld for op, ld in zip(self._operands, lds)):
+            raw = self._sibling(lds)._raw          # compiled for other row strides
         tensors = _ffi.new("tpp_tensor[]", len(arrays))
-        for t, op, a in zip(tensors, self._operands, arrays):
+        for t, op, a, ld in zip(tensors, self._operands, arrays, lds):
             t.data = _ffi.cast("void *", a.__array_interface__["data"][0])
-            t.ld = a.strides[0] // a.itemsize if a.ndim == 2 and a.shape[0] > 1 else arrayabi.default_ld(op)
-        self._raw(tensors)   # cffi releases the GIL around the call
+            t.ld = arrayabi.default_ld(op) if ld is None else ld
+        raw(tensors)   # cffi releases the GIL around the call
+
+    def _sibling(self, lds: list[int | None]) -> "Kernel":
+        """The kernel for these row strides (descriptors with compiled-in leading
+        dimensions); dispatch caches it."""
+        from .dispatch import get_kernel
+        fixed = [op.ld if ld is None else ld for op, ld in zip(self._operands, lds)]
+        return get_kernel(self.descriptor.with_lds(*fixed), self.target)
 
     # ---- inspection -----------------------------------------------------------------
     @property

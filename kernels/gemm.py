@@ -1,0 +1,153 @@
+"""GEMM TPP: C = beta * C + op(A) op(B) on row-major tiles (f32, f64).
+
+The C tile is cut into register blocks of MR rows x NV vectors. For each
+block the K loop keeps all MR * NV accumulators in registers: per k it loads
+NV vectors of B's row k, broadcasts each of the MR elements A[i, k] (a memory
+operand of the FMA on x86) and issues MR * NV FMAs. MR is the largest that
+leaves a register for each B vector and one for the broadcast. Column
+remainders use masked loads and stores of C and B; row remainders a smaller
+block. Leading dimensions are part of the kernel (a call with other strides
+gets a sibling kernel from the public layer).
+
+op(A) = A^T reads A[k, i] instead of A[i, k] (still a broadcast of one
+element). op(B) = B^T needs B[j, k] along j, a strided column: it is gathered
+(correct, not fast; packing B^T is the composition layer's job).
+"""
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from ..jit.loops import I64, Loop, i64
+from ..jit.targets import Target
+from ..jit.types import DType
+from ..jit.vec import VecBuilder
+from .operands import Operand, define_kernel, element_ptr, unpack_args
+
+DTYPES = frozenset({DType.F32, DType.F64})
+MAX_MR = 16
+K_UNROLL = 2
+
+
+def gemm(a, b, c, beta, trans_a, trans_b):
+    """float64 reference: beta * c + op(a) @ op(b)."""
+    opa = a.T if trans_a else a
+    opb = b.T if trans_b else b
+    return beta * c + opa @ opb
+
+
+def operands(m: int, n: int, k: int, dtype: DType, trans_a: bool, trans_b: bool,
+             lda: int, ldb: int, ldc: int) -> list[Operand]:
+    a_shape = (k, m) if trans_a else (m, k)
+    b_shape = (n, k) if trans_b else (k, n)
+    return [Operand("a", dtype, *a_shape, ld=lda), Operand("b", dtype, *b_shape, ld=ldb),
+            Operand("c", dtype, m, n, output=True, ld=ldc)]
+
+
+def block_rows(target: Target, nvec: int, m: int) -> int:
+    """MR for a block of nvec vectors per row: accumulators + B vectors + one broadcast
+    must fit the register file."""
+    return max(1, min(MAX_MR, m, (target.vector_registers - nvec - 1) // nvec))
+
+
+def block_vectors(target: Target, lanes: int, n: int) -> int:
+    """NV: two vectors per row (the common choice for 16-32 registers), one if N is narrow."""
+    return 1 if n <= lanes else 2
+
+
+def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, dtype: DType,
+              trans_a: bool, trans_b: bool, beta: float, lda: int, ldb: int, ldc: int) -> ir.Function:
+    """Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
+    then a constant offset from one pointer that moves with k."""
+    fn, b = define_kernel(module, name)
+    (a_ptr, _), (b_ptr, _), (c_ptr, _) = unpack_args(b, fn.args[0], 3)
+    lda, ldb, ldc = i64(lda), i64(ldb), i64(ldc)
+    lanes = target.lanes(8 * dtype.itemsize)
+    v = VecBuilder(b, lanes, target)
+    elem = dtype.storage
+    nv = block_vectors(target, lanes, n)
+    nr = nv * lanes
+    n_full = n // nr * nr
+
+    def b_vector(kk: ir.Value, col: ir.Value, mask) -> ir.Value:
+        # B^T: element j of the vector is B[col + j, kk], ldb apart
+        rows = b.add(v.splat(col), v.iota(I64))
+        index = b.add(b.mul(rows, v.splat(ldb)), v.splat(kk))
+        return v.gather(b_ptr, index, dtype, mask)
+
+    def tile(i0: ir.Value, j0: ir.Value, mr: int, cols: int) -> None:
+        """C[i0:i0+mr, j0:j0+cols] (+)= A B for compile-time mr, cols <= nr."""
+        nvec = math.ceil(cols / lanes)
+        masks = [None] * nvec
+        if cols % lanes:
+            masks[-1] = v.tail_mask(i64(cols % lanes))
+        c_rows = [element_ptr(b, c_ptr, dtype, b.add(b.mul(b.add(i0, i64(i)), ldc), j0)) for i in range(mr)]
+
+        def c_at(i, u):
+            return element_ptr(b, c_rows[i], dtype, i64(u * lanes))
+
+        # addresses that do not depend on k are computed here, outside the K loop
+        if trans_a:
+            a_base = element_ptr(b, a_ptr, dtype, i0)                  # A^T: row k, column i0 + i
+        else:
+            a_rows = [element_ptr(b, a_ptr, dtype, b.mul(b.add(i0, i64(i)), lda)) for i in range(mr)]
+        b_col = element_ptr(b, b_ptr, dtype, j0)
+        if beta == 0:
+            init = [v.const(0.0, elem) for _ in range(mr * nvec)]
+        else:
+            init = [v.load(c_at(i, u), dtype, masks[u]) for i in range(mr) for u in range(nvec)]
+        def k_step(kk: ir.Value, accs: list) -> list:
+            """One rank-1 update of the block: accs + A[:, kk] B[kk, :]."""
+            if trans_b:
+                bvecs = [b_vector(kk, b.add(j0, i64(u * lanes)), masks[u]) for u in range(nvec)]
+            else:
+                b_row = element_ptr(b, b_col, dtype, b.mul(kk, ldb))
+                bvecs = [v.load(element_ptr(b, b_row, dtype, i64(u * lanes)), dtype, masks[u])
+                         for u in range(nvec)]
+            if trans_a:
+                a_row_k = element_ptr(b, a_base, dtype, b.mul(kk, lda))
+            out = []
+            for i in range(mr):
+                if trans_a:
+                    a_at = element_ptr(b, a_row_k, dtype, i64(i))
+                else:
+                    a_at = element_ptr(b, a_rows[i], dtype, kk)
+                a_val = v.splat(b.load(a_at, typ=elem))
+                out += [v.fma(a_val, bvecs[u], accs[i * nvec + u]) for u in range(nvec)]
+            return out
+
+        # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest.
+        k_main = k // K_UNROLL * K_UNROLL
+        with Loop(b, 0, k_main, K_UNROLL, carry=init, name="k") as kl:
+            accs = list(kl.vars)
+            for u in range(K_UNROLL):
+                accs = k_step(b.add(kl.i, i64(u)), accs)
+            kl.next(*accs)
+        accs = list(kl.vars)
+        for kk in range(k_main, k):
+            accs = k_step(i64(kk), accs)
+        for i in range(mr):
+            for u in range(nvec):
+                v.store(accs[i * nvec + u], c_at(i, u), dtype, masks[u])
+
+    def row_blocks(j0: ir.Value, cols: int) -> None:
+        nvec = math.ceil(cols / lanes)
+        mr = block_rows(target, nvec, m)
+        m_full = m // mr * mr
+        with Loop(b, 0, m_full, mr, name="mb") as mb:
+            tile(mb.i, j0, mr, cols)
+        if m > m_full:
+            tile(i64(m_full), j0, m - m_full, cols)
+
+    if n_full:
+        with Loop(b, 0, n_full, nr, name="nb") as nb:
+            row_blocks(nb.i, nr)
+    if n > n_full:
+        row_blocks(i64(n_full), n - n_full)
+    b.ret_void()
+    return fn
+
+
+def flops(m: int, n: int, k: int) -> int:
+    return 2 * m * n * k

@@ -1,0 +1,134 @@
+"""GEMM TPP: C = beta C + op(A) op(B) against the float64 reference.
+
+Tolerance: each element is a sum of k products, so its error is bounded by
+about k * eps * sum_k |a_ik b_kj| (plus |c| eps); we check against that bound
+with the absolute values' product, which cannot be fooled by cancellation.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tpp
+
+EPS = {np.float32: 2.0 ** -23, np.float64: 2.0 ** -52}
+
+
+def operands(rng, m, n, k, dtype, trans_a=False, trans_b=False, view=False):
+    def make(shape):
+        if not view:
+            return rng.uniform(-1, 1, shape).astype(dtype)
+        parent = rng.uniform(-1, 1, (shape[0] + 3, shape[1] + 7)).astype(dtype)
+        return parent[1:1 + shape[0], 3:3 + shape[1]]
+    a = make((k, m) if trans_a else (m, k))
+    b = make((n, k) if trans_b else (k, n))
+    return a, b, make((m, n))
+
+
+def check(g, a, b, c, beta, trans_a, trans_b, dtype):
+    c_before = np.array(c, dtype=np.float64)
+    got = g(a, b, c)
+    assert got is c, "gemm must update c in place and return it"
+    ref = g.reference(a, b, c_before)
+    oa = np.abs(np.asarray(a, np.float64))
+    ob = np.abs(np.asarray(b, np.float64))
+    bound = (oa.T if trans_a else oa) @ (ob.T if trans_b else ob) + beta * np.abs(c_before)
+    k = oa.shape[0] if trans_a else oa.shape[1]
+    tol = (k + 2) * EPS[dtype] * bound + 1e-300
+    err = np.abs(np.asarray(got, np.float64) - ref)
+    worst = np.unravel_index(np.argmax(err - tol), err.shape)
+    assert np.all(err <= tol), f"gemm error {err[worst]:.3g} > bound {tol[worst]:.3g} at {worst}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 16, 16), (64, 64, 64), (17, 35, 9), (33, 16, 70),
+                                   (5, 100, 1), (15, 33, 2)])
+def test_gemm_matches_reference(m, n, k, beta, trans_a, trans_b, dtype, rng):
+    g = tpp.gemm(m, n, k, dtype, trans_a=trans_a, trans_b=trans_b, beta=beta)
+    a, b, c = operands(rng, m, n, k, dtype, trans_a, trans_b)
+    check(g, a, b, c, beta, trans_a, trans_b, dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 67), n=st.integers(1, 67), k=st.integers(1, 67), trans_a=st.booleans(),
+       trans_b=st.booleans(), view=st.booleans(), beta=st.sampled_from([0.0, 1.0]))
+def test_gemm_any_shape_and_layout(m, n, k, trans_a, trans_b, view, beta):
+    rng = np.random.default_rng(m * 10007 + n * 101 + k)
+    g = tpp.gemm(m, n, k, "f32", trans_a=trans_a, trans_b=trans_b, beta=beta)
+    a, b, c = operands(rng, m, n, k, np.float32, trans_a, trans_b, view)
+    check(g, a, b, c, beta, trans_a, trans_b, np.float32)
+
+
+def test_large_shapes(rng):
+    for m, n, k in [(256, 256, 256), (130, 260, 300)]:
+        g = tpp.gemm(m, n, k)
+        a, b, c = operands(rng, m, n, k, np.float32)
+        check(g, a, b, c, 1.0, False, False, np.float32)
+
+
+def test_views_dispatch_a_kernel_for_their_strides(rng):
+    """lda/ldb/ldc are compiled in; a view with other strides still computes right."""
+    g = tpp.gemm(8, 24, 12)
+    a, b, c = operands(rng, 8, 24, 12, np.float32, view=True)
+    check(g, a, b, c, 1.0, False, False, np.float32)
+    explicit = tpp.gemm(8, 24, 12, lda=a.strides[0] // 4, ldb=b.strides[0] // 4, ldc=c.strides[0] // 4)
+    check(explicit, a, b, c, 1.0, False, False, np.float32)
+
+
+def test_beta_zero_allocates_and_ignores_c(rng):
+    g = tpp.gemm(9, 10, 11, beta=0.0)
+    a, b, _ = operands(rng, 9, 10, 11, np.float32)
+    np.testing.assert_allclose(g(a, b), a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+    c = np.full((9, 10), np.nan, np.float32)          # beta = 0 must not read c (NaN would leak)
+    assert np.all(np.isfinite(g(a, b, c)))
+
+
+def test_codegen_register_blocked_without_spills():
+    asm = tpp.gemm(64, 64, 64, target="x86-avx512").asm
+    assert "vfmadd231ps" in asm and "zmm" in asm
+    assert not re.search(r"vmov\w*\s+%zmm\d+, -?\d*\(%rsp\)", asm), "accumulators spilled to the stack"
+    avx2 = tpp.gemm(64, 64, 64, target="x86-avx2").asm
+    assert "ymm" in avx2 and "zmm" not in avx2 and "vfmadd" in avx2
+
+
+def test_avx2_target_computes_the_same(rng):
+    g = tpp.gemm(23, 45, 31, target="x86-avx2")
+    a, b, c = operands(rng, 23, 45, 31, np.float32)
+    check(g, a, b, c, 1.0, False, False, np.float32)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda g, a, b, c: g(a, b[:-1], c), tpp.ShapeError, "argument 'b' must have shape"),
+    (lambda g, a, b, c: g(a.astype(np.float64), b, c), tpp.DTypeError, "argument 'a' must have dtype"),
+    (lambda g, a, b, c: g(a, b), TypeError, "accumulates into its output"),
+    (lambda g, a, b, c: g(a, b, np.zeros((4, 6), np.float32)), tpp.ShapeError, "argument 'c' must have shape"),
+])
+def test_bad_calls(call, error, message, rng):
+    g = tpp.gemm(5, 6, 7)
+    a, b, c = operands(rng, 5, 6, 7, np.float32)
+    with pytest.raises(error, match=message):
+        call(g, a, b, c)
+
+
+def test_c_overlapping_an_input_is_refused(rng):
+    buf = rng.uniform(-1, 1, (6, 6)).astype(np.float32)
+    g = tpp.gemm(6, 6, 6)
+    with pytest.raises(tpp.AliasError, match="overlaps"):
+        g(buf, buf.copy(), buf)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(m=0, n=4, k=4), tpp.DescriptorError, "m must be an integer >= 1"),
+    (dict(m=4, n=4, k=4, beta=0.5), tpp.DescriptorError, "beta must be 0 or 1"),
+    (dict(m=4, n=4, k=4, dtype="bf16"), tpp.DTypeError, "not supported"),
+    (dict(m=4, n=8, k=4, ldb=3), tpp.DescriptorError, "ldb must be an integer >= 8"),
+])
+def test_bad_descriptors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        tpp.gemm(**kwargs)
