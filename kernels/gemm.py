@@ -22,7 +22,7 @@ from llvmlite import ir
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
-from ..jit.vec import VecBuilder
+from ..jit.vec import PTR, VecBuilder
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
 DTYPES = frozenset({DType.F32, DType.F64})
@@ -56,12 +56,27 @@ def block_vectors(target: Target, lanes: int, n: int) -> int:
     return 1 if n <= lanes else 2
 
 
+BATCH_VARIANTS = ("none", "stride", "offset", "address")
+# tpp_tensor entries a kernel of each batch variant takes (see emit_gemm)
+ARG_COUNT = {"none": 3, "stride": 4, "offset": 5, "address": 4}
+
+
 def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, dtype: DType,
-              trans_a: bool, trans_b: bool, beta: float, lda: int, ldb: int, ldc: int) -> ir.Function:
-    """Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
+              trans_a: bool, trans_b: bool, beta: float, lda: int, ldb: int, ldc: int,
+              batch: str = "none", stride_a: int = 0, stride_b: int = 0) -> ir.Function:
+    """GEMM (batch="none") or BRGEMM: C = beta C + sum_i op(A_i) op(B_i).
+
+    Arguments (tpp_tensor entries): [A, B, C] for GEMM; BRGEMM adds {aux, count}:
+      stride:  args[0]/[1] point at A_0/B_0, A_i = A_0 + i*stride_a (elements, compiled in);
+               args[3] = {NULL, count}
+      offset:  args[0]/[1] are base buffers, args[3] = {int64 offsets of A_i, count},
+               args[4] = {int64 offsets of B_i, count} (elements)
+      address: args[0]/[1] point at arrays of `count` pointers A_i / B_i; args[3] = {NULL, count}
+    Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
     then a constant offset from one pointer that moves with k."""
     fn, b = define_kernel(module, name)
-    (a_ptr, _), (b_ptr, _), (c_ptr, _) = unpack_args(b, fn.args[0], 3)
+    slots = unpack_args(b, fn.args[0], ARG_COUNT[batch])
+    (a_arg, _), (b_arg, _), (c_ptr, _) = slots[:3]
     lda, ldb, ldc = i64(lda), i64(ldb), i64(ldc)
     lanes = target.lanes(8 * dtype.itemsize)
     v = VecBuilder(b, lanes, target)
@@ -70,14 +85,20 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     nr = nv * lanes
     n_full = n // nr * nr
 
-    def b_vector(kk: ir.Value, col: ir.Value, mask) -> ir.Value:
-        # B^T: element j of the vector is B[col + j, kk], ldb apart
-        rows = b.add(v.splat(col), v.iota(I64))
-        index = b.add(b.mul(rows, v.splat(ldb)), v.splat(kk))
-        return v.gather(b_ptr, index, dtype, mask)
+    def bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(A_i, B_i) for batch entry bi."""
+        if batch == "stride":
+            return (element_ptr(b, a_arg, dtype, b.mul(bi, i64(stride_a))),
+                    element_ptr(b, b_arg, dtype, b.mul(bi, i64(stride_b))))
+        if batch == "offset":
+            off_a = b.load(element_ptr(b, slots[3][0], DType.I64, bi), typ=I64)
+            off_b = b.load(element_ptr(b, slots[4][0], DType.I64, bi), typ=I64)
+            return element_ptr(b, a_arg, dtype, off_a), element_ptr(b, b_arg, dtype, off_b)
+        return (b.load(element_ptr(b, a_arg, DType.I64, bi), typ=PTR),
+                b.load(element_ptr(b, b_arg, DType.I64, bi), typ=PTR))
 
     def tile(i0: ir.Value, j0: ir.Value, mr: int, cols: int) -> None:
-        """C[i0:i0+mr, j0:j0+cols] (+)= A B for compile-time mr, cols <= nr."""
+        """C[i0:i0+mr, j0:j0+cols] (+)= sum_i A_i B_i for compile-time mr, cols <= nr."""
         nvec = math.ceil(cols / lanes)
         masks = [None] * nvec
         if cols % lanes:
@@ -87,46 +108,19 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         def c_at(i, u):
             return element_ptr(b, c_rows[i], dtype, i64(u * lanes))
 
-        # addresses that do not depend on k are computed here, outside the K loop
-        if trans_a:
-            a_base = element_ptr(b, a_ptr, dtype, i0)                  # A^T: row k, column i0 + i
-        else:
-            a_rows = [element_ptr(b, a_ptr, dtype, b.mul(b.add(i0, i64(i)), lda)) for i in range(mr)]
-        b_col = element_ptr(b, b_ptr, dtype, j0)
         if beta == 0:
             init = [v.const(0.0, elem) for _ in range(mr * nvec)]
         else:
             init = [v.load(c_at(i, u), dtype, masks[u]) for i in range(mr) for u in range(nvec)]
-        def k_step(kk: ir.Value, accs: list) -> list:
-            """One rank-1 update of the block: accs + A[:, kk] B[kk, :]."""
-            if trans_b:
-                bvecs = [b_vector(kk, b.add(j0, i64(u * lanes)), masks[u]) for u in range(nvec)]
-            else:
-                b_row = element_ptr(b, b_col, dtype, b.mul(kk, ldb))
-                bvecs = [v.load(element_ptr(b, b_row, dtype, i64(u * lanes)), dtype, masks[u])
-                         for u in range(nvec)]
-            if trans_a:
-                a_row_k = element_ptr(b, a_base, dtype, b.mul(kk, lda))
-            out = []
-            for i in range(mr):
-                if trans_a:
-                    a_at = element_ptr(b, a_row_k, dtype, i64(i))
-                else:
-                    a_at = element_ptr(b, a_rows[i], dtype, kk)
-                a_val = v.splat(b.load(a_at, typ=elem))
-                out += [v.fma(a_val, bvecs[u], accs[i * nvec + u]) for u in range(nvec)]
-            return out
-
-        # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest.
-        k_main = k // K_UNROLL * K_UNROLL
-        with Loop(b, 0, k_main, K_UNROLL, carry=init, name="k") as kl:
-            accs = list(kl.vars)
-            for u in range(K_UNROLL):
-                accs = k_step(b.add(kl.i, i64(u)), accs)
-            kl.next(*accs)
-        accs = list(kl.vars)
-        for kk in range(k_main, k):
-            accs = k_step(i64(kk), accs)
+        if batch == "none":
+            accs = _block_product(b, v, dtype, a_arg, b_arg, i0, j0, mr, nvec, masks, k,
+                                  lda, ldb, trans_a, trans_b, init)
+        else:
+            with Loop(b, 0, slots[3][1], carry=init, name="batch") as bl:
+                a_i, b_i = bases(bl.i)
+                bl.next(*_block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k,
+                                        lda, ldb, trans_a, trans_b, list(bl.vars)))
+            accs = list(bl.vars)
         for i in range(mr):
             for u in range(nvec):
                 v.store(accs[i * nvec + u], c_at(i, u), dtype, masks[u])
@@ -147,6 +141,57 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         row_blocks(i64(n_full), n - n_full)
     b.ret_void()
     return fn
+
+
+def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i0, j0, mr: int,
+                   nvec: int, masks: list, k: int, lda, ldb, trans_a: bool, trans_b: bool,
+                   accs: list) -> list:
+    """accs + A[i0:i0+mr, :] B[:, j0:j0+nvec*lanes] for one (A, B) pair: the K loop."""
+    lanes, elem = v.lanes, dtype.storage
+    # addresses that do not depend on k are computed here, outside the K loop
+    if trans_a:
+        a_base = element_ptr(b, a_ptr, dtype, i0)                  # A^T: row k, column i0 + i
+    else:
+        a_rows = [element_ptr(b, a_ptr, dtype, b.mul(b.add(i0, i64(i)), lda)) for i in range(mr)]
+    b_col = element_ptr(b, b_ptr, dtype, j0)
+
+    def b_vector(kk: ir.Value, col: ir.Value, mask) -> ir.Value:
+        # B^T: element j of the vector is B[col + j, kk], ldb apart
+        rows = b.add(v.splat(col), v.iota(I64))
+        index = b.add(b.mul(rows, v.splat(ldb)), v.splat(kk))
+        return v.gather(b_ptr, index, dtype, mask)
+
+    def k_step(kk: ir.Value, accs: list) -> list:
+        """One rank-1 update of the block: accs + A[:, kk] B[kk, :]."""
+        if trans_b:
+            bvecs = [b_vector(kk, b.add(j0, i64(u * lanes)), masks[u]) for u in range(nvec)]
+        else:
+            b_row = element_ptr(b, b_col, dtype, b.mul(kk, ldb))
+            bvecs = [v.load(element_ptr(b, b_row, dtype, i64(u * lanes)), dtype, masks[u])
+                     for u in range(nvec)]
+        if trans_a:
+            a_row_k = element_ptr(b, a_base, dtype, b.mul(kk, lda))
+        out = []
+        for i in range(mr):
+            if trans_a:
+                a_at = element_ptr(b, a_row_k, dtype, i64(i))
+            else:
+                a_at = element_ptr(b, a_rows[i], dtype, kk)
+            a_val = v.splat(b.load(a_at, typ=elem))
+            out += [v.fma(a_val, bvecs[u], accs[i * nvec + u]) for u in range(nvec)]
+        return out
+
+    # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest.
+    k_main = k // K_UNROLL * K_UNROLL
+    with Loop(b, 0, k_main, K_UNROLL, carry=accs, name="k") as kl:
+        step = list(kl.vars)
+        for u in range(K_UNROLL):
+            step = k_step(b.add(kl.i, i64(u)), step)
+        kl.next(*step)
+    accs = list(kl.vars)
+    for kk in range(k_main, k):
+        accs = k_step(i64(kk), accs)
+    return accs
 
 
 def flops(m: int, n: int, k: int) -> int:

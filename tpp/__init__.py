@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from . import config
-from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, GemmDesc, UnaryDesc, parse_bcast
+from .brgemm import BatchReduceKernel
+from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, BrgemmDesc, GemmDesc, UnaryDesc, parse_bcast
 from .dispatch import __version__, current_target, get_kernel
 from .dtypes import parse as _parse_dtype
 from .errors import AliasError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
@@ -64,7 +65,21 @@ def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b:
     return get_kernel(desc, target)
 
 
-__all__ = ["unary", "binary", "gemm", "GemmDesc", "Kernel", "Target", "UnaryDesc", "BinaryDesc",
+def brgemm(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride", trans_a: bool = False,
+           trans_b: bool = False, beta: float = 1.0, lda: int | None = None, ldb: int | None = None,
+           ldc: int | None = None, stride_a: int | None = None, stride_b: int | None = None,
+           target=None) -> BatchReduceKernel:
+    """Dispatch a BRGEMM TPP: C = beta * C + sum_i op(A_i) op(B_i), batch count given at
+    call time. variant "stride": br(a, b, c) with stacks a (batch, m, k), b (batch, k, n);
+    "offset": br(a, b, c, a_offsets, b_offsets) with flat buffers and int64 element
+    offsets; "address": br([a0, a1, ...], [b0, b1, ...], c)."""
+    desc = BrgemmDesc(m, n, k, _parse_dtype(dtype), variant, bool(trans_a), bool(trans_b), float(beta),
+                      lda, ldb, ldc, stride_a, stride_b)
+    return BatchReduceKernel(get_kernel(desc, target), get_kernel)
+
+
+__all__ = ["unary", "binary", "gemm", "brgemm", "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
+           "Target", "UnaryDesc", "BinaryDesc",
            "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",
            "DTypeError", "AliasError",
            "DescriptorError", "TargetError", "__version__"]

@@ -6,7 +6,7 @@ kernel, and its numpy reference; dispatch needs nothing else.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from llvmlite import ir
@@ -219,7 +219,6 @@ class GemmDesc:
 
     def with_lds(self, lda: int, ldb: int, ldc: int) -> "GemmDesc":
         """The same GEMM compiled for other row strides."""
-        from dataclasses import replace
         return replace(self, lda=lda, ldb=ldb, ldc=ldc)
 
     @property
@@ -241,6 +240,71 @@ class GemmDesc:
                            self.trans_a, self.trans_b)
 
 
+@dataclass(frozen=True)
+class BrgemmDesc:
+    """C = beta * C + sum_i op(A_i) op(B_i), the batch given at call time.
+    variant: "stride" (A_i = A_0 + i*stride_a elements), "offset" (element offsets per
+    i), "address" (a pointer per i)."""
+    m: int
+    n: int
+    k: int
+    dtype: DType
+    variant: str = "stride"
+    trans_a: bool = False
+    trans_b: bool = False
+    beta: float = 1.0
+    lda: int | None = None
+    ldb: int | None = None
+    ldc: int | None = None
+    stride_a: int | None = None      # stride variant: elements between A_i (None: tight)
+    stride_b: int | None = None
+
+    kind = "brgemm"
+    elementwise = False
+    native_python_entry = False
+
+    def __post_init__(self) -> None:
+        if self.variant not in gemm_k.BATCH_VARIANTS[1:]:
+            raise DescriptorError(f"tpp brgemm: variant must be stride, offset or address, got {self.variant!r}")
+        plain = GemmDesc(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b, self.beta,
+                         self.lda, self.ldb, self.ldc)          # validates the GEMM part
+        for name in ("lda", "ldb", "ldc"):
+            object.__setattr__(self, name, getattr(plain, name))
+        a_rows, b_rows = (self.k if self.trans_a else self.m), (self.n if self.trans_b else self.k)
+        for name, value, least in (("stride_a", self.stride_a, a_rows * self.lda),
+                                   ("stride_b", self.stride_b, b_rows * self.ldb)):
+            if self.variant != "stride":
+                if value is not None:
+                    raise DescriptorError(f"tpp brgemm: {name} is only for the stride variant")
+                object.__setattr__(self, name, 0)
+            elif value is None:
+                object.__setattr__(self, name, least)
+            elif not isinstance(value, (int, np.integer)) or value < 0:
+                raise DescriptorError(f"tpp brgemm: {name} must be an integer >= 0, got {value!r}")
+
+    @property
+    def gemm(self) -> GemmDesc:
+        return GemmDesc(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b, self.beta,
+                        self.lda, self.ldb, self.ldc)
+
+    def operands(self) -> list[Operand]:
+        """One block of each operand (A_i, B_i, C)."""
+        return self.gemm.operands()
+
+    def emit(self, module: ir.Module, name: str, target: Target) -> None:
+        gemm_k.emit_gemm(module, name, target, self.m, self.n, self.k, self.dtype, self.trans_a,
+                         self.trans_b, self.beta, self.lda, self.ldb, self.ldc, self.variant,
+                         self.stride_a, self.stride_b)
+
+    def reference(self, a_blocks, b_blocks, c: np.ndarray):
+        """float64 result for lists of A_i and B_i blocks."""
+        acc = self.beta * np.asarray(c, np.float64)
+        g = replace(self.gemm, beta=1.0)
+        for a, b in zip(a_blocks, b_blocks):
+            acc = g.reference(a, b, acc)
+        return acc
+
+
 def parse_bcast(value, kind: str) -> Bcast:
     if isinstance(value, Bcast):
         return value
@@ -251,4 +315,4 @@ def parse_bcast(value, kind: str) -> Bcast:
     raise DescriptorError(f"tpp {kind}: broadcast mode {value!r} is not one of none, row, col, scalar")
 
 
-__all__ = ["UnaryDesc", "BinaryDesc", "GemmDesc", "parse_bcast"]
+__all__ = ["UnaryDesc", "BinaryDesc", "GemmDesc", "BrgemmDesc", "parse_bcast"]

@@ -102,7 +102,10 @@ def _build(desc, target: Target) -> Kernel:
     obj, symbol, text = _object_code({"target": target, "descriptor": desc},
                                      lambda sym: _module(desc, target, sym))
     address = compiler.load_object(obj, target, [symbol])[symbol] if target.runs_on_host else 0
-    entry = python_entry(len(desc.operands())) if target.runs_on_host else 0
+    # descriptors whose arguments are not a fixed list of 2-D arrays (BRGEMM) have no
+    # native Python entry; their wrapper checks and calls in Python
+    native = target.runs_on_host and getattr(desc, "native_python_entry", True)
+    entry = python_entry(len(desc.operands())) if native else 0
     return Kernel(desc, target, symbol, address, entry, text)
 
 

@@ -1,0 +1,136 @@
+"""BRGEMM TPP: C = beta C + sum_i op(A_i) op(B_i), in the stride, offset and
+address variants, against the float64 reference (error bound as in test_gemm,
+with k * batch products per element)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tpp
+
+EPS = 2.0 ** -23
+
+
+def stacks(rng, m, n, k, batch, trans_a=False, trans_b=False):
+    a = rng.uniform(-1, 1, (batch,) + ((k, m) if trans_a else (m, k))).astype(np.float32)
+    b = rng.uniform(-1, 1, (batch,) + ((n, k) if trans_b else (k, n))).astype(np.float32)
+    return a, b
+
+
+def call(br, a, b, c):
+    """Run br on the stacks a, b through its variant's calling convention."""
+    variant = br.descriptor.variant
+    if variant == "stride":
+        return br(a, b, c)
+    if variant == "address":
+        return br(list(a), list(b), c)
+    order = np.arange(a.shape[0])[::-1]               # blocks in any order, from flat buffers
+    a_off = order * (a.size // max(a.shape[0], 1))
+    b_off = order * (b.size // max(b.shape[0], 1))
+    return br(a.reshape(-1), b.reshape(-1), c, a_off, b_off)
+
+
+def check(br, a, b, c, batch):
+    c_before = c.astype(np.float64)
+    got = call(br, a, b, c)
+    assert got is c
+    d = br.descriptor
+    ref = d.reference(list(a), list(b), c_before)
+    oa = np.abs(a.astype(np.float64))
+    ob = np.abs(b.astype(np.float64))
+    bound = d.beta * np.abs(c_before)
+    for i in range(batch):
+        bound = bound + (oa[i].T if d.trans_a else oa[i]) @ (ob[i].T if d.trans_b else ob[i])
+    tol = (d.k * max(batch, 1) + 2) * EPS * bound + 1e-30
+    err = np.abs(got.astype(np.float64) - ref)
+    assert np.all(err <= tol), f"max error {err.max():.3g}, bound there {tol.flat[np.argmax(err)]:.3g}"
+
+
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("m,n,k,batch", [(8, 8, 8, 4), (17, 35, 9, 3), (64, 64, 64, 16), (5, 3, 1, 1),
+                                         (7, 9, 11, 0)])
+def test_brgemm_matches_reference(variant, trans_a, trans_b, beta, m, n, k, batch, rng):
+    br = tpp.brgemm(m, n, k, variant=variant, trans_a=trans_a, trans_b=trans_b, beta=beta)
+    a, b = stacks(rng, m, n, k, batch, trans_a, trans_b)
+    c = rng.uniform(-1, 1, (m, n)).astype(np.float32)
+    check(br, a, b, c, batch)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 67), n=st.integers(1, 67), k=st.integers(1, 40), batch=st.integers(1, 5),
+       variant=st.sampled_from(["stride", "offset", "address"]))
+def test_brgemm_any_shape(m, n, k, batch, variant):
+    rng = np.random.default_rng(m * 7919 + n * 31 + k + batch)
+    br = tpp.brgemm(m, n, k, variant=variant)
+    a, b = stacks(rng, m, n, k, batch)
+    check(br, a, b, np.zeros((m, n), np.float32), batch)
+
+
+def test_strided_views_of_bigger_stacks(rng):
+    big_a = rng.uniform(-1, 1, (6, 20, 30)).astype(np.float32)
+    big_b = rng.uniform(-1, 1, (3, 12, 40)).astype(np.float32)
+    a, b = big_a[::2, 1:9, 2:12], big_b[:, 1:11, 3:19]          # (3, 8, 10), (3, 10, 16)
+    c_parent = np.zeros((10, 20), np.float32)
+    c = c_parent[1:9, 2:18]
+    got = tpp.brgemm(8, 16, 10)(a, b, c)
+    ref = sum(a[i].astype(np.float64) @ b[i] for i in range(3))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    assert not c_parent[0].any() and not c_parent[9].any(), "wrote outside the view of c"
+
+
+def test_codegen_uses_vector_fmas():
+    asm = tpp.brgemm(32, 32, 32, target="x86-avx512").asm
+    assert "vfmadd231ps" in asm and "zmm" in asm
+
+
+def test_bad_calls(rng):
+    br = tpp.brgemm(4, 5, 6)
+    a, b = stacks(rng, 4, 5, 6, 3)
+    c = np.zeros((4, 5), np.float32)
+    with pytest.raises(tpp.ShapeError, match="same batch"):
+        br(a, b[:2], c)
+    with pytest.raises(tpp.ShapeError, match="must have shapes"):
+        br(a[:, :, :5], b, c)
+    with pytest.raises(tpp.DTypeError, match="must have dtype"):
+        br(a.astype(np.float64), b, c)
+    with pytest.raises(tpp.ShapeError, match="3 dimensions"):
+        br(a[0], b[0], c)
+    overlap = np.zeros((3, 6, 6), np.float32)
+    with pytest.raises(tpp.AliasError, match="overlaps"):
+        tpp.brgemm(4, 6, 6)(overlap[:, :4, :], overlap.copy(), overlap[0, :4, :])
+
+
+def test_offsets_are_bounds_checked(rng):
+    br = tpp.brgemm(4, 5, 6, variant="offset")
+    a, b = stacks(rng, 4, 5, 6, 2)
+    c = np.zeros((4, 5), np.float32)
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    with pytest.raises(tpp.ShapeError, match="past the buffer"):
+        br(flat_a, flat_b, c, np.array([0, flat_a.size - 5]), np.array([0, 0]))
+    with pytest.raises(tpp.ShapeError, match="past the buffer"):
+        br(flat_a, flat_b, c, np.array([-1, 0]), np.array([0, 0]))
+    with pytest.raises(tpp.ShapeError, match="same length"):
+        br(flat_a, flat_b, c, np.array([0]), np.array([0, 0]))
+    with pytest.raises(TypeError, match="a_offsets, b_offsets"):
+        br(flat_a, flat_b, c)
+
+
+def test_address_blocks_share_one_row_stride(rng):
+    br = tpp.brgemm(4, 5, 6, variant="address")
+    a, b = stacks(rng, 4, 5, 6, 2)
+    wide = np.zeros((4, 9), np.float32)[:, :6]
+    with pytest.raises(tpp.ShapeError, match="share one row stride"):
+        br([a[0], wide], list(b), np.zeros((4, 5), np.float32))
+    with pytest.raises(TypeError, match="lists of the same length"):
+        br([a[0]], list(b), np.zeros((4, 5), np.float32))
+
+
+def test_bad_descriptors():
+    with pytest.raises(tpp.DescriptorError, match="variant must be"):
+        tpp.brgemm(4, 4, 4, variant="gather")
+    with pytest.raises(tpp.DescriptorError, match="only for the stride variant"):
+        tpp.brgemm(4, 4, 4, variant="offset", stride_a=16)
