@@ -139,6 +139,19 @@ class VecBuilder:
                      ir.VoidType(), [vt, PTR, I32, self.vty(I1)])
         self.b.call(fn, [value, ptr, ir.Constant(I32, align), mask])
 
+    def gather(self, base: ir.Value, index: ir.Value, dtype: DType, mask: ir.Value | None = None):
+        """Elements base[index[l]] for an i64 index vector (f32/f64 only); masked-off
+        lanes read nothing. LangRef: llvm.masked.gather."""
+        vt = self.vty(dtype.storage)
+        pvt = ir.VectorType(PTR, self.lanes)
+        offsets = self.b.mul(index, self.splat(ir.Constant(I64, dtype.itemsize)))
+        addrs = self.b.inttoptr(self.b.add(self.splat(self.b.ptrtoint(base, I64)), offsets), pvt)
+        if mask is None:
+            mask = ir.Constant(self.vty(I1), [1] * self.lanes)
+        fn = declare(self.module, f"llvm.masked.gather.{_suffix(vt)}.v{self.lanes}p0", vt,
+                     [pvt, I32, self.vty(I1), vt])
+        return self.b.call(fn, [addrs, ir.Constant(I32, dtype.itemsize), mask, ir.Constant(vt, None)])
+
     def load(self, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None) -> ir.Value:
         """Load `lanes` elements of `dtype` from ptr, converted to dtype.compute."""
         if dtype is DType.BF16:
@@ -215,6 +228,10 @@ class VecBuilder:
         return self.b.call(fn, [v])
 
     # ---- target instructions, looked up in the target's intrinsic table ----------
+    def has_op(self, op: str, t: ir.Type) -> bool:
+        """Whether the target's table has `op` for values of type t."""
+        return bool(self.target and self.target.intrinsic(f"{op}.{_suffix(t)}"))
+
     def target_op(self, op: str, *args: ir.Value) -> ir.Value | None:
         """The target's instruction for `op` at this vector type, or None if it has none."""
         spec = self.target.intrinsic(f"{op}.{_suffix(args[0].type)}") if self.target else None

@@ -23,9 +23,11 @@ from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import PTR, VecBuilder
+from .gemm_bf16 import block_product_bf16
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
-DTYPES = frozenset({DType.F32, DType.F64})
+DTYPES = frozenset({DType.F32, DType.F64, DType.BF16})
+OUT_DTYPES = {DType.F32: {DType.F32}, DType.F64: {DType.F64}, DType.BF16: {DType.F32, DType.BF16}}
 MAX_MR = 16
 K_UNROLL = 2
 
@@ -37,12 +39,17 @@ def gemm(a, b, c, beta, trans_a, trans_b):
     return beta * c + opa @ opb
 
 
+def b_shape(n: int, k: int, trans_b: bool, b_vnni: bool) -> tuple[int, int]:
+    if b_vnni:
+        return (k + 1) // 2, 2 * n          # VNNI-2 pairs, see vnni.py
+    return (n, k) if trans_b else (k, n)
+
+
 def operands(m: int, n: int, k: int, dtype: DType, trans_a: bool, trans_b: bool,
-             lda: int, ldb: int, ldc: int) -> list[Operand]:
+             lda: int, ldb: int, ldc: int, out_dtype: DType | None = None, b_vnni: bool = False) -> list[Operand]:
     a_shape = (k, m) if trans_a else (m, k)
-    b_shape = (n, k) if trans_b else (k, n)
-    return [Operand("a", dtype, *a_shape, ld=lda), Operand("b", dtype, *b_shape, ld=ldb),
-            Operand("c", dtype, m, n, output=True, ld=ldc)]
+    return [Operand("a", dtype, *a_shape, ld=lda), Operand("b", dtype, *b_shape(n, k, trans_b, b_vnni), ld=ldb),
+            Operand("c", out_dtype or dtype, m, n, output=True, ld=ldc)]
 
 
 def block_rows(target: Target, nvec: int, m: int) -> int:
@@ -63,7 +70,8 @@ ARG_COUNT = {"none": 3, "stride": 4, "offset": 5, "address": 4}
 
 def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, dtype: DType,
               trans_a: bool, trans_b: bool, beta: float, lda: int, ldb: int, ldc: int,
-              batch: str = "none", stride_a: int = 0, stride_b: int = 0) -> ir.Function:
+              batch: str = "none", stride_a: int = 0, stride_b: int = 0,
+              out_dtype: DType | None = None, b_vnni: bool = False) -> ir.Function:
     """GEMM (batch="none") or BRGEMM: C = beta C + sum_i op(A_i) op(B_i).
 
     Arguments (tpp_tensor entries): [A, B, C] for GEMM; BRGEMM adds {aux, count}:
@@ -78,9 +86,16 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     slots = unpack_args(b, fn.args[0], ARG_COUNT[batch])
     (a_arg, _), (b_arg, _), (c_ptr, _) = slots[:3]
     lda, ldb, ldc = i64(lda), i64(ldb), i64(ldc)
-    lanes = target.lanes(8 * dtype.itemsize)
+    cdt = out_dtype or dtype
+    lanes = target.lanes(8 * dtype.compute.itemsize)
     v = VecBuilder(b, lanes, target)
-    elem = dtype.storage
+    elem = dtype.compute.storage
+
+    def product(a_i, b_i, i0, j0, mr, nvec, masks, accs):
+        if dtype is DType.BF16:
+            return block_product_bf16(b, v, a_i, b_i, i0, j0, mr, nvec, masks, k, lda, ldb, b_vnni, accs)
+        return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, lda, ldb,
+                              trans_a, trans_b, accs)
     nv = block_vectors(target, lanes, n)
     nr = nv * lanes
     n_full = n // nr * nr
@@ -103,27 +118,25 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         masks = [None] * nvec
         if cols % lanes:
             masks[-1] = v.tail_mask(i64(cols % lanes))
-        c_rows = [element_ptr(b, c_ptr, dtype, b.add(b.mul(b.add(i0, i64(i)), ldc), j0)) for i in range(mr)]
+        c_rows = [element_ptr(b, c_ptr, cdt, b.add(b.mul(b.add(i0, i64(i)), ldc), j0)) for i in range(mr)]
 
         def c_at(i, u):
-            return element_ptr(b, c_rows[i], dtype, i64(u * lanes))
+            return element_ptr(b, c_rows[i], cdt, i64(u * lanes))
 
         if beta == 0:
             init = [v.const(0.0, elem) for _ in range(mr * nvec)]
         else:
-            init = [v.load(c_at(i, u), dtype, masks[u]) for i in range(mr) for u in range(nvec)]
+            init = [v.load(c_at(i, u), cdt, masks[u]) for i in range(mr) for u in range(nvec)]
         if batch == "none":
-            accs = _block_product(b, v, dtype, a_arg, b_arg, i0, j0, mr, nvec, masks, k,
-                                  lda, ldb, trans_a, trans_b, init)
+            accs = product(a_arg, b_arg, i0, j0, mr, nvec, masks, init)
         else:
             with Loop(b, 0, slots[3][1], carry=init, name="batch") as bl:
                 a_i, b_i = bases(bl.i)
-                bl.next(*_block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k,
-                                        lda, ldb, trans_a, trans_b, list(bl.vars)))
+                bl.next(*product(a_i, b_i, i0, j0, mr, nvec, masks, list(bl.vars)))
             accs = list(bl.vars)
         for i in range(mr):
             for u in range(nvec):
-                v.store(accs[i * nvec + u], c_at(i, u), dtype, masks[u])
+                v.store(accs[i * nvec + u], c_at(i, u), cdt, masks[u])
 
     def row_blocks(j0: ir.Value, cols: int) -> None:
         nvec = math.ceil(cols / lanes)

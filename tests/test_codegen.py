@@ -61,6 +61,8 @@ def _all_kinds():
         for kind in tpp.UNARY_KINDS + tpp.BINARY_KINDS:
             if dt == "f64" and (kind in TRANSCENDENTAL or kind == "cast"):
                 continue
+            if kind == "vnni_pack" and dt != "bf16":      # a bf16 GEMM operand layout only
+                continue
             out.append((kind, dt))
     return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -126,9 +127,61 @@ def test_c_overlapping_an_input_is_refused(rng):
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(m=0, n=4, k=4), tpp.DescriptorError, "m must be an integer >= 1"),
     (dict(m=4, n=4, k=4, beta=0.5), tpp.DescriptorError, "beta must be 0 or 1"),
-    (dict(m=4, n=4, k=4, dtype="bf16"), tpp.DTypeError, "not supported"),
+    (dict(m=4, n=4, k=4, dtype="i8"), tpp.DTypeError, "not supported"),
     (dict(m=4, n=8, k=4, ldb=3), tpp.DescriptorError, "ldb must be an integer >= 8"),
 ])
 def test_bad_descriptors(kwargs, error, message):
     with pytest.raises(error, match=message):
         tpp.gemm(**kwargs)
+
+
+# ---- bf16 inputs, f32 accumulation ---------------------------------------------------
+BF16 = ml_dtypes.bfloat16
+
+
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])   # vdpbf16ps, and the f32 fallback
+@pytest.mark.parametrize("b_vnni", [False, True])
+@pytest.mark.parametrize("out_dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 16, 16), (64, 64, 64), (17, 35, 9), (33, 16, 70), (5, 100, 3)])
+def test_bf16_gemm(m, n, k, beta, out_dtype, b_vnni, target, rng):
+    g = tpp.gemm(m, n, k, "bf16", beta=beta, out_dtype=out_dtype, b_vnni=b_vnni, target=target)
+    a = rng.uniform(-1, 1, (m, k)).astype(BF16)
+    b = rng.uniform(-1, 1, (k, n)).astype(BF16)
+    b_arg = tpp.unary("vnni_pack", k, n, "bf16")(b) if b_vnni else b
+    c = rng.uniform(-1, 1, (m, n)).astype(np.float32 if out_dtype == "f32" else BF16)
+    c_before = c.astype(np.float64)
+    got = g(a, b_arg, c).astype(np.float64)
+    ref = g.reference(a, b_arg, c_before)
+    np.testing.assert_allclose(ref, beta * c_before + a.astype(np.float64) @ b.astype(np.float64))
+    # bf16 x bf16 products are exact in f32; only the f32 sums (and a bf16 C) round
+    bound = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)) + beta * np.abs(c_before)
+    tol = (k + 2) * 2.0 ** -23 * bound + (2.0 ** -8 * np.abs(ref) if out_dtype == "bf16" else 0)
+    assert np.all(np.abs(got - ref) <= tol + 1e-30)
+
+
+@pytest.mark.parametrize("k,n", [(1, 1), (2, 16), (7, 37), (33, 20), (64, 64)])
+def test_vnni_pack_layout_and_round_trip(k, n, rng):
+    x = rng.uniform(-4, 4, (k, n)).astype(BF16)
+    packed = tpp.unary("vnni_pack", k, n, "bf16")(x)
+    assert packed.shape == ((k + 1) // 2, 2 * n)
+    pairs = packed.reshape((k + 1) // 2, n, 2)
+    back = pairs.transpose(0, 2, 1).reshape(-1, n)[:k]          # unpack: B[2p + t, j] = Bp[p, 2j + t]
+    assert np.array_equal(back.view(np.uint16), x.view(np.uint16))
+    if k % 2:
+        assert not pairs[-1, :, 1].astype(np.float32).any(), "the pad of an odd k must be zero"
+
+
+def test_bf16_codegen_uses_vdpbf16ps():
+    asm = tpp.gemm(64, 64, 64, "bf16", b_vnni=True, target="x86-avx512").asm
+    assert "vdpbf16ps" in asm
+    assert "vdpbf16ps" not in tpp.gemm(16, 16, 16, "bf16", target="x86-avx2").asm
+
+
+def test_bf16_rejects_what_it_does_not_offer():
+    with pytest.raises(tpp.DescriptorError, match="not offered for bf16"):
+        tpp.gemm(4, 4, 4, "bf16", trans_b=True)
+    with pytest.raises(tpp.DescriptorError, match="for bf16 inputs"):
+        tpp.gemm(4, 4, 4, "f32", b_vnni=True)
+    with pytest.raises(tpp.DTypeError, match="out_dtype"):
+        tpp.gemm(4, 4, 4, "f32", out_dtype="bf16")

@@ -55,13 +55,17 @@ def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=Non
 
 def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b: bool = False,
          beta: float = 1.0, lda: int | None = None, ldb: int | None = None, ldc: int | None = None,
-         target=None) -> Kernel:
+         out_dtype=None, b_vnni: bool = False, target=None) -> Kernel:
     """Dispatch a GEMM TPP: C = beta * C + op(A) op(B), called as g(a, b, c) (c updated
     in place and returned). a is m x k (k x m with trans_a), b is k x n (n x k with
     trans_b), c is m x n. The kernel is compiled for row strides lda/ldb/ldc (elements;
     default: tight); a call with other strides (views) runs a kernel compiled for
-    them, dispatched on first use. With beta=0, g(a, b) allocates c."""
-    desc = GemmDesc(m, n, k, _parse_dtype(dtype), bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc)
+    them, dispatched on first use. With beta=0, g(a, b) allocates c.
+    bf16 inputs accumulate in f32 (vdpbf16ps where the CPU has it); c is f32, or bf16
+    with out_dtype="bf16"; b_vnni=True takes b VNNI-2 packed by tpp.unary("vnni_pack", k, n)."""
+    odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else None
+    desc = GemmDesc(m, n, k, _parse_dtype(dtype), bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
+                    odt, bool(b_vnni))
     return get_kernel(desc, target)
 
 

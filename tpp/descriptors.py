@@ -19,10 +19,11 @@ from .kernels import gemm as gemm_k
 from .kernels import reduce as reduce_k
 from .kernels import transpose as transpose_k
 from .kernels import unary as unary_k
+from .kernels import vnni as vnni_k
 from .kernels.eltwise import emit_eltwise
 from .kernels.operands import Bcast, Operand
 
-UNARY_KINDS = tuple(unary_k.KINDS) + tuple(reduce_k.KINDS) + ("transpose",)
+UNARY_KINDS = tuple(unary_k.KINDS) + tuple(reduce_k.KINDS) + ("transpose", "vnni_pack")
 BINARY_KINDS = tuple(binary_k.KINDS)
 _BCAST_NAMES = {"none": Bcast.FULL, "full": Bcast.FULL, "row": Bcast.ROW, "col": Bcast.COL,
                 "scalar": Bcast.SCALAR}
@@ -70,6 +71,8 @@ class UnaryDesc:
             raise DescriptorError(f"tpp {k}: axis/argidx are only for reduce_* kinds")
         if k == "transpose":
             _dtype_check(k, self.dtype, unary_k.ARITH)
+        elif k == "vnni_pack":
+            _dtype_check(k, self.dtype, {DType.BF16})
         elif k in unary_k.KINDS:
             _dtype_check(k, self.dtype, unary_k.KINDS[k].dtypes)
         if k == "cast":
@@ -86,7 +89,7 @@ class UnaryDesc:
     def family(self) -> str:
         if self.kind in reduce_k.KINDS:
             return "reduce"
-        return "transpose" if self.kind == "transpose" else "eltwise"
+        return self.kind if self.kind in ("transpose", "vnni_pack") else "eltwise"
 
     @property
     def elementwise(self) -> bool:
@@ -103,6 +106,8 @@ class UnaryDesc:
             return reduce_k.operands(self.kind, self.m, self.n, self.dtype, self.axis, self.argidx)
         if self.family == "transpose":
             return transpose_k.operands(self.m, self.n, self.dtype)
+        if self.family == "vnni_pack":
+            return vnni_k.operands(self.m, self.n, self.dtype)
         ins = [Operand(nm, self.dtype, self.m, self.n) for nm in unary_k.KINDS[self.kind].inputs]
         return ins + [Operand("out", self.out_dtype, self.m, self.n, output=True)]
 
@@ -112,6 +117,8 @@ class UnaryDesc:
                                  self.axis, self.argidx)
         elif self.family == "transpose":
             transpose_k.emit_transpose(module, name, target, self.m, self.n, self.dtype)
+        elif self.family == "vnni_pack":
+            vnni_k.emit_vnni_pack(module, name, target, self.m, self.n, self.dtype)
         else:
             ops = self.operands()
             params = unary_k.Params(self.dtype.compute.storage, self.alpha_value())
@@ -128,6 +135,8 @@ class UnaryDesc:
             return (values, rk.arg_reference(xs[0], axis=self.axis)) if self.argidx else values
         if self.family == "transpose":
             return transpose_k.transpose(xs[0])
+        if self.family == "vnni_pack":
+            return vnni_k.vnni_pack(xs[0])
         fn = unary_k.KINDS[self.kind].reference
         if self.kind == "zero":
             return np.zeros((self.m, self.n))
@@ -198,6 +207,8 @@ class GemmDesc:
     lda: int | None = None         # row strides in elements; None: tight (the shape's width)
     ldb: int | None = None
     ldc: int | None = None
+    out_dtype: DType | None = None  # C's dtype: bf16 inputs accumulate in f32, store f32 or bf16
+    b_vnni: bool = False            # bf16: B given VNNI-2 packed (tpp.unary("vnni_pack", k, n))
 
     kind = "gemm"
     elementwise = False
@@ -205,6 +216,17 @@ class GemmDesc:
     def __post_init__(self) -> None:
         _check_dims("gemm", m=self.m, n=self.n, k=self.k)
         _dtype_check("gemm", self.dtype, gemm_k.DTYPES)
+        allowed = gemm_k.OUT_DTYPES[self.dtype]
+        if self.out_dtype is None:
+            object.__setattr__(self, "out_dtype", DType.F32 if self.dtype is DType.BF16 else self.dtype)
+        elif self.out_dtype not in allowed:
+            raise DTypeError(f"tpp gemm: out_dtype {self.out_dtype.value} with {self.dtype.value} inputs "
+                             f"(supported: {', '.join(sorted(d.value for d in allowed))})")
+        if self.dtype is DType.BF16 and (self.trans_a or self.trans_b):
+            raise DescriptorError("tpp gemm: trans_a/trans_b are not offered for bf16 yet; transpose "
+                                  "with tpp.unary('transpose', ...) first")
+        if self.b_vnni and self.dtype is not DType.BF16:
+            raise DescriptorError("tpp gemm: b_vnni (a VNNI-2 packed B) is for bf16 inputs")
         if self.beta not in (0.0, 1.0):
             raise DescriptorError(f"tpp gemm: beta must be 0 or 1, got {self.beta!r}")
         tight = self.tight_lds()
@@ -215,7 +237,8 @@ class GemmDesc:
                 raise DescriptorError(f"tpp gemm: {name} must be an integer >= {least}, got {value!r}")
 
     def tight_lds(self) -> tuple[int, int, int]:
-        return (self.m if self.trans_a else self.k, self.k if self.trans_b else self.n, self.n)
+        return (self.m if self.trans_a else self.k, gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni)[1],
+                self.n)
 
     def with_lds(self, lda: int, ldb: int, ldc: int) -> "GemmDesc":
         """The same GEMM compiled for other row strides."""
@@ -228,16 +251,19 @@ class GemmDesc:
 
     def operands(self) -> list[Operand]:
         return gemm_k.operands(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b,
-                               self.lda, self.ldb, self.ldc)
+                               self.lda, self.ldb, self.ldc, self.out_dtype, self.b_vnni)
 
     def emit(self, module: ir.Module, name: str, target: Target) -> None:
         gemm_k.emit_gemm(module, name, target, self.m, self.n, self.k, self.dtype,
-                         self.trans_a, self.trans_b, self.beta, self.lda, self.ldb, self.ldc)
+                         self.trans_a, self.trans_b, self.beta, self.lda, self.ldb, self.ldc,
+                         out_dtype=self.out_dtype, b_vnni=self.b_vnni)
 
     def reference(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None):
         c64 = np.zeros((self.m, self.n)) if c is None else np.asarray(c, dtype=np.float64)
-        return gemm_k.gemm(np.asarray(a, np.float64), np.asarray(b, np.float64), c64, self.beta,
-                           self.trans_a, self.trans_b)
+        b64 = np.asarray(b, np.float64)
+        if self.b_vnni:     # unpack: B[2p + t, j] = Bp[p, 2j + t]
+            b64 = b64.reshape(b64.shape[0], self.n, 2).transpose(0, 2, 1).reshape(-1, self.n)[: self.k]
+        return gemm_k.gemm(np.asarray(a, np.float64), b64, c64, self.beta, self.trans_a, self.trans_b)
 
 
 @dataclass(frozen=True)

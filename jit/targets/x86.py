@@ -37,7 +37,10 @@ def _flatten(feats: dict[str, bool]) -> str:
 
 
 def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
-    return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, _AVX512_INTRINSICS)
+    table = _AVX512_INTRINSICS
+    if feats.get("avx512bf16"):
+        table += (("bf16_dot.v16f32", "llvm.x86.avx512bf16.dpbf16ps.512|plain"),)   # vdpbf16ps
+    return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, table)
 
 
 def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
