@@ -3,6 +3,7 @@
     tpp-bench                          the quick suite (the issue's performance targets)
     tpp-bench unary --kinds exp,tanh -m 1024 -n 1024
     tpp-bench binary --kinds add --sizes 64x64,4096x4096 --json
+    tpp-bench gemm --sizes 16,32,64,128,256 --dtype f32 [--trans-a] [--trans-b]
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 from tpp import config
 
-from . import report, suites
+from . import blas, gemm_suite, peak, report, suites
 
 _SUPPRESS = argparse.SUPPRESS
 _DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False}
@@ -57,13 +58,40 @@ def _family(sub, name: str, kinds: tuple[str, ...], default: tuple[str, ...], co
     p.set_defaults(family=name, catalog=kinds)
 
 
+def _gemm_sizes(text: str) -> list[tuple[int, int, int]]:
+    out = []
+    for part in text.split(","):
+        dims = part.strip().lower().split("x")
+        try:
+            if len(dims) not in (1, 3):
+                raise ValueError
+            out.append(tuple(int(d) for d in dims) * (3 if len(dims) == 1 else 1))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad size {part!r}; use N (N^3) or MxNxK, e.g. 64x64x64") from None
+    return out
+
+
+def _gemm(sub, common) -> None:
+    p = sub.add_parser("gemm", parents=[common], help="GEMM (beta=0) against np.matmul, %% of FMA peak",
+                       description="tpp.gemm with beta=0 (C = op(A) op(B)) against np.matmul(a, b, out=c), "
+                                   "with the FMA peak timed between the repetitions.")
+    p.add_argument("--sizes", type=_gemm_sizes, default=[(s, s, s) for s in (16, 32, 64, 128, 256)],
+                   help="comma-separated N (N x N x N) or MxNxK (default 16,32,64,128,256)")
+    p.add_argument("--dtype", default="f32", choices=gemm_suite.DTYPES, help="f32 or f64 (default f32)")
+    p.add_argument("--trans-a", action="store_true", help="A is stored transposed (k x m)")
+    p.add_argument("--trans-b", action="store_true", help="B is stored transposed (n x k)")
+    p.set_defaults(family="gemm")
+
+
 def parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{unary,binary}")
+    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm}")
     _family(sub, "unary", suites.UNARY_KINDS, suites.UNARY_DEFAULT_KINDS, common)
     _family(sub, "binary", suites.BINARY_KINDS, suites.BINARY_DEFAULT_KINDS, common)
+    _gemm(sub, common)
     return p
 
 
@@ -93,19 +121,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.min_time_ms <= 0:
         p.error("--repeat must be >= 1 and --min-time > 0")
     opts = suites.Options(repeat=args.repeat, min_time=args.min_time_ms / 1e3)
-    plan = _family_plan(p, args) if args.command else None      # argument errors before any output
+    plan = _plan(p, args) if args.command else None      # argument errors before any output
     saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         pinned = _pin(args)
     except OSError as exc:
         p.error(f"cannot pin to cpu {args.cpu}: {exc}")
     try:
-        info = report.machine(pinned)
-        if not args.json:
-            print(report.header(info, opts), flush=True)
-        with config.override(num_threads=1):
+        with config.override(num_threads=1), blas.limit(1):
+            info = report.machine(pinned)
+            info["blas_threads"] = blas.threads()
+            info["elementwise"] = args.command != "gemm"
+            if args.command in (None, "gemm"):
+                dtype = plan[1] if plan else "f32"
+                info["peak"] = peak.measure(dtype, repeat=opts.repeat, min_time=opts.min_time)
+            if not args.json:
+                print(report.header(info, opts), flush=True)
             if args.command is None:
                 rows = suites.quick(opts)
+            elif args.command == "gemm":
+                rows = gemm_suite.sizes_rows(*plan, opts)
             else:
                 rows = suites.sizes_rows(args.family, *plan, opts)
     finally:
@@ -113,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, saved)     # main() may be called in-process (tests)
     print(report.to_json(rows, info) if args.json else report.table(rows))
     return 0
+
+
+def _plan(p: argparse.ArgumentParser, args) -> tuple:
+    if args.command == "gemm":
+        if any(d < 1 for size in args.sizes for d in size):
+            p.error("sizes must be >= 1")
+        return args.sizes, args.dtype, args.trans_a, args.trans_b
+    return _family_plan(p, args)
 
 
 def _family_plan(p: argparse.ArgumentParser, args) -> tuple[list[str], list[tuple[int, int]], str]:

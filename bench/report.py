@@ -33,11 +33,25 @@ def machine(pinned: int | None) -> dict:
 
 def header(info: dict, opts) -> str:
     pin = f"pinned to cpu {info['pinned_cpu']}" if info["pinned_cpu"] is not None else "not pinned"
-    return (f"tpp-bench {info['tpp']} | target {info['target']} ({info['llvm_cpu']}) | CPU {info['cpu']} | "
-            f"threads 1 ({pin}) | numpy {info['numpy']}, llvmlite {info['llvmlite']}, LLVM {info['llvm']}\n"
-            f"medians of {opts.repeat} repetitions of >= {opts.min_time * 1e3:g} ms after warm-up; "
-            f"GB/s = (bytes read + written) / time; kern = JIT repeat loop (no Python), "
-            f"call = k(x, out=y) from Python; ratio > 1: tpp faster")
+    blas = info.get("blas_threads")
+    blas = f", numpy BLAS threads {blas}" if blas is not None else ""
+    lines = [(f"tpp-bench {info['tpp']} | target {info['target']} ({info['llvm_cpu']}) | "
+              f"CPU {info['cpu']} | threads 1 ({pin}{blas}) | numpy {info['numpy']}, "
+              f"llvmlite {info['llvmlite']}, LLVM {info['llvm']}"),
+             (f"medians of {opts.repeat} repetitions of >= {opts.min_time * 1e3:g} ms after warm-up; "
+              f"kern = JIT repeat loop (no Python), call = k(x, out=y) or g(a, b, c) from Python; "
+              f"ratio > 1: tpp faster")]
+    if info.get("elementwise", True):
+        lines.append("elementwise: GB/s = (bytes read + written) / time")
+    pk = info.get("peak")
+    if pk:
+        lines.append(f"FMA peak {pk['dtype']}: {pk['gflops']:.1f} GFLOP/s now ({pk['loop']}, JIT loop; "
+                     f"median of {opts.repeat}); speed drifts, so each GEMM row divides by the peak "
+                     f"timed just before each of its repetitions (peak GF/s column)")
+        lines.append("gemm: beta=0, C = op(A) op(B) (what np.matmul(a, b, out=c) computes), operands 64-byte "
+                     "aligned; "
+                     "GF/s = 2MNK / time; %peak = median over repetitions of kern GF/s / peak")
+    return "\n".join(lines)
 
 
 def _f(value, fmt: str = "{:.1f}") -> str:
@@ -75,6 +89,34 @@ _COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
 ]
 
 
+def _gemm_check(row: dict) -> str:
+    if not row.get("result_ok"):
+        return "WRONG: " + ", ".join(f"{k} {v:.1e}" for k, v in row["max_rel_err"].items()
+                                     if not v <= row["tolerance"])
+    return "ok" if row.get("baseline_agrees") else "ok (numpy differs)"
+
+
+_GEMM_COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
+    ("op", lambda r: r["op"], False),
+    ("M", lambda r: str(r["m"]), True),
+    ("N", lambda r: str(r["n"]), True),
+    ("K", lambda r: str(r["k"]), True),
+    ("dtype", lambda r: r["dtype"], False),
+    ("layout", lambda r: r["layout"], False),
+    ("kern GF/s", lambda r: _f(_get(r, "tpp_kernel", "gflops")), True),
+    ("%peak", lambda r: _f(_get(r, "tpp_kernel", "pct_peak"), "{:.0f}%"), True),
+    ("call us", lambda r: _us(_get(r, "tpp_call", "us_per_call")), True),
+    ("call GF/s", lambda r: _f(_get(r, "tpp_call", "gflops")), True),
+    ("np us", lambda r: _us(_get(r, "numpy", "us_per_call")), True),
+    ("np GF/s", lambda r: _f(_get(r, "numpy", "gflops")), True),
+    ("kern/np", lambda r: _f(r.get("ratio_kernel"), "{:.2f}"), True),
+    ("call/np", lambda r: _f(r.get("ratio_call"), "{:.2f}"), True),
+    ("peak GF/s", lambda r: _f(_get(r, "peak", "gflops")), True),
+    ("spread", lambda r: _f(_spread(r), "{:.0%}"), True),
+    ("check", _gemm_check, False),
+]
+
+
 def _spread(row: dict) -> float | None:
     parts = [row[p]["spread"] for p in ("tpp_kernel", "tpp_call", "numpy") if row.get(p)]
     return max(parts) if parts else None
@@ -101,13 +143,19 @@ def _aligned(titles: list[str], cells: list[list[str]], right: list[bool]) -> li
 
 
 def table(rows: list[dict]) -> str:
-    kernels = [r for r in rows if r["suite"] != "compile" and "error" not in r]
+    kernels = [r for r in rows if r["suite"] not in ("compile", "gemm") and "error" not in r]
+    gemms = [r for r in rows if r["suite"] == "gemm" and "error" not in r]
     compiles = [r for r in rows if r["suite"] == "compile" and "error" not in r]
     errors = [r for r in rows if "error" in r]
     out = []
     if kernels:
         out += _aligned([c[0] for c in _COLUMNS], [[c[1](r) for c in _COLUMNS] for r in kernels],
                         [c[2] for c in _COLUMNS])
+    if gemms:
+        if out:
+            out.append("")
+        out += _aligned([c[0] for c in _GEMM_COLUMNS], [[c[1](r) for c in _GEMM_COLUMNS] for r in gemms],
+                        [c[2] for c in _GEMM_COLUMNS])
     if compiles:
         out.append("")
         titles = ["JIT compile", "kernel", "dtype", "median ms", "min ms", "reps", "how"]
@@ -123,5 +171,7 @@ def table(rows: list[dict]) -> str:
 
 def to_json(rows: list[dict], info: dict) -> str:
     """A list of rows; each carries the machine fields so rows from many runs can be pooled."""
-    slim = {k: info[k] for k in ("target", "cpu", "threads")}
+    slim = {k: info[k] for k in ("target", "cpu", "threads", "blas_threads") if k in info}
+    if info.get("peak"):
+        slim["machine_peak_gflops"] = info["peak"]["gflops"]
     return json.dumps([{**r, **slim} for r in rows], indent=1)

@@ -66,10 +66,21 @@ def measure_many(runs: dict[str, RunFn], *, repeat: int = 5, min_time: float = 0
     """Like measure, for several contenders whose repetitions are interleaved
     (a b c a b c ...), so that a noisy stretch of time hits them all alike and
     their ratios stay fair on a shared machine."""
+    counts, per_op = sample_many(runs, repeat=repeat, min_time=min_time, warmup=warmup)
+    return {name: stats_of(per_op[name], counts[name]) for name in runs}
+
+
+def sample_many(runs: dict[str, RunFn], *, repeat: int = 5, min_time: float = 0.02, warmup: int = 1,
+                min_times: dict[str, float] | None = None) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """The interleaved repetitions of measure_many, unreduced: the count of each
+    contender's repetition and its seconds per operation in every repetition, in
+    order (per_op[x][r] and per_op[y][r] ran back to back). min_times overrides
+    min_time for some contenders."""
+    min_times = min_times or {}
     gc_was = gc.isenabled()
     gc.disable()                 # a collection inside a repetition is noise, not the kernel
     try:
-        counts = {name: calibrate(run, min_time) for name, run in runs.items()}
+        counts = {name: calibrate(run, min_times.get(name, min_time)) for name, run in runs.items()}
         for _ in range(warmup):
             for name, run in runs.items():
                 run(counts[name])
@@ -80,7 +91,7 @@ def measure_many(runs: dict[str, RunFn], *, repeat: int = 5, min_time: float = 0
     finally:
         if gc_was:
             gc.enable()
-    return {name: stats_of(per_op[name], counts[name]) for name in runs}
+    return counts, per_op
 
 
 def loop(fn: Callable[[], object]) -> RunFn:
