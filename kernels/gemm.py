@@ -23,11 +23,16 @@ from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import PTR, VecBuilder
-from .gemm_bf16 import block_product_bf16
+from .gemm_dot import DOTS, block_product_dot
+from .vnni import GROUP
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
-DTYPES = frozenset({DType.F32, DType.F64, DType.BF16})
-OUT_DTYPES = {DType.F32: {DType.F32}, DType.F64: {DType.F64}, DType.BF16: {DType.F32, DType.BF16}}
+# A's dtype -> (B's dtype, the C dtypes offered). U8 is LIBXSMM's int8 GEMM: u8 x s8 -> s32.
+DTYPES = frozenset({DType.F32, DType.F64, DType.BF16, DType.U8})
+B_DTYPE = {DType.F32: DType.F32, DType.F64: DType.F64, DType.BF16: DType.BF16, DType.U8: DType.I8}
+OUT_DTYPES = {DType.F32: {DType.F32}, DType.F64: {DType.F64}, DType.BF16: {DType.F32, DType.BF16},
+              DType.U8: {DType.I32}}
+ACCUMULATOR = {DType.BF16: DType.F32, DType.U8: DType.I32}      # others accumulate in their own type
 MAX_MR = 16
 K_UNROLL = 2
 
@@ -39,16 +44,18 @@ def gemm(a, b, c, beta, trans_a, trans_b):
     return beta * c + opa @ opb
 
 
-def b_shape(n: int, k: int, trans_b: bool, b_vnni: bool) -> tuple[int, int]:
-    if b_vnni:
-        return (k + 1) // 2, 2 * n          # VNNI-2 pairs, see vnni.py
+def b_shape(n: int, k: int, trans_b: bool, b_vnni: bool, dtype: DType = DType.BF16) -> tuple[int, int]:
+    if b_vnni:                              # VNNI groups, see vnni.py
+        g = GROUP[B_DTYPE[dtype].itemsize]
+        return -(-k // g), g * n
     return (n, k) if trans_b else (k, n)
 
 
 def operands(m: int, n: int, k: int, dtype: DType, trans_a: bool, trans_b: bool,
              lda: int, ldb: int, ldc: int, out_dtype: DType | None = None, b_vnni: bool = False) -> list[Operand]:
     a_shape = (k, m) if trans_a else (m, k)
-    return [Operand("a", dtype, *a_shape, ld=lda), Operand("b", dtype, *b_shape(n, k, trans_b, b_vnni), ld=ldb),
+    return [Operand("a", dtype, *a_shape, ld=lda),
+            Operand("b", B_DTYPE[dtype], *b_shape(n, k, trans_b, b_vnni, dtype), ld=ldb),
             Operand("c", out_dtype or dtype, m, n, output=True, ld=ldc)]
 
 
@@ -87,13 +94,15 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     (a_arg, _), (b_arg, _), (c_ptr, _) = slots[:3]
     lda, ldb, ldc = i64(lda), i64(ldb), i64(ldc)
     cdt = out_dtype or dtype
-    lanes = target.lanes(8 * dtype.compute.itemsize)
+    acc_dtype = ACCUMULATOR.get(dtype, dtype)
+    lanes = target.lanes(8 * acc_dtype.itemsize)
     v = VecBuilder(b, lanes, target)
-    elem = dtype.compute.storage
+    elem = acc_dtype.storage
 
     def product(a_i, b_i, i0, j0, mr, nvec, masks, accs):
-        if dtype is DType.BF16:
-            return block_product_bf16(b, v, a_i, b_i, i0, j0, mr, nvec, masks, k, lda, ldb, b_vnni, accs)
+        if dtype in DOTS:
+            return block_product_dot(b, v, DOTS[dtype], a_i, b_i, i0, j0, mr, nvec, masks, k, lda, ldb,
+                                     b_vnni, accs)
         return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, lda, ldb,
                               trans_a, trans_b, accs)
     nv = block_vectors(target, lanes, n)
@@ -124,7 +133,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
             return element_ptr(b, c_rows[i], cdt, i64(u * lanes))
 
         if beta == 0:
-            init = [v.const(0.0, elem) for _ in range(mr * nvec)]
+            init = [ir.Constant(v.vty(elem), None) for _ in range(mr * nvec)]
         else:
             init = [v.load(c_at(i, u), cdt, masks[u]) for i in range(mr) for u in range(nvec)]
         if batch == "none":

@@ -1,86 +1,126 @@
-"""The K loop of a bf16 GEMM block: f32 accumulators, bf16 operands in pairs.
+"""The K loop of a GEMM block on narrow inputs, multiplied in groups of g
+consecutive k that share one 32-bit lane:
 
-With the target's bf16 dot instruction (vdpbf16ps), each step takes a pair of
-k: A[i, 2p:2p+2] is broadcast as one 32-bit value and B's two rows 2p, 2p+1 are
-interleaved into 32-bit pairs, either already (a VNNI-2 packed B, see vnni.py)
-or in registers (a plain B: two loads and a shuffle). Without it, the pair is
-widened to f32 and takes two FMAs. An odd k ends with a pair whose second A
-element is zero.
+  bf16 x bf16 -> f32: g = 2, vdpbf16ps
+  u8 x s8 -> s32:     g = 4, vpdpbusd (LIBXSMM's VNNI int8 convention)
+
+Per step a group A[i, g*p : g*p+g] is broadcast as one 32-bit value, and B's
+g rows are interleaved into 32-bit groups: already (a VNNI packed B, see
+vnni.py) or in registers (a plain B: g loads and shuffles). Where the target
+has no such dot instruction, the lanes are widened and multiplied one k at a
+time. A k that is not a multiple of g ends with a group padded with zeros.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 from llvmlite import ir
 
 from ..jit.loops import Loop, i64
 from ..jit.types import BFLOAT, DType
-from ..jit.vec import I16, I32, VecBuilder, bf16_to_f32
+from ..jit.vec import I8, I16, I32, VecBuilder, bf16_to_f32
 from .operands import element_ptr
-from .vnni import interleave
+from .vnni import GROUP, interleave_rows
 
-BF16 = DType.BF16
-UNROLL = 2            # k pairs per loop iteration
+UNROLL = 2            # groups per loop iteration
 
 
-def block_product_bf16(b: ir.IRBuilder, v: VecBuilder, a_ptr, b_ptr, i0, j0, mr: int, nvec: int,
-                       masks: list, k: int, lda, ldb, b_vnni: bool, accs: list) -> list:
+@dataclass(frozen=True)
+class DotKind:
+    a: DType
+    b: DType
+    op: str                          # the target-table name of the dot instruction
+    operand: Callable[[ir.Type], ir.Type]   # how the instruction types its two group operands
+    widen: Callable                  # fallback: (v, lane-group i32 vector, which) -> g compute vectors
+
+
+def _bf16_halves(v: VecBuilder, x: ir.Value, signed: bool):
+    b = v.b
+    return [bf16_to_f32(b, b.trunc(b.lshr(x, v.const(16 * t, I32)), v.vty(I16))) for t in range(2)]
+
+
+def _int8_quarters(v: VecBuilder, x: ir.Value, signed: bool):
+    b = v.b
+    parts = [b.trunc(b.lshr(x, v.const(8 * t, I32)), v.vty(I8)) for t in range(4)]
+    return [(b.sext if signed else b.zext)(p, v.vty(I32)) for p in parts]
+
+
+DOTS = {
+    DType.BF16: DotKind(DType.BF16, DType.BF16, "bf16_dot", lambda lanes: ir.VectorType(BFLOAT, 2 * lanes),
+                        _bf16_halves),
+    DType.U8: DotKind(DType.U8, DType.I8, "u8s8_dot", lambda lanes: ir.VectorType(I32, lanes),
+                      _int8_quarters),
+}
+
+
+def block_product_dot(b: ir.IRBuilder, v: VecBuilder, dot: DotKind, a_ptr, b_ptr, i0, j0, mr: int,
+                      nvec: int, masks: list, k: int, lda, ldb, b_vnni: bool, accs: list) -> list:
     lanes = v.lanes
-    a_rows = [element_ptr(b, a_ptr, BF16, b.mul(b.add(i0, i64(i)), lda)) for i in range(mr)]
-    pair_vec = ir.VectorType(BFLOAT, 2 * lanes)
-    has_dot = v.has_op("bf16_dot", accs[0].type)
-    zero_row = ir.Constant(v.vty(I16), None)
+    g = GROUP[dot.a.itemsize]
+    item = ir.IntType(8 * dot.a.itemsize)
+    a_rows = [element_ptr(b, a_ptr, dot.a, b.mul(b.add(i0, i64(i)), lda)) for i in range(mr)]
+    has_dot = v.has_op(dot.op, accs[0].type)
+    operand_type = dot.operand(lanes)
+    zero_row = ir.Constant(v.vty(item), None)
 
-    def b_pairs(p: ir.Value, u: int, last_odd: bool) -> ir.Value:
-        """<lanes x i32>: lane j = (B[2p, col], B[2p+1, col]) for the u-th vector of columns."""
+    def b_groups(p: ir.Value, u: int, rows: int) -> ir.Value:
+        """<lanes x i32>: lane j = B[g*p : g*p + rows, col] packed (zeros past `rows`)."""
         col = b.add(j0, i64(u * lanes))
-        if b_vnni:    # row p of the packed B, pairs at element 2*col
-            at = element_ptr(b, b_ptr, BF16, b.add(b.mul(p, ldb), b.mul(col, i64(2))))
-            return v.load_raw(at, I32, 2, masks[u])
-        r0 = element_ptr(b, b_ptr, BF16, b.add(b.mul(b.mul(p, i64(2)), ldb), col))
-        lo = v.load_raw(r0, I16, 2, masks[u])
-        hi = zero_row if last_odd else v.load_raw(element_ptr(b, r0, BF16, ldb), I16, 2, masks[u])
-        return interleave(v, lo, hi)
+        if b_vnni:    # row p of the packed B, groups at element g*col
+            at = element_ptr(b, b_ptr, dot.b, b.add(b.mul(p, ldb), b.mul(col, i64(g))))
+            return v.load_raw(at, I32, dot.b.itemsize, masks[u])
+        r0 = element_ptr(b, b_ptr, dot.b, b.add(b.mul(b.mul(p, i64(g)), ldb), col))
+        loaded = [v.load_raw(element_ptr(b, r0, dot.b, b.mul(ldb, i64(t))), item, dot.b.itemsize, masks[u])
+                  if t < rows else zero_row for t in range(g)]
+        return interleave_rows(v, loaded)
 
-    def a_pair(i: int, p: ir.Value, last_odd: bool) -> ir.Value:
-        """A[i0+i, 2p:2p+2] as one i32 (high half zero for the odd last k)."""
-        at = element_ptr(b, a_rows[i], BF16, b.mul(p, i64(2)))
-        if last_odd:
-            return b.zext(b.load(at, typ=I16, align=2), I32)
-        return b.load(at, typ=I32, align=2)
+    def a_group(i: int, p: ir.Value, rows: int) -> ir.Value:
+        """A[i0+i, g*p : g*p + rows] as one i32 (zero-filled past `rows`)."""
+        at = element_ptr(b, a_rows[i], dot.a, b.mul(p, i64(g)))
+        if rows == g:
+            return b.load(at, typ=I32, align=dot.a.itemsize)
+        value = ir.Constant(I32, 0)
+        for t in range(rows):
+            elem = b.load(element_ptr(b, at, dot.a, i64(t)), typ=item, align=dot.a.itemsize)
+            value = b.or_(value, b.shl(b.zext(elem, I32), ir.Constant(I32, 8 * dot.a.itemsize * t)))
+        return value
 
-    def step(p: ir.Value, accs: list, last_odd: bool = False) -> list:
-        bp = [b_pairs(p, u, last_odd) for u in range(nvec)]
+    def step(p: ir.Value, accs: list, rows: int = g) -> list:
+        groups = [b_groups(p, u, rows) for u in range(nvec)]
         out = []
         for i in range(mr):
-            ap = v.splat(a_pair(i, p, last_odd))
+            ag = v.splat(a_group(i, p, rows))
             for u in range(nvec):
                 acc = accs[i * nvec + u]
                 if has_dot:
-                    out.append(v.target_op("bf16_dot", acc, b.bitcast(ap, pair_vec), b.bitcast(bp[u], pair_vec)))
+                    out.append(v.target_op(dot.op, acc, b.bitcast(ag, operand_type),
+                                           b.bitcast(groups[u], operand_type)))
                 else:
-                    out.append(_two_fmas(b, v, acc, ap, bp[u]))
+                    out.append(_widened(v, acc, dot.widen(v, ag, dot.a is DType.I8),
+                                        dot.widen(v, groups[u], dot.b is DType.I8)))
         return out
 
-    pairs = k // 2
-    main = pairs // UNROLL * UNROLL          # pairs in the unrolled loop; the rest after it
-    with Loop(b, 0, main, UNROLL, carry=accs, name="kpair") as kl:
+    full = k // g
+    main = full // UNROLL * UNROLL          # groups in the unrolled loop; the rest after it
+    with Loop(b, 0, main, UNROLL, carry=accs, name="kgroup") as kl:
         step_accs = list(kl.vars)
         for u in range(UNROLL):
             step_accs = step(b.add(kl.i, i64(u)), step_accs)
         kl.next(*step_accs)
     accs = list(kl.vars)
-    for p in range(main, pairs):
+    for p in range(main, full):
         accs = step(i64(p), accs)
-    if k % 2:
-        accs = step(i64(k // 2), accs, last_odd=True)
+    if k % g:
+        accs = step(i64(full), accs, rows=k % g)
     return accs
 
 
-def _two_fmas(b: ir.IRBuilder, v: VecBuilder, acc, a_pairs, b_pairs):
-    """acc + a.lo * b.lo + a.hi * b.hi per lane, in f32 (targets without a bf16 dot)."""
-    def halves(x):
-        lo = b.trunc(x, v.vty(I16))
-        hi = b.trunc(b.lshr(x, v.const(16, I32)), v.vty(I16))
-        return bf16_to_f32(b, lo), bf16_to_f32(b, hi)
-    a_lo, a_hi = halves(a_pairs)
-    b_lo, b_hi = halves(b_pairs)
-    return v.fma(a_hi, b_hi, v.fma(a_lo, b_lo, acc))
+def _widened(v: VecBuilder, acc, a_parts: list, b_parts: list):
+    """acc + sum_t a_t * b_t lane by lane (targets without the dot instruction)."""
+    for x, y in zip(a_parts, b_parts):
+        if isinstance(acc.type.element, ir.IntType):
+            acc = v.b.add(acc, v.b.mul(x, y))
+        else:
+            acc = v.fma(x, y, acc)
+    return acc

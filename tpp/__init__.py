@@ -15,6 +15,7 @@ from .dispatch import __version__, current_target, get_kernel
 from .dtypes import parse as _parse_dtype
 from .errors import AliasError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
 from .jit.targets import Target
+from .jit.types import DType
 from .kernel import Kernel
 from .kernels import binary as _binary_k
 from .kernels import unary as _unary_k
@@ -62,9 +63,11 @@ def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b:
     default: tight); a call with other strides (views) runs a kernel compiled for
     them, dispatched on first use. With beta=0, g(a, b) allocates c.
     bf16 inputs accumulate in f32 (vdpbf16ps where the CPU has it); c is f32, or bf16
-    with out_dtype="bf16"; b_vnni=True takes b VNNI-2 packed by tpp.unary("vnni_pack", k, n)."""
+    with out_dtype="bf16". dtype="u8s8" is the int8 GEMM: a uint8, b int8, c int32
+    (vpdpbusd). b_vnni=True takes b VNNI-packed by tpp.unary("vnni_pack", k, n, dtype)."""
     odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else None
-    desc = GemmDesc(m, n, k, _parse_dtype(dtype), bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
+    dt = DType.U8 if dtype in ("u8s8", "int8") else _parse_dtype(dtype)
+    desc = GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
                     odt, bool(b_vnni))
     return get_kernel(desc, target)
 

@@ -72,7 +72,7 @@ class UnaryDesc:
         if k == "transpose":
             _dtype_check(k, self.dtype, unary_k.ARITH)
         elif k == "vnni_pack":
-            _dtype_check(k, self.dtype, {DType.BF16})
+            _dtype_check(k, self.dtype, vnni_k.DTYPES)
         elif k in unary_k.KINDS:
             _dtype_check(k, self.dtype, unary_k.KINDS[k].dtypes)
         if k == "cast":
@@ -218,15 +218,15 @@ class GemmDesc:
         _dtype_check("gemm", self.dtype, gemm_k.DTYPES)
         allowed = gemm_k.OUT_DTYPES[self.dtype]
         if self.out_dtype is None:
-            object.__setattr__(self, "out_dtype", DType.F32 if self.dtype is DType.BF16 else self.dtype)
+            object.__setattr__(self, "out_dtype", gemm_k.ACCUMULATOR.get(self.dtype, self.dtype))
         elif self.out_dtype not in allowed:
             raise DTypeError(f"tpp gemm: out_dtype {self.out_dtype.value} with {self.dtype.value} inputs "
                              f"(supported: {', '.join(sorted(d.value for d in allowed))})")
-        if self.dtype is DType.BF16 and (self.trans_a or self.trans_b):
-            raise DescriptorError("tpp gemm: trans_a/trans_b are not offered for bf16 yet; transpose "
-                                  "with tpp.unary('transpose', ...) first")
-        if self.b_vnni and self.dtype is not DType.BF16:
-            raise DescriptorError("tpp gemm: b_vnni (a VNNI-2 packed B) is for bf16 inputs")
+        if self.dtype in (DType.BF16, DType.U8) and (self.trans_a or self.trans_b):
+            raise DescriptorError(f"tpp gemm: trans_a/trans_b are not offered for {self.dtype.value} yet; "
+                                  f"transpose with tpp.unary('transpose', ...) first")
+        if self.b_vnni and self.dtype not in (DType.BF16, DType.U8):
+            raise DescriptorError("tpp gemm: b_vnni (a VNNI packed B) is for bf16 and int8 inputs")
         if self.beta not in (0.0, 1.0):
             raise DescriptorError(f"tpp gemm: beta must be 0 or 1, got {self.beta!r}")
         tight = self.tight_lds()
@@ -237,8 +237,8 @@ class GemmDesc:
                 raise DescriptorError(f"tpp gemm: {name} must be an integer >= {least}, got {value!r}")
 
     def tight_lds(self) -> tuple[int, int, int]:
-        return (self.m if self.trans_a else self.k, gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni)[1],
-                self.n)
+        b_cols = gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni, self.dtype)[1]
+        return (self.m if self.trans_a else self.k, b_cols, self.n)
 
     def with_lds(self, lda: int, ldb: int, ldc: int) -> "GemmDesc":
         """The same GEMM compiled for other row strides."""
@@ -261,8 +261,9 @@ class GemmDesc:
     def reference(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None):
         c64 = np.zeros((self.m, self.n)) if c is None else np.asarray(c, dtype=np.float64)
         b64 = np.asarray(b, np.float64)
-        if self.b_vnni:     # unpack: B[2p + t, j] = Bp[p, 2j + t]
-            b64 = b64.reshape(b64.shape[0], self.n, 2).transpose(0, 2, 1).reshape(-1, self.n)[: self.k]
+        if self.b_vnni:     # unpack: B[g p + t, j] = Bp[p, g j + t]
+            g = b64.shape[1] // self.n
+            b64 = b64.reshape(b64.shape[0], self.n, g).transpose(0, 2, 1).reshape(-1, self.n)[: self.k]
         return gemm_k.gemm(np.asarray(a, np.float64), b64, c64, self.beta, self.trans_a, self.trans_b)
 
 

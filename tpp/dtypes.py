@@ -19,7 +19,8 @@ NUMPY = {
 }
 _FROM_NUMPY = {v: k for k, v in NUMPY.items()}
 _NAMES = {"f32": DType.F32, "float32": DType.F32, "f64": DType.F64, "float64": DType.F64,
-          "bf16": DType.BF16, "bfloat16": DType.BF16}
+          "bf16": DType.BF16, "bfloat16": DType.BF16, "i8": DType.I8, "int8": DType.I8, "u8": DType.U8,
+          "uint8": DType.U8, "i32": DType.I32, "int32": DType.I32}
 
 
 def parse(dtype, what: str = "dtype") -> DType:

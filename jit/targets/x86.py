@@ -40,12 +40,17 @@ def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
     table = _AVX512_INTRINSICS
     if feats.get("avx512bf16"):
         table += (("bf16_dot.v16f32", "llvm.x86.avx512bf16.dpbf16ps.512|plain"),)   # vdpbf16ps
+    if feats.get("avx512vnni"):
+        table += (("u8s8_dot.v16i32", "llvm.x86.avx512.vpdpbusd.512|plain"),)       # vpdpbusd
     return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, table)
 
 
 def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
     feats = {**feats, **{k: False for k in _AVX512_FAMILY if k in feats}}
-    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, _AVX2_INTRINSICS)
+    table = _AVX2_INTRINSICS
+    if feats.get("avxvnni"):       # VEX-encoded vpdpbusd (AVX-VNNI)
+        table += (("u8s8_dot.v8i32", "llvm.x86.avx512.vpdpbusd.256|plain"),)
+    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, table)
 
 
 def probe_host() -> Target | None:
