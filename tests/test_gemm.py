@@ -181,7 +181,36 @@ def test_bf16_codegen_uses_vdpbf16ps():
 def test_bf16_rejects_what_it_does_not_offer():
     with pytest.raises(tpp.DescriptorError, match="not offered for bf16"):
         tpp.gemm(4, 4, 4, "bf16", trans_b=True)
-    with pytest.raises(tpp.DescriptorError, match="for bf16 inputs"):
+    with pytest.raises(tpp.DescriptorError, match="for bf16 and int8 inputs"):
         tpp.gemm(4, 4, 4, "f32", b_vnni=True)
     with pytest.raises(tpp.DTypeError, match="out_dtype"):
         tpp.gemm(4, 4, 4, "f32", out_dtype="bf16")
+
+
+# ---- int8: u8 x s8 -> s32 ------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])   # vpdpbusd (AVX-512 / AVX-VNNI) or widening
+@pytest.mark.parametrize("b_vnni", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 16, 16), (64, 64, 64), (17, 35, 9), (33, 16, 70), (4, 4, 6)])
+def test_int8_gemm_is_exact(m, n, k, beta, b_vnni, target, rng):
+    g = tpp.gemm(m, n, k, "u8s8", beta=beta, b_vnni=b_vnni, target=target)
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    b_arg = tpp.unary("vnni_pack", k, n, "i8")(b) if b_vnni else b
+    c = rng.integers(-1000, 1000, (m, n)).astype(np.int32)
+    expected = int(beta) * c.astype(np.int64) + a.astype(np.int64) @ b.astype(np.int64)
+    assert np.array_equal(g(a, b_arg, c), expected)
+
+
+def test_int8_codegen_uses_vpdpbusd():
+    assert "vpdpbusd" in tpp.gemm(64, 64, 64, "u8s8", b_vnni=True, target="x86-avx512").asm
+
+
+@pytest.mark.parametrize("k,n", [(1, 1), (4, 16), (7, 37), (6, 5)])
+def test_vnni4_pack_layout(k, n, rng):
+    x = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    packed = tpp.unary("vnni_pack", k, n, "i8")(x)
+    groups = -(-k // 4)
+    assert packed.shape == (groups, 4 * n)
+    back = packed.reshape(groups, n, 4).transpose(0, 2, 1).reshape(-1, n)
+    assert np.array_equal(back[:k], x) and not back[k:].any()
