@@ -39,6 +39,7 @@ class Kernel:
         self._single = len(self._outs) == 1
         # GEMM-like kernels update C in place and take it as their last argument
         self._positional_out = getattr(descriptor, "reads_output", None) is not None
+        self._reads_output = bool(getattr(descriptor, "reads_output", False))
         self._out_shape = arrayabi.accepted_shapes(self._outs[0][0])[0]
         self._out_dtype = self._outs[0][1]
         self._raw = _ffi.cast("void(*)(tpp_tensor *)", address) if address else None
@@ -49,21 +50,28 @@ class Kernel:
 
     # ---- calling ------------------------------------------------------------------
     def __call__(self, *args, out=None):
-        if out is None:
-            if self._positional_out and len(args) == self._nin + 1:   # g(a, b, c)
-                out, args = args[-1], args[:-1]
-            elif getattr(self.descriptor, "reads_output", False):
-                raise TypeError(f"{self._what}: this kernel accumulates into its output "
-                                f"(beta=1): pass it, e.g. g(a, b, c)")
-            else:
-                out = np.empty(self._out_shape, self._out_dtype) if self._single else self._allocate()
+        # The common cases return from the first native call; the branches are ordered so
+        # that each does as little Python as possible (every line here costs ~20-60 ns).
         native = self._native
-        if native is not None:
-            if self._single:
-                if native(*args, out) is out:
-                    return out
-            elif isinstance(out, tuple) and native(*args, *out) is out[-1]:
+        if out is not None:
+            if self._single and native is not None and native(*args, out) is out:
                 return out
+        elif self._positional_out and len(args) == self._nin + 1:     # g(a, b, c)
+            if native is not None and native(*args) is args[-1]:
+                return args[-1]
+            out, args = args[-1], args[:-1]
+        elif self._reads_output:
+            raise TypeError(f"{self._what}: this kernel accumulates into its output "
+                            f"(beta=1): pass it, e.g. g(a, b, c)")
+        elif self._single:
+            out = np.empty(self._out_shape, self._out_dtype)
+            if native is not None and native(*args, out) is out:
+                return out
+        else:
+            out = self._allocate()
+        if not self._single and native is not None and isinstance(out, tuple) \
+                and native(*args, *out) is out[-1]:
+            return out
         self._checked_call(args, out)
         return out
 
