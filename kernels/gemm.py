@@ -23,6 +23,7 @@ from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import PTR, VecBuilder
+from .epilogue import apply_epilogue, epilogue_inputs, epilogue_operands
 from .gemm_dot import DOTS, block_product_dot
 from .vnni import GROUP
 from .operands import Operand, define_kernel, element_ptr, unpack_args
@@ -52,10 +53,12 @@ def b_shape(n: int, k: int, trans_b: bool, b_vnni: bool, dtype: DType = DType.BF
 
 
 def operands(m: int, n: int, k: int, dtype: DType, trans_a: bool, trans_b: bool,
-             lda: int, ldb: int, ldc: int, out_dtype: DType | None = None, b_vnni: bool = False) -> list[Operand]:
+             lda: int, ldb: int, ldc: int, out_dtype: DType | None = None, b_vnni: bool = False,
+             epilogue: tuple[str, ...] = ()) -> list[Operand]:
     a_shape = (k, m) if trans_a else (m, k)
     return [Operand("a", dtype, *a_shape, ld=lda),
             Operand("b", B_DTYPE[dtype], *b_shape(n, k, trans_b, b_vnni, dtype), ld=ldb),
+            *epilogue_operands(epilogue, m, n, out_dtype or dtype),
             Operand("c", out_dtype or dtype, m, n, output=True, ld=ldc)]
 
 
@@ -78,7 +81,8 @@ ARG_COUNT = {"none": 3, "stride": 4, "offset": 5, "address": 4}
 def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, dtype: DType,
               trans_a: bool, trans_b: bool, beta: float, lda: int, ldb: int, ldc: int,
               batch: str = "none", stride_a: int = 0, stride_b: int = 0,
-              out_dtype: DType | None = None, b_vnni: bool = False) -> ir.Function:
+              out_dtype: DType | None = None, b_vnni: bool = False,
+              epilogue: tuple[str, ...] = ()) -> ir.Function:
     """GEMM (batch="none") or BRGEMM: C = beta C + sum_i op(A_i) op(B_i).
 
     Arguments (tpp_tensor entries): [A, B, C] for GEMM; BRGEMM adds {aux, count}:
@@ -87,11 +91,19 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
       offset:  args[0]/[1] are base buffers, args[3] = {int64 offsets of A_i, count},
                args[4] = {int64 offsets of B_i, count} (elements)
       address: args[0]/[1] point at arrays of `count` pointers A_i / B_i; args[3] = {NULL, count}
+    A GEMM with an epilogue takes its extra inputs between B and C, in epilogue order:
+    [A, B, bias (1 x n), residual (m x n, any ld), C]. The epilogue is applied to the
+    accumulators in registers, before the store (see epilogue.py).
     Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
     then a constant offset from one pointer that moves with k."""
     fn, b = define_kernel(module, name)
-    slots = unpack_args(b, fn.args[0], ARG_COUNT[batch])
-    (a_arg, _), (b_arg, _), (c_ptr, _) = slots[:3]
+    extra = epilogue_inputs(epilogue)
+    if extra and batch != "none":
+        raise ValueError("an epilogue is offered for GEMM, not yet for BRGEMM")
+    slots = unpack_args(b, fn.args[0], ARG_COUNT[batch] + len(extra))
+    (a_arg, _), (b_arg, _) = slots[:2]
+    c_ptr = slots[2 + len(extra)][0]
+    epilogue_args = dict(zip(extra, slots[2:2 + len(extra)]))
     lda, ldb, ldc = i64(lda), i64(ldb), i64(ldc)
     cdt = out_dtype or dtype
     acc_dtype = ACCUMULATOR.get(dtype, dtype)
@@ -143,6 +155,8 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
                 a_i, b_i = bases(bl.i)
                 bl.next(*product(a_i, b_i, i0, j0, mr, nvec, masks, list(bl.vars)))
             accs = list(bl.vars)
+        if epilogue:
+            accs = apply_epilogue(v, epilogue, epilogue_args, cdt, accs, i0, j0, mr, nvec, masks)
         for i in range(mr):
             for u in range(nvec):
                 v.store(accs[i * nvec + u], c_at(i, u), cdt, masks[u])

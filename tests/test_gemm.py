@@ -214,3 +214,46 @@ def test_vnni4_pack_layout(k, n, rng):
     assert packed.shape == (groups, 4 * n)
     back = packed.reshape(groups, n, 4).transpose(0, 2, 1).reshape(-1, n)
     assert np.array_equal(back[:k], x) and not back[k:].any()
+
+
+# ---- fused epilogues -------------------------------------------------------------------------
+EPILOGUES = [("bias",), ("relu",), ("bias", "relu"), ("bias", "residual", "gelu_tanh"), ("residual", "sigmoid"),
+             ("tanh", "bias")]
+
+
+@pytest.mark.parametrize("epilogue", EPILOGUES, ids="+".join)
+@pytest.mark.parametrize("dtype,out_dtype", [("f32", "f32"), ("bf16", "f32"), ("bf16", "bf16")])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 35, 9), (64, 64, 64)])
+def test_fused_epilogue(epilogue, dtype, out_dtype, beta, m, n, k, rng):
+    np_dt = {"f32": np.float32, "bf16": BF16}
+    g = tpp.gemm(m, n, k, dtype, beta=beta, out_dtype=out_dtype, epilogue=epilogue)
+    a = rng.uniform(-1, 1, (m, k)).astype(np_dt[dtype])
+    b = rng.uniform(-1, 1, (k, n)).astype(np_dt[dtype])
+    extra = []
+    if "bias" in epilogue:
+        extra.append(rng.uniform(-1, 1, (n,)).astype(np_dt[out_dtype]))
+    if "residual" in epilogue:
+        extra.append(rng.uniform(-1, 1, (m, n)).astype(np_dt[out_dtype]))
+    c = rng.uniform(-1, 1, (m, n)).astype(np_dt[out_dtype])
+    ref = g.reference(a, b, *extra, c.astype(np.float64))
+    got = g(a, b, *extra, c).astype(np.float64)
+    # the sums round at f32 (k eps of the O(k) magnitudes); the activations add their
+    # 2e-6 bound; a bf16 C adds its own rounding of the result
+    rtol = 2.0 ** -8 if out_dtype == "bf16" else 1e-5
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=(k + 2) * 2.0 ** -22)
+
+
+def test_epilogue_with_an_activation_has_no_calls():
+    asm = tpp.gemm(32, 32, 32, epilogue=("bias", "gelu_tanh"), target="x86-avx512").asm
+    assert "vfmadd231ps" in asm and "call" not in asm
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epilogue=("softmax",)), "epilogue step 'softmax'"),
+    (dict(epilogue=("bias", "bias")), "may appear once"),
+    (dict(dtype="u8s8", epilogue=("relu",)), "epilogues are for float GEMMs"),
+])
+def test_bad_epilogues(kwargs, message):
+    with pytest.raises(tpp.DescriptorError, match=message):
+        tpp.gemm(4, 4, 4, **kwargs)

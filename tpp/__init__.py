@@ -56,7 +56,7 @@ def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=Non
 
 def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b: bool = False,
          beta: float = 1.0, lda: int | None = None, ldb: int | None = None, ldc: int | None = None,
-         out_dtype=None, b_vnni: bool = False, target=None) -> Kernel:
+         out_dtype=None, b_vnni: bool = False, epilogue=(), target=None) -> Kernel:
     """Dispatch a GEMM TPP: C = beta * C + op(A) op(B), called as g(a, b, c) (c updated
     in place and returned). a is m x k (k x m with trans_a), b is k x n (n x k with
     trans_b), c is m x n. The kernel is compiled for row strides lda/ldb/ldc (elements;
@@ -64,11 +64,13 @@ def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b:
     them, dispatched on first use. With beta=0, g(a, b) allocates c.
     bf16 inputs accumulate in f32 (vdpbf16ps where the CPU has it); c is f32, or bf16
     with out_dtype="bf16". dtype="u8s8" is the int8 GEMM: a uint8, b int8, c int32
-    (vpdpbusd). b_vnni=True takes b VNNI-packed by tpp.unary("vnni_pack", k, n, dtype)."""
+    (vpdpbusd). b_vnni=True takes b VNNI-packed by tpp.unary("vnni_pack", k, n, dtype).
+    epilogue: steps fused before the store, e.g. ("bias", "relu") or ("bias", "residual",
+    "gelu_tanh"); bias (1 x n) and residual (m x n) are passed after b: g(a, b, bias, c)."""
     odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else None
     dt = DType.U8 if dtype in ("u8s8", "int8") else _parse_dtype(dtype)
     desc = GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
-                    odt, bool(b_vnni))
+                    odt, bool(b_vnni), tuple(epilogue) if not isinstance(epilogue, str) else (epilogue,))
     return get_kernel(desc, target)
 
 

@@ -15,6 +15,7 @@ from .errors import DescriptorError, DTypeError
 from .jit.targets import Target
 from .jit.types import DType
 from .kernels import binary as binary_k
+from .kernels import epilogue as epilogue_k
 from .kernels import gemm as gemm_k
 from .kernels import reduce as reduce_k
 from .kernels import transpose as transpose_k
@@ -209,6 +210,7 @@ class GemmDesc:
     ldc: int | None = None
     out_dtype: DType | None = None  # C's dtype: bf16 inputs accumulate in f32, store f32 or bf16
     b_vnni: bool = False            # bf16: B given VNNI-2 packed (tpp.unary("vnni_pack", k, n))
+    epilogue: tuple[str, ...] = ()  # steps on the accumulators before the store (epilogue.py)
 
     kind = "gemm"
     elementwise = False
@@ -229,6 +231,15 @@ class GemmDesc:
             raise DescriptorError("tpp gemm: b_vnni (a VNNI packed B) is for bf16 and int8 inputs")
         if self.beta not in (0.0, 1.0):
             raise DescriptorError(f"tpp gemm: beta must be 0 or 1, got {self.beta!r}")
+        object.__setattr__(self, "epilogue", tuple(self.epilogue))
+        known = epilogue_k.INPUT_STEPS + epilogue_k.activation_kinds()
+        for step in self.epilogue:
+            if step not in known:
+                raise DescriptorError(f"tpp gemm: epilogue step {step!r} is not one of: {', '.join(known)}")
+        if self.epilogue and self.dtype is DType.U8:
+            raise DescriptorError("tpp gemm: epilogues are for float GEMMs (int8 accumulates in int32)")
+        if len(epilogue_k.epilogue_inputs(self.epilogue)) != len(set(epilogue_k.epilogue_inputs(self.epilogue))):
+            raise DescriptorError("tpp gemm: each of bias/residual may appear once in an epilogue")
         tight = self.tight_lds()
         for name, value, least in zip(("lda", "ldb", "ldc"), (self.lda, self.ldb, self.ldc), tight):
             if value is None:
@@ -251,20 +262,25 @@ class GemmDesc:
 
     def operands(self) -> list[Operand]:
         return gemm_k.operands(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b,
-                               self.lda, self.ldb, self.ldc, self.out_dtype, self.b_vnni)
+                               self.lda, self.ldb, self.ldc, self.out_dtype, self.b_vnni, self.epilogue)
 
     def emit(self, module: ir.Module, name: str, target: Target) -> None:
         gemm_k.emit_gemm(module, name, target, self.m, self.n, self.k, self.dtype,
                          self.trans_a, self.trans_b, self.beta, self.lda, self.ldb, self.ldc,
-                         out_dtype=self.out_dtype, b_vnni=self.b_vnni)
+                         out_dtype=self.out_dtype, b_vnni=self.b_vnni, epilogue=self.epilogue)
 
-    def reference(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None):
+    def reference(self, a: np.ndarray, b: np.ndarray, *rest: np.ndarray):
+        """float64 result for g(a, b, [bias], [residual], [c])."""
+        names = epilogue_k.epilogue_inputs(self.epilogue)
+        inputs = dict(zip(names, rest))
+        c = rest[len(names)] if len(rest) > len(names) else None
         c64 = np.zeros((self.m, self.n)) if c is None else np.asarray(c, dtype=np.float64)
         b64 = np.asarray(b, np.float64)
         if self.b_vnni:     # unpack: B[g p + t, j] = Bp[p, g j + t]
             g = b64.shape[1] // self.n
             b64 = b64.reshape(b64.shape[0], self.n, g).transpose(0, 2, 1).reshape(-1, self.n)[: self.k]
-        return gemm_k.gemm(np.asarray(a, np.float64), b64, c64, self.beta, self.trans_a, self.trans_b)
+        acc = gemm_k.gemm(np.asarray(a, np.float64), b64, c64, self.beta, self.trans_a, self.trans_b)
+        return epilogue_k.reference(self.epilogue, acc, inputs)
 
 
 @dataclass(frozen=True)
