@@ -48,9 +48,16 @@ def sources_hash() -> str:
     if _source_hash is None:
         from . import jit, kernels
         here = Path(__file__).parent
-        files = [p for d in (Path(jit.__file__).parent, Path(kernels.__file__).parent)
-                 for p in d.rglob("*.py")]
-        files += [here / "arrayabi.py", here / "descriptors.py", here / "dispatch.py"]
+        folders = [Path(jit.__file__).parent, Path(kernels.__file__).parent, here]
+        ops = here.parent / "ops" if (here.parent / "ops").is_dir() else None
+        try:
+            from . import ops as ops_pkg
+            ops = Path(ops_pkg.__file__).parent
+        except ImportError:
+            pass
+        if ops is not None:
+            folders.append(ops)
+        files = [p for d in folders for p in d.rglob("*.py")]
         _source_hash = cache.hash_sources(files)
     return _source_hash
 
@@ -128,7 +135,29 @@ def python_entry(count: int) -> int:
     return address
 
 
+def get_functions(desc, target=None, suffixes: tuple[str, ...] = ("",)) -> list[int]:
+    """Addresses of a composite's compiled functions: `desc.emit(module, symbol, target)`
+    defines `symbol + suffix` for each suffix, with the signatures the composite documents."""
+    target = resolve_target(target)
+    key = ("function", desc, target, suffixes)
+    addresses = _functions.get(key)
+    if addresses is None:
+        with _lock:
+            addresses = _functions.get(key)
+            if addresses is None:
+                obj, symbol, _ = _object_code({"target": target, "descriptor": desc},
+                                              lambda sym: _module(desc, target, sym))
+                found = compiler.load_object(obj, target, [symbol + s for s in suffixes])
+                addresses = [found[symbol + s] for s in suffixes]
+                _functions[key] = addresses
+    return addresses
+
+
+_functions: dict[tuple, list[int]] = {}
+
+
 def clear_memory_cache() -> None:
     """Forget in-memory kernels (compiled code stays linked; tests use this)."""
     with _lock:
         _memory.clear()
+        _functions.clear()

@@ -1,0 +1,83 @@
+"""tpp.ops.matmul: the first composite (pack + BRGEMM loop nest on the worker pool)."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tpp
+from tpp.ops import MatmulPlan, matmul
+
+
+def bound(a, b, k):
+    return (k + 2) * 2.0 ** -23 * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 35, 9), (64, 64, 64), (57, 65, 257), (300, 130, 513),
+                                   (129, 1, 300), (1, 200, 70)])
+def test_matmul_matches_numpy(m, n, k, rng):
+    a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+    b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+    got = matmul(a, b)
+    assert got.shape == (m, n) and got.dtype == np.float32
+    assert np.all(np.abs(got - a.astype(np.float64) @ b) <= bound(a, b, k))
+
+
+def test_views_and_out(rng):
+    pa = rng.uniform(-1, 1, (90, 150)).astype(np.float32)
+    pb = rng.uniform(-1, 1, (140, 100)).astype(np.float32)
+    a, b = pa[5:75, 3:133], pb[2:132, 10:90]          # 70 x 130 @ 130 x 80, row strides > widths
+    parent = np.zeros((80, 96), np.float32)
+    out = parent[3:73, 8:88]
+    assert matmul(a, b, out=out) is out
+    assert np.all(np.abs(out - a.astype(np.float64) @ b) <= bound(a, b, 130))
+    assert not parent[:3].any() and not parent[:, :8].any() and not parent[73:].any()
+
+
+@pytest.mark.parametrize("plan", [MatmulPlan(), MatmulPlan(28, 32, 64), MatmulPlan(56, 64, 128, ("nb", "mb")),
+                                  MatmulPlan(112, 16, 512)])
+def test_retiling_changes_only_the_plan(plan, rng):
+    a = rng.uniform(-1, 1, (150, 200)).astype(np.float32)
+    b = rng.uniform(-1, 1, (200, 90)).astype(np.float32)
+    assert np.all(np.abs(matmul(a, b, plan=plan) - a.astype(np.float64) @ b) <= bound(a, b, 200))
+
+
+def test_one_and_two_threads_agree(rng):
+    a = rng.uniform(-1, 1, (257, 190)).astype(np.float32)
+    b = rng.uniform(-1, 1, (190, 300)).astype(np.float32)
+    assert np.array_equal(matmul(a, b, threads=1), matmul(a, b, threads=2))
+
+
+def test_fused_epilogue(rng):
+    a = rng.uniform(-1, 1, (70, 300)).astype(np.float32)
+    b = rng.uniform(-1, 1, (300, 50)).astype(np.float32)
+    bias = rng.uniform(-1, 1, 50).astype(np.float32)
+    residual = rng.uniform(-1, 1, (70, 50)).astype(np.float32)
+    got = matmul(a, b, epilogue=("bias", "residual", "relu"), bias=bias, residual=residual)
+    ref = np.maximum(a.astype(np.float64) @ b + bias + residual, 0)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_other_dtypes(rng):
+    a = rng.uniform(-1, 1, (60, 70))
+    b = rng.uniform(-1, 1, (70, 40))
+    np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)        # f64
+    ab, bb = a.astype(ml_dtypes.bfloat16), b.astype(ml_dtypes.bfloat16)
+    got = matmul(ab, bb)                                                             # bf16 -> f32
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ab.astype(np.float64) @ bb.astype(np.float64), rtol=1e-5, atol=1e-4)
+
+
+def test_bad_input(rng):
+    a = rng.uniform(-1, 1, (4, 5)).astype(np.float32)
+    with pytest.raises(tpp.ShapeError, match="inner dimensions differ"):
+        matmul(a, a)
+    with pytest.raises(tpp.ShapeError, match="2-D"):
+        matmul(a[0], a.T)
+    with pytest.raises(tpp.DTypeError, match="argument 'b' must have dtype float32"):
+        matmul(a, a.T.astype(np.float64))
+    with pytest.raises(tpp.AliasError, match="overlaps"):
+        sq = rng.uniform(-1, 1, (5, 5)).astype(np.float32)
+        matmul(sq, sq.copy(), out=sq)
+    with pytest.raises(TypeError, match="numpy arrays"):
+        matmul([[1.0]], a)
