@@ -163,7 +163,10 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
 
     def row_blocks(j0: ir.Value, cols: int) -> None:
         nvec = math.ceil(cols / lanes)
-        mr = block_rows(target, nvec, m)
+        # Balance the row tiles (16 rows: 8 + 8, not 14 + 2): a thin remainder tile has
+        # too few independent accumulators to hide the FMA latency.
+        tiles = math.ceil(m / block_rows(target, nvec, m))
+        mr = math.ceil(m / tiles)
         m_full = m // mr * mr
         with Loop(b, 0, m_full, mr, name="mb") as mb:
             tile(mb.i, j0, mr, cols)

@@ -214,12 +214,20 @@ def _default_plan(dtype: DType) -> MatmulPlan:
 _scratch = threading.local()       # per thread: concurrent calls must not share packed buffers
 
 
+def _aligned(count: int, dtype: np.dtype, alignment: int = 64) -> np.ndarray:
+    """An uninitialised 1-D array whose data starts on an `alignment`-byte boundary: the
+    packed blocks' rows are vector loads, and a load split across two cache lines is slower."""
+    raw = np.empty(count * dtype.itemsize + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + count * dtype.itemsize].view(dtype)
+
+
 def _buffers(desc: MatmulDesc) -> tuple[np.ndarray, np.ndarray]:
     cache = getattr(_scratch, "buffers", None)
     if cache is None or cache[0] != desc:
         sa, sb = desc.scratch_sizes()
         np_dtype = to_numpy(desc.dtype)
-        cache = (desc, np.empty(sa, np_dtype), np.empty(sb, np_dtype))
+        cache = (desc, _aligned(sa, np_dtype), _aligned(sb, np_dtype))
         _scratch.buffers = cache
     return cache[1], cache[2]
 
