@@ -75,3 +75,14 @@ def limit(n: int = 1):
     finally:
         for (_, put), value in zip(found, saved):
             put(value)
+
+
+def setter(n: int):
+    """A function that sets numpy's BLAS thread count to n (cheap: the library's entry
+    points are looked up once, here); a no-op where no OpenBLAS was found."""
+    puts = [put for _, put in _controls()]
+
+    def apply() -> None:
+        for put in puts:
+            put(n)
+    return apply

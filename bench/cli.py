@@ -4,6 +4,12 @@
     tpp-bench unary --kinds exp,tanh -m 1024 -n 1024
     tpp-bench binary --kinds add --sizes 64x64,4096x4096 --json
     tpp-bench gemm --sizes 16,32,64,128,256 --dtype f32 [--trans-a] [--trans-b]
+    tpp-bench gemm --dtype bf16 --sizes 64,128,256   (B vnni-packed; also --dtype u8s8)
+    tpp-bench brgemm --sizes 64 --batch 16 --variant stride,offset,address
+    tpp-bench matmul --sizes 512,1024,2048 --threads 1,2
+
+matmul (tpp.ops.matmul against np.matmul on as many BLAS threads) takes a while
+and runs several threads, so it is not part of the quick suite: run it by name.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import sys
 
 from tpp import config
 
-from . import blas, gemm_suite, peak, report, suites
+from . import blas, brgemm_suite, dot_gemm, gemm_suite, matmul_suite, peak, report, suites
 
 _SUPPRESS = argparse.SUPPRESS
 _DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False}
@@ -73,25 +79,60 @@ def _gemm_sizes(text: str) -> list[tuple[int, int, int]]:
 
 
 def _gemm(sub, common) -> None:
-    p = sub.add_parser("gemm", parents=[common], help="GEMM (beta=0) against np.matmul, %% of FMA peak",
+    p = sub.add_parser("gemm", parents=[common], help="GEMM (beta=0) against np.matmul, %% of peak",
                        description="tpp.gemm with beta=0 (C = op(A) op(B)) against np.matmul(a, b, out=c), "
-                                   "with the FMA peak timed between the repetitions.")
+                                   "with the FMA peak timed between the repetitions. bf16 and u8s8 take B "
+                                   "VNNI-packed and divide by the bf16 / int8 dot-instruction peak; numpy "
+                                   "computes them in float32.")
     p.add_argument("--sizes", type=_gemm_sizes, default=[(s, s, s) for s in (16, 32, 64, 128, 256)],
                    help="comma-separated N (N x N x N) or MxNxK (default 16,32,64,128,256)")
-    p.add_argument("--dtype", default="f32", choices=gemm_suite.DTYPES, help="f32 or f64 (default f32)")
+    p.add_argument("--dtype", default="f32", choices=gemm_suite.DTYPES + dot_gemm.DTYPES,
+                   help="f32, f64, bf16 (C f32) or u8s8 (uint8 x int8 -> int32) (default f32)")
     p.add_argument("--trans-a", action="store_true", help="A is stored transposed (k x m)")
     p.add_argument("--trans-b", action="store_true", help="B is stored transposed (n x k)")
     p.set_defaults(family="gemm")
+
+
+def _list(kind, what: str):
+    def parse(text: str) -> list:
+        try:
+            return [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}") from None
+    return parse
+
+
+def _brgemm(sub, common) -> None:
+    p = sub.add_parser("brgemm", parents=[common], help="BRGEMM f32 (beta=0) against numpy, %% of FMA peak",
+                       description="tpp.brgemm's raw kernel through the JIT repeat loop (C = sum_i A_i B_i, "
+                                   "beta=0, f32) against numpy's fastest of three spellings.")
+    p.add_argument("--sizes", type=_gemm_sizes, default=[(64, 64, 64)],
+                   help="comma-separated N (N x N x N blocks) or MxNxK (default 64)")
+    p.add_argument("--batch", type=int, default=16, help="blocks per call (default 16)")
+    p.add_argument("--variant", type=_list(str, "variant"), default=["stride"],
+                   help="stride, offset, address, a comma list or 'all' (default stride)")
+
+
+def _matmul(sub, common) -> None:
+    p = sub.add_parser("matmul", parents=[common], help="tpp.ops.matmul against np.matmul, 1..T threads",
+                       description="tpp.ops.matmul(a, b, out=c, threads=T) against np.matmul(a, b, out=c) "
+                                   "with numpy's BLAS on T threads, repetitions interleaved; not pinned.")
+    p.add_argument("--sizes", type=_gemm_sizes, default=[(s, s, s) for s in matmul_suite.QUICK_SIZES],
+                   help="comma-separated N or MxNxK (default 512,1024,2048)")
+    p.add_argument("--threads", type=_list(int, "thread count"), default=[1, 2],
+                   help="comma-separated thread counts (default 1,2; the speed-up is over the first if 1)")
 
 
 def parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm}")
+    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul}")
     _family(sub, "unary", suites.UNARY_KINDS, suites.UNARY_DEFAULT_KINDS, common)
     _family(sub, "binary", suites.BINARY_KINDS, suites.BINARY_DEFAULT_KINDS, common)
     _gemm(sub, common)
+    _brgemm(sub, common)
+    _matmul(sub, common)
     return p
 
 
@@ -104,12 +145,34 @@ def _kinds(p: argparse.ArgumentParser, text: str, catalog: tuple[str, ...]) -> l
 
 
 def _pin(args) -> int | None:
-    """Run on one CPU: no migrations mid-repetition (the kernels are single-threaded)."""
-    if args.no_pin or not hasattr(os, "sched_setaffinity"):
+    """Run on one CPU: no migrations mid-repetition (the kernels are single-threaded).
+    matmul runs several threads and is never pinned."""
+    if args.no_pin or args.command == "matmul" or not hasattr(os, "sched_setaffinity"):
         return None
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return cpu
+
+
+def _peaks(command, plan) -> list[str]:
+    """The peaks a command's header reports: its own first, then f32 FMA for comparison."""
+    if command == "gemm":
+        return list(dict.fromkeys([plan[1], "f32"]))
+    return [] if command == "matmul" else ["f32"]
+
+
+def _rows(args, plan, opts) -> list[dict]:
+    if args.command is None:
+        return suites.quick(opts)
+    if args.command == "gemm":
+        if plan[1] in dot_gemm.DTYPES:
+            return dot_gemm.sizes_rows(plan[0], plan[1], opts)
+        return gemm_suite.sizes_rows(*plan, opts)
+    if args.command == "brgemm":
+        return brgemm_suite.sizes_rows(*plan, opts)
+    if args.command == "matmul":
+        return matmul_suite.sizes_rows(*plan, opts)
+    return suites.sizes_rows(args.family, *plan, opts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,18 +194,21 @@ def main(argv: list[str] | None = None) -> int:
         with config.override(num_threads=1), blas.limit(1):
             info = report.machine(pinned)
             info["blas_threads"] = blas.threads()
-            info["elementwise"] = args.command != "gemm"
-            if args.command in (None, "gemm"):
-                dtype = plan[1] if plan else "f32"
-                info["peak"] = peak.measure(dtype, repeat=opts.repeat, min_time=opts.min_time)
+            info["elementwise"] = args.command in (None, "unary", "binary")
+            info["peaks"] = [peak.measure(d, repeat=opts.repeat, min_time=opts.min_time)
+                             for d in _peaks(args.command, plan)]
+            if info["peaks"]:
+                info["peak"] = info["peaks"][0]
+            if args.command == "matmul":
+                info["threads"] = ",".join(map(str, plan[1]))
+                info["blas_threads"] = "same as tpp's"
+                info["topology"] = matmul_suite.describe_topology(matmul_suite.topology())
+                info["legend"] = ("tpp = tpp.ops.matmul(a, b, out=c, threads=T), np = np.matmul(a, b, out=c) on T "
+                                  "BLAS threads, interleaved; tpp/np = median of per-repetition ratios (> 1: tpp "
+                                  "faster); speed-up = median of tpp's 1-thread time / its T-thread time")
             if not args.json:
                 print(report.header(info, opts), flush=True)
-            if args.command is None:
-                rows = suites.quick(opts)
-            elif args.command == "gemm":
-                rows = gemm_suite.sizes_rows(*plan, opts)
-            else:
-                rows = suites.sizes_rows(args.family, *plan, opts)
+            rows = _rows(args, plan, opts)
     finally:
         if pinned is not None and saved is not None:
             os.sched_setaffinity(0, saved)     # main() may be called in-process (tests)
@@ -151,10 +217,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plan(p: argparse.ArgumentParser, args) -> tuple:
+    if args.command in ("gemm", "brgemm", "matmul") and any(d < 1 for size in args.sizes for d in size):
+        p.error("sizes must be >= 1")
     if args.command == "gemm":
-        if any(d < 1 for size in args.sizes for d in size):
-            p.error("sizes must be >= 1")
+        if args.dtype in dot_gemm.DTYPES and (args.trans_a or args.trans_b):
+            p.error(f"--trans-a/--trans-b are not offered with --dtype {args.dtype}")
         return args.sizes, args.dtype, args.trans_a, args.trans_b
+    if args.command == "brgemm":
+        variants = list(brgemm_suite.VARIANTS) if args.variant == ["all"] else args.variant
+        bad = [v for v in variants if v not in brgemm_suite.VARIANTS]
+        if bad or not variants:
+            p.error(f"unknown variant(s) {', '.join(bad)}; known: {', '.join(brgemm_suite.VARIANTS)}")
+        if args.batch < 1:
+            p.error("--batch must be >= 1")
+        return args.sizes, args.batch, variants
+    if args.command == "matmul":
+        if not args.threads or any(t < 1 for t in args.threads):
+            p.error("--threads must be >= 1")
+        if args.cpu is not None:
+            p.error("matmul runs several threads and is not pinned; --cpu does not apply")
+        return args.sizes, args.threads
     return _family_plan(p, args)
 
 

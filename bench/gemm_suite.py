@@ -81,7 +81,7 @@ class Case:
                 for name, c in self.outs.items()}
 
 
-def aligned_empty(shape: tuple[int, int], dtype, align: int = ALIGN) -> np.ndarray:
+def aligned_empty(shape: tuple[int, ...], dtype, align: int = ALIGN) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on an `align`-byte boundary."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
@@ -112,11 +112,26 @@ def layout(trans_a: bool, trans_b: bool) -> str:
     return f"{'A^T' if trans_a else 'A'} {'B^T' if trans_b else 'B'}"
 
 
-def _rates(st: timing.Stats, samples: list[float], peaks: list[float], flops: int) -> dict:
-    ratios = [flops / s / p for s, p in zip(samples, peaks)]     # per repetition: GF/s over its peak
-    return {**st.as_dict(), "us_per_call": st.median * 1e6, "gflops": flops / st.median / 1e9,
-            "pct_peak": 100 * statistics.median(ratios), "pct_peak_min": 100 * min(ratios),
-            "pct_peak_max": 100 * max(ratios)}
+def rates(st: timing.Stats, samples: list[float], peaks: list[float] | None, flops: int) -> dict:
+    """Per-call time, G(FL)OP/s and, where there is a peak (per repetition, flop/s), %peak:
+    the median over repetitions of each one's rate over the peak timed beside it."""
+    out = {**st.as_dict(), "us_per_call": st.median * 1e6, "gflops": flops / st.median / 1e9}
+    if peaks:
+        ratios = [flops / s / p for s, p in zip(samples, peaks)]
+        out.update(pct_peak=100 * statistics.median(ratios), pct_peak_min=100 * min(ratios),
+                   pct_peak_max=100 * max(ratios))
+    else:
+        out.update(pct_peak=None, pct_peak_min=None, pct_peak_max=None)
+    return out
+
+
+def peak_summary(pl, samples: list[float], count: int = 1) -> tuple[dict, list[float]]:
+    """The peak part of a row and the per-repetition peaks in flop/s."""
+    peaks = [pl.flops_per_count / s for s in samples]
+    st = timing.stats_of(samples, count)
+    return ({"gflops": statistics.median(peaks) / 1e9, "gflops_min": min(peaks) / 1e9,
+             "gflops_max": max(peaks) / 1e9, "loop": pl.describe(), "unit": pl.kind.unit,
+             **st.as_dict()}, peaks)
 
 
 def run_case(m: int, n: int, k: int, dtype: str, opts, trans_a: bool = False, trans_b: bool = False,
@@ -136,12 +151,10 @@ def run_case(m: int, n: int, k: int, dtype: str, opts, trans_a: bool = False, tr
     runs = {"peak": pl.run, **c.runs()}
     t = opts.timing()
     counts, per_op = timing.sample_many(runs, **t, min_times={"peak": t["min_time"] / 2})
-    peaks = [pl.flops_per_count / s / 1e9 for s in per_op["peak"]]     # GFLOP/s, per repetition
+    row["peak"], peaks = peak_summary(pl, per_op["peak"], counts["peak"])
     stats = {name: timing.stats_of(per_op[name], counts[name]) for name in runs}
-    row["peak"] = {"gflops": statistics.median(peaks), "gflops_min": min(peaks),
-                   "gflops_max": max(peaks), "loop": pl.describe(), **stats["peak"].as_dict()}
     for name in ("tpp_kernel", "tpp_call", "numpy"):
-        row[name] = _rates(stats[name], per_op[name], [p * 1e9 for p in peaks], flops)
+        row[name] = rates(stats[name], per_op[name], peaks, flops)
     row["numpy"]["expr"] = c.expr
     row["ratio_kernel"] = stats["numpy"].median / stats["tpp_kernel"].median     # > 1: tpp faster
     row["ratio_call"] = stats["numpy"].median / stats["tpp_call"].median

@@ -68,15 +68,32 @@ def tensors(arrays: list[np.ndarray]):
     return table
 
 
+def table(entries: list[tuple[int, int]]):
+    """A tpp_tensor[] filled verbatim: (data address, ld) per entry, as a kernel's C ABI
+    documents them (e.g. a BRGEMM's {NULL, count} entry is (0, count))."""
+    out = ffi.new("tpp_tensor[]", len(entries))
+    for entry, (data, ld) in zip(out, entries):
+        entry.data = ffi.cast("void *", data)
+        entry.ld = ld
+    return out
+
+
+def address_runner(address: int, target: Target, args, keep=()):
+    """run(count): `count` native calls of the kernel at `address` on the tpp_tensor[] `args`,
+    from one cffi call. `keep`: what the table points into (kept alive with run)."""
+    if not address:
+        raise RuntimeError("tpp-bench: the kernel has no host address (built for another target?)")
+    fn = repeater(target)
+    kptr = ffi.cast("void *", address)
+
+    def run(count: int) -> None:
+        fn(kptr, args, count)
+    run.keep_alive = (args, keep)
+    return run
+
+
 def kernel_runner(kernel: Kernel, arrays: list[np.ndarray]):
     """run(count): `count` native calls of `kernel` on `arrays`, from one cffi call."""
     if not kernel.address:
         raise RuntimeError(f"tpp-bench: {kernel!r} has no host address (built for another target?)")
-    fn = repeater(kernel.target)
-    table = tensors(arrays)
-    kptr = ffi.cast("void *", kernel.address)
-
-    def run(count: int) -> None:
-        fn(kptr, table, count)
-    run.keep_alive = (table, arrays)      # the table points into these arrays
-    return run
+    return address_runner(kernel.address, kernel.target, tensors(arrays), arrays)

@@ -31,26 +31,38 @@ def machine(pinned: int | None) -> dict:
             "numpy": np.__version__, "llvmlite": llvmlite.__version__, "llvm": compiler.llvm_version()}
 
 
+def _peak_line(pk: dict, opts) -> str:
+    what = pk.get("what", "FMA")
+    what = f"FMA peak {pk['dtype']}" if what == "FMA" else f"{what} peak ({pk['dtype']})"
+    if pk.get("available", True) is False:
+        return f"{what}: unavailable ({pk['reason']})"
+    return (f"{what}: {pk['gflops']:.1f} {pk.get('unit', 'GFLOP/s')} now ({pk['loop']}, JIT loop; "
+            f"median of {opts.repeat})")
+
+
 def header(info: dict, opts) -> str:
     pin = f"pinned to cpu {info['pinned_cpu']}" if info["pinned_cpu"] is not None else "not pinned"
     blas = info.get("blas_threads")
     blas = f", numpy BLAS threads {blas}" if blas is not None else ""
     lines = [(f"tpp-bench {info['tpp']} | target {info['target']} ({info['llvm_cpu']}) | "
-              f"CPU {info['cpu']} | threads 1 ({pin}{blas}) | numpy {info['numpy']}, "
+              f"CPU {info['cpu']} | threads {info['threads']} ({pin}{blas}) | numpy {info['numpy']}, "
               f"llvmlite {info['llvmlite']}, LLVM {info['llvm']}"),
              (f"medians of {opts.repeat} repetitions of >= {opts.min_time * 1e3:g} ms after warm-up; "
-              f"kern = JIT repeat loop (no Python), call = k(x, out=y) or g(a, b, c) from Python; "
-              f"ratio > 1: tpp faster")]
+              + info.get("legend", "kern = JIT repeat loop (no Python), call = k(x, out=y) or g(a, b, c) "
+                                   "from Python; ratio > 1: tpp faster"))]
+    if info.get("topology"):
+        lines.append("topology: " + info["topology"])
     if info.get("elementwise", True):
         lines.append("elementwise: GB/s = (bytes read + written) / time")
-    pk = info.get("peak")
-    if pk:
-        lines.append(f"FMA peak {pk['dtype']}: {pk['gflops']:.1f} GFLOP/s now ({pk['loop']}, JIT loop; "
-                     f"median of {opts.repeat}); speed drifts, so each GEMM row divides by the peak "
-                     f"timed just before each of its repetitions (peak GF/s column)")
+    peaks = info.get("peaks") or ([info["peak"]] if info.get("peak") else [])
+    for pk in peaks:
+        lines.append(_peak_line(pk, opts))
+    if peaks:
+        lines.append("speed drifts, so each GEMM/BRGEMM row divides by its peak timed just before each of "
+                     "its repetitions (peak column); %peak = median over repetitions of kern rate / peak")
         lines.append("gemm: beta=0, C = op(A) op(B) (what np.matmul(a, b, out=c) computes), operands 64-byte "
-                     "aligned; "
-                     "GF/s = 2MNK / time; %peak = median over repetitions of kern GF/s / peak")
+                     "aligned; GF/s = 2MNK / time (GOP/s for int8)")
+    lines += info.get("notes", [])
     return "\n".join(lines)
 
 
@@ -90,6 +102,8 @@ _COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
 
 
 def _gemm_check(row: dict) -> str:
+    if row.get("packed_ok") is False:
+        return "WRONG: tpp vnni_pack differs from the numpy packing"
     if not row.get("result_ok"):
         return "WRONG: " + ", ".join(f"{k} {v:.1e}" for k, v in row["max_rel_err"].items()
                                      if not v <= row["tolerance"])
@@ -118,8 +132,62 @@ _GEMM_COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
 
 
 def _spread(row: dict) -> float | None:
-    parts = [row[p]["spread"] for p in ("tpp_kernel", "tpp_call", "numpy") if row.get(p)]
+    parts = [row[p]["spread"] for p in ("tpp_kernel", "tpp_call", "numpy", "tpp") if row.get(p)]
     return max(parts) if parts else None
+
+
+def _dot_columns(rows: list[dict]) -> list[tuple[str, Callable[[dict], str], bool]]:
+    """bf16 / u8s8 GEMM rows: rates in the dtype's unit, numpy computing in f32."""
+    u = "GOP/s" if rows[0].get("unit") == "GOP/s" else "GF/s"
+    cols = _GEMM_COLUMNS[:6] + [
+        (f"kern {u}", lambda r: _f(_get(r, "tpp_kernel", "gflops")), True),
+        ("%peak", lambda r: _f(_get(r, "tpp_kernel", "pct_peak"), "{:.0f}%") or "n/a", True),
+        ("call us", lambda r: _us(_get(r, "tpp_call", "us_per_call")), True),
+        (f"call {u}", lambda r: _f(_get(r, "tpp_call", "gflops")), True),
+        ("np f32 us", lambda r: _us(_get(r, "numpy", "us_per_call")), True),
+        ("np f32 GF/s", lambda r: _f(_get(r, "numpy", "gflops")), True),
+        ("kern/np", lambda r: _f(r.get("ratio_kernel"), "{:.2f}"), True),
+        ("call/np", lambda r: _f(r.get("ratio_call"), "{:.2f}"), True)]
+    if any("int8_over_f32" in r for r in rows):
+        cols += [("tpp f32 GF/s", lambda r: _f(_get(r, "tpp_f32", "gflops")), True),
+                 ("i8/f32", lambda r: _f(r.get("int8_over_f32"), "{:.2f}x"), True)]
+    return cols + [(f"peak {u}", lambda r: _f(_get(r, "peak", "gflops")) or "n/a", True),
+                   ("spread", lambda r: _f(_spread(r), "{:.0%}"), True), ("check", _gemm_check, False)]
+
+
+_BRGEMM_COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
+    ("op", lambda r: r["op"], False),
+    ("M", lambda r: str(r["m"]), True), ("N", lambda r: str(r["n"]), True), ("K", lambda r: str(r["k"]), True),
+    ("batch", lambda r: str(r["batch"]), True),
+    ("kern GF/s", lambda r: _f(_get(r, "tpp_kernel", "gflops")), True),
+    ("%peak", lambda r: _f(_get(r, "tpp_kernel", "pct_peak"), "{:.0f}%"), True),
+    ("kern us", lambda r: _us(_get(r, "tpp_kernel", "us_per_call")), True),
+    ("call us", lambda r: _us(_get(r, "tpp_call", "us_per_call")), True),
+    ("np us", lambda r: _us(_get(r, "numpy", "us_per_call")), True),
+    ("np GF/s", lambda r: _f(_get(r, "numpy", "gflops")), True),
+    ("kern/np", lambda r: _f(r.get("ratio_kernel"), "{:.2f}"), True),
+    ("call/np", lambda r: _f(r.get("ratio_call"), "{:.2f}"), True),
+    ("peak GF/s", lambda r: _f(_get(r, "peak", "gflops")), True),
+    ("spread", lambda r: _f(_spread(r), "{:.0%}"), True),
+    ("check", _gemm_check, False),
+    ("numpy expression (fastest of 3)", lambda r: _get(r, "numpy", "expr") or "", False),
+]
+
+_MATMUL_COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
+    ("op", lambda r: r["op"], False),
+    ("M", lambda r: str(r["m"]), True), ("N", lambda r: str(r["n"]), True), ("K", lambda r: str(r["k"]), True),
+    ("threads", lambda r: str(r["threads"]), True),
+    ("tpp GF/s", lambda r: _f(_get(r, "tpp", "gflops")), True),
+    ("tpp ms", lambda r: _f(_get(r, "tpp", "ms_per_call"), "{:.2f}"), True),
+    ("np GF/s", lambda r: _f(_get(r, "numpy", "gflops")), True),
+    ("np ms", lambda r: _f(_get(r, "numpy", "ms_per_call"), "{:.2f}"), True),
+    ("tpp/np", lambda r: _f(r.get("ratio"), "{:.2f}"), True),
+    ("tpp/np min-max", lambda r: f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}", True),
+    ("tpp speed-up", lambda r: _f(r.get("speedup_vs_1"), "{:.2f}x"), True),
+    ("np speed-up", lambda r: _f(r.get("np_speedup_vs_1"), "{:.2f}x"), True),
+    ("spread", lambda r: _f(_spread(r), "{:.0%}"), True),
+    ("check", _gemm_check, False),
+]
 
 
 def _numpy_expr(row: dict) -> str:
@@ -142,28 +210,40 @@ def _aligned(titles: list[str], cells: list[list[str]], right: list[bool]) -> li
     return [line(titles)] + [line(c) for c in cells]
 
 
+def _grid(columns, rows: list[dict]) -> list[str]:
+    return _aligned([c[0] for c in columns], [[c[1](r) for c in columns] for r in rows], [c[2] for c in columns])
+
+
 def table(rows: list[dict]) -> str:
-    kernels = [r for r in rows if r["suite"] not in ("compile", "gemm") and "error" not in r]
-    gemms = [r for r in rows if r["suite"] == "gemm" and "error" not in r]
-    compiles = [r for r in rows if r["suite"] == "compile" and "error" not in r]
+    """One aligned table per kind of row, in the order the kinds first appear."""
     errors = [r for r in rows if "error" in r]
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if "error" not in r:
+            key = r.get("table", r["suite"])
+            groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul") else "kernel",
+                              []).append(r)
     out = []
-    if kernels:
-        out += _aligned([c[0] for c in _COLUMNS], [[c[1](r) for c in _COLUMNS] for r in kernels],
-                        [c[2] for c in _COLUMNS])
-    if gemms:
+    for key, group in groups.items():
         if out:
             out.append("")
-        out += _aligned([c[0] for c in _GEMM_COLUMNS], [[c[1](r) for c in _GEMM_COLUMNS] for r in gemms],
-                        [c[2] for c in _GEMM_COLUMNS])
-    if compiles:
-        out.append("")
-        titles = ["JIT compile", "kernel", "dtype", "median ms", "min ms", "reps", "how"]
-        cells = [[r["mode"], r["op"] + " " + r["shape"], r["dtype"], f"{r['ms']:.2f}", f"{r['min_ms']:.2f}",
-                  str(r["reps"]), r["method"] + ("" if r.get("verified_disk_hit", True)
-                                                 else "  [WARNING: not a verified disk hit]")]
-                 for r in compiles]
-        out += _aligned(titles, cells, [False, False, False, True, True, True, False])
+        if key == "kernel":
+            out += _grid(_COLUMNS, group)
+        elif key == "gemm":
+            out += _grid(_GEMM_COLUMNS, group)
+        elif key == "gemm_dot":
+            out += _grid(_dot_columns(group), group)
+        elif key == "brgemm":
+            out += _grid(_BRGEMM_COLUMNS, group)
+        elif key == "matmul":
+            out += _grid(_MATMUL_COLUMNS, group)
+        else:
+            titles = ["JIT compile", "kernel", "dtype", "median ms", "min ms", "reps", "how"]
+            cells = [[r["mode"], r["op"] + " " + r["shape"], r["dtype"], f"{r['ms']:.2f}", f"{r['min_ms']:.2f}",
+                      str(r["reps"]), r["method"] + ("" if r.get("verified_disk_hit", True)
+                                                     else "  [WARNING: not a verified disk hit]")]
+                     for r in group]
+            out += _aligned(titles, cells, [False, False, False, True, True, True, False])
     for r in errors:
         out.append(f"skipped {r['op']} {r.get('shape', '')} {r.get('dtype', '')}: {r['error']}")
     return "\n".join(out)
@@ -172,6 +252,6 @@ def table(rows: list[dict]) -> str:
 def to_json(rows: list[dict], info: dict) -> str:
     """A list of rows; each carries the machine fields so rows from many runs can be pooled."""
     slim = {k: info[k] for k in ("target", "cpu", "threads", "blas_threads") if k in info}
-    if info.get("peak"):
+    if info.get("peak") and info["peak"].get("available", True):
         slim["machine_peak_gflops"] = info["peak"]["gflops"]
-    return json.dumps([{**r, **slim} for r in rows], indent=1)
+    return json.dumps([{**slim, **r} for r in rows], indent=1)      # a row's own fields win (threads)

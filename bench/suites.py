@@ -18,7 +18,7 @@ from tpp.dtypes import to_numpy
 from tpp.kernels import binary as binary_k
 from tpp.kernels import unary as unary_k
 
-from . import baselines, compile_time, gemm_suite, timing
+from . import baselines, brgemm_suite, compile_time, gemm_suite, timing
 from .repeat import kernel_runner
 
 # Kinds computed through vector polynomial approximations: rows also get Gelem/s.
@@ -157,8 +157,9 @@ def sizes_rows(family: str, kinds, sizes, dtype: str, opts: Options) -> list[dic
 
 def quick(opts: Options) -> list[dict]:
     """The issue's performance targets, GEMM 64^3 (%peak) and 16^3 (the call cost), beta=0,
-    plus the JIT compile time of one unary kernel."""
+    BRGEMM 64^3 x 16 stride (%peak), plus the JIT compile time of one unary kernel."""
     rows = [run_case(family, kind, m, n, "f32", opts) for family, kind, m, n in QUICK]
     rows += gemm_suite.quick(opts)
+    rows += brgemm_suite.quick(opts)
     rows += compile_time.rows("relu", "f32", opts.repeat)
     return rows

@@ -71,22 +71,32 @@ def measure_many(runs: dict[str, RunFn], *, repeat: int = 5, min_time: float = 0
 
 
 def sample_many(runs: dict[str, RunFn], *, repeat: int = 5, min_time: float = 0.02, warmup: int = 1,
-                min_times: dict[str, float] | None = None) -> tuple[dict[str, int], dict[str, list[float]]]:
+                min_times: dict[str, float] | None = None,
+                prepare: dict[str, Callable[[], object]] | None = None
+                ) -> tuple[dict[str, int], dict[str, list[float]]]:
     """The interleaved repetitions of measure_many, unreduced: the count of each
     contender's repetition and its seconds per operation in every repetition, in
     order (per_op[x][r] and per_op[y][r] ran back to back). min_times overrides
-    min_time for some contenders."""
+    min_time for some contenders; prepare[x]() runs, untimed, before each of x's
+    repetitions (and its calibration), e.g. to set numpy's BLAS thread count."""
     min_times = min_times or {}
+    prepare = prepare or {}
+
+    def ready(name: str) -> RunFn:
+        if name in prepare:
+            prepare[name]()
+        return runs[name]
     gc_was = gc.isenabled()
     gc.disable()                 # a collection inside a repetition is noise, not the kernel
     try:
-        counts = {name: calibrate(run, min_times.get(name, min_time)) for name, run in runs.items()}
+        counts = {name: calibrate(ready(name), min_times.get(name, min_time)) for name in runs}
         for _ in range(warmup):
-            for name, run in runs.items():
-                run(counts[name])
+            for name in runs:
+                ready(name)(counts[name])
         per_op: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(max(1, repeat)):
-            for name, run in runs.items():
+            for name in runs:
+                run = ready(name)
                 per_op[name].append(_time(run, counts[name]) / counts[name])
     finally:
         if gc_was:

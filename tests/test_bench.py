@@ -136,3 +136,137 @@ def test_gemm_operands_are_64_byte_aligned():
     assert c.a.shape == (5, 3) and c.b.shape == (7, 3) and c.a.dtype == np.float64
     for x in [c.a, c.b, *c.outs.values()]:
         assert x.ctypes.data % 64 == 0 and x.flags.c_contiguous
+
+
+# ---- dot peaks, bf16/u8s8 GEMM, BRGEMM, matmul -------------------------------------
+
+@pytest.mark.parametrize("dtype,instr,per_lane", [("bf16", "vdpbf16ps", 4), ("u8s8", "vpdpbusd", 8)])
+def test_dot_peak_loops(dtype, instr, per_lane):
+    from tpp.bench import peak
+    from tpp.jit import compiler
+    target = tpp.current_target()
+    reason = peak.available(target, dtype)
+    if reason is not None:       # reported, not measured
+        assert peak.measure(dtype, repeat=1, min_time=1e-3) == {
+            "dtype": dtype, "unit": peak.KINDS[dtype].unit, "what": peak.KINDS[dtype].what,
+            "available": False, "reason": f"tpp-bench peak {dtype}: {reason}"}
+        pytest.skip(reason)
+    pl = peak.loop(target, dtype)
+    assert pl.flops_per_instruction == per_lane * pl.lanes == per_lane * target.vector_bits // 32
+    n_acc = peak.accumulators(target)
+    text = peak.ir_text("p", pl.lanes, dtype, n_acc, peak.intrinsic(target, dtype))
+    asm = compiler.emit_assembly(compiler.optimise(text, target), target)
+    assert sum(instr in line for line in asm.splitlines()) == n_acc      # not folded away
+    pl.run(1)
+    got = peak.measure(dtype, repeat=1, min_time=1e-3)
+    assert got["available"] and got["gflops"] > 0 and peak.intrinsic(target, dtype) in got["loop"]
+
+
+def test_dot_peak_unavailable_on_a_target_without_the_instruction():
+    from tpp.bench import peak
+    avx2 = tpp.Target.named("x86-avx2")
+    assert "bf16_dot.v8f32 is not in its intrinsic table" in peak.available(avx2, "bf16")
+    got = peak.measure("bf16", repeat=1, min_time=1e-3, target=avx2)
+    assert got["available"] is False and "bf16_dot" in got["reason"]
+    with pytest.raises(peak.Unavailable):
+        peak.loop(avx2, "bf16")
+
+
+def test_gemm_bf16_rows(capsys):
+    from tpp.bench import peak
+    rows = _run(capsys, ["gemm", "--dtype", "bf16", "--sizes", "16,8x24x5", *FAST])
+    has_peak = peak.available(None, "bf16") is None
+    for r in rows:
+        assert r["dtype"] == "bf16" and r["layout"] == "A B(vnni)" and r["unit"] == "GFLOP/s"
+        assert r["packed_ok"] and r["result_ok"] and r["baseline_agrees"], r["max_rel_err"]
+        assert 0 < r["max_rel_err"]["tpp_kernel"] <= r["tolerance"]      # rounded like f32, not exact
+        assert "float32" in r["numpy"]["expr"]
+        assert (r["tpp_kernel"]["pct_peak"] > 0) if has_peak else r["tpp_kernel"]["pct_peak"] is None
+    assert rows[0]["machine_peak_gflops"] > 0 if has_peak else "machine_peak_gflops" not in rows[0]
+
+
+def test_gemm_u8s8_rows_are_exact_and_compare_to_f32(capsys):
+    rows = _run(capsys, ["gemm", "--dtype", "u8s8", "--sizes", "16,8x24x5", *FAST])
+    for r in rows:
+        assert r["unit"] == "GOP/s" and r["result_ok"] and r["packed_ok"] and r["baseline_agrees"]
+        assert r["max_rel_err"] == {"tpp_kernel": 0.0, "tpp_call": 0.0, "numpy": 0.0, "tpp_f32": 0.0}
+        assert r["tpp_f32"]["gflops"] > 0 and r["int8_over_f32"] > 0
+        assert r["int8_over_f32_min"] <= r["int8_over_f32"] <= r["int8_over_f32_max"]
+
+
+def test_dot_gemm_table_and_errors(capsys):
+    assert cli.main(["gemm", "--dtype", "u8s8", "--sizes", "8", "--repeat", "1", "--min-time", "0.2",
+                     "--no-pin"]) == 0
+    text = capsys.readouterr().out
+    assert "int8 dot peak (u8s8)" in text and "FMA peak f32" in text
+    assert "kern GOP/s" in text and "i8/f32" in text
+    assert any(line.startswith("gemm") and line.endswith("ok") for line in text.splitlines())
+    with pytest.raises(SystemExit):
+        cli.main(["gemm", "--dtype", "bf16", "--trans-a"])
+
+
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+def test_brgemm_raw_table_follows_the_abi(variant):
+    """The hand-filled tpp_tensor table computes what br(...) computes: sum_i A_i B_i."""
+    from tpp.bench import brgemm_suite, gemm_suite
+    batch, m, n, k = 3, 5, 19, 7
+    rng = np.random.default_rng(1)
+    a = gemm_suite.aligned_empty((batch, m, k), np.float32)
+    b = gemm_suite.aligned_empty((batch, k, n), np.float32)
+    a[...], b[...] = rng.uniform(-1, 1, a.shape), rng.uniform(-1, 1, b.shape)
+    br = tpp.brgemm(m, n, k, variant=variant, beta=0.0)
+    c_raw, c_call = np.full((m, n), np.nan, np.float32), np.full((m, n), np.nan, np.float32)
+    args, keep = brgemm_suite.kernel_args(variant, a, b, c_raw)
+    repeat.address_runner(br.address, br.kernel.target, args, keep)(2)     # beta=0: twice = once
+    brgemm_suite.call_fn(br, variant, a, b, c_call)()
+    ref = np.einsum("imk,ikn->mn", a.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_allclose(c_raw, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(c_raw, c_call)
+
+
+def test_brgemm_rows(capsys):
+    rows = _run(capsys, ["brgemm", "--sizes", "8x24x5", "--batch", "3", "--variant", "all", *FAST])
+    assert [r["variant"] for r in rows] == ["stride", "offset", "address"]
+    for r in rows:
+        assert r["suite"] == "brgemm" and r["batch"] == 3 and r["flops"] == 2 * 8 * 24 * 5 * 3
+        assert r["result_ok"] and r["baseline_agrees"], r["max_rel_err"]
+        assert r["tpp_kernel"]["pct_peak"] > 0 and r["peak"]["gflops"] > 0
+        assert r["numpy"]["candidates"] == 3 and r["numpy"]["expr"] in r["numpy"]["all_us"]
+    with pytest.raises(SystemExit):
+        cli.main(["brgemm", "--variant", "strided"])
+
+
+def test_matmul_rows_and_table(capsys):
+    rows = _run(capsys, ["matmul", "--sizes", "40x30x20", "--threads", "1,2", *FAST])
+    assert [(r["threads"], r["shape"]) for r in rows] == [(1, "40x30x20"), (2, "40x30x20")]
+    for r in rows:
+        assert r["result_ok"] and r["baseline_agrees"], r["max_rel_err"]
+        assert r["tpp"]["gflops"] > 0 and r["numpy"]["gflops"] > 0 and r["ratio"] > 0
+    assert "speedup_vs_1" not in rows[0] and rows[1]["speedup_vs_1"] > 0
+    assert cli.main(["matmul", "--sizes", "16", "--threads", "1", "--repeat", "1", "--min-time", "0.2"]) == 0
+    text = capsys.readouterr().out
+    assert "topology: CPUs" in text and "not pinned" in text and "tpp/np" in text
+    with pytest.raises(SystemExit):
+        cli.main(["matmul", "--cpu", "0"])
+
+
+def test_topology_facts():
+    from tpp.bench import matmul_suite
+    info = matmul_suite.topology(measure=False)
+    assert info["cpus"] and set(info["siblings"]) == set(info["cpus"])
+    assert "fma_scaling_2cpus" not in info
+    assert "distinct core" in matmul_suite.describe_topology(info)
+
+
+def test_prepare_hook_runs_untimed_before_each_repetition():
+    from tpp.bench import timing
+    calls = []
+    noop = timing.loop(lambda: None)
+    _, per_op = timing.sample_many({"x": noop, "y": noop}, repeat=3, min_time=1e-5,
+                                        warmup=1, prepare={"x": lambda: calls.append(1)})
+    assert len(per_op["x"]) == 3 and len(calls) == 1 + 1 + 3       # calibration, warm-up, repetitions
+
+
+def test_quick_suite_has_the_brgemm_target():
+    from tpp.bench import brgemm_suite
+    assert brgemm_suite.QUICK == ((64, 64, 64, 16, "stride"),)
