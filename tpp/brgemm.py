@@ -14,9 +14,12 @@ strides are compiled in; a call with other strides dispatches a kernel for them.
 """
 from __future__ import annotations
 
+import ctypes
+
 import cffi
 import numpy as np
 
+from .arrayabi import LAYOUT
 from .descriptors import BrgemmDesc
 from .errors import AliasError, DTypeError, ShapeError
 from .kernel import Kernel
@@ -26,6 +29,10 @@ _ffi.cdef("typedef struct { void *data; int64_t ld; } tpp_tensor;")
 
 
 def _address(a: np.ndarray) -> int:
+    """The data pointer: read from the array object where its layout is known (~0.3 us;
+    __array_interface__ builds a dict, ~1.8 us)."""
+    if LAYOUT is not None and type(a) is np.ndarray:
+        return ctypes.c_void_p.from_address(id(a) + LAYOUT.data).value or 0
     return a.__array_interface__["data"][0]
 
 
@@ -45,6 +52,7 @@ class BatchReduceKernel:
         self._get_kernel = get_kernel
         self._np = kernel._np[0]
         self._what = f"tpp brgemm({self.descriptor.variant})"
+        self._fn = _ffi.cast("void (*)(tpp_tensor *)", kernel.address) if kernel.address else None
 
     ir = property(lambda self: self.kernel.ir)
     asm = property(lambda self: self.kernel.asm)
@@ -103,16 +111,17 @@ class BatchReduceKernel:
         for name, lo, hi in extents:
             if lo < c_hi and c_lo < hi:
                 raise AliasError(f"{self._what}: output 'c' overlaps '{name}'")
-        kernel = self.kernel
+        fn = self._fn
         want = dict(lda=lds[0], ldb=lds[1], ldc=ldc, **lds[2])
         if any(getattr(d, key) != value for key, value in want.items()):
-            kernel = self._get_kernel(_replace(d, **want), kernel.target)
+            sibling = self._get_kernel(_replace(d, **want), self.kernel.target)
+            fn = _ffi.cast("void (*)(tpp_tensor *)", sibling.address)
         tensors = _ffi.new("tpp_tensor[]", len(args) + 1)
         entries = [args[0], args[1], (_address(c), ldc)] + args[2:]
         for t, (data, ld) in zip(tensors, entries):
             t.data = _ffi.cast("void *", data)
             t.ld = ld
-        _ffi.cast("void (*)(tpp_tensor *)", kernel.address)(tensors)
+        fn(tensors)
         del keep        # the arrays the tensors point into lived until here
         return c
 
