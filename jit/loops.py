@@ -68,3 +68,18 @@ class Loop:
         b.position_at_end(self.exit)
         return False
 
+
+
+def fold(b: ir.IRBuilder, count: int, unroll: int, carry: list, step, name: str = "fold") -> list:
+    """carry = step(i, carry) for i in range(count), as a loop over `unroll` steps per
+    iteration followed by the remaining steps inline; returns the final carry."""
+    main = count // unroll * unroll
+    with Loop(b, 0, main, unroll, carry=carry, name=name) as lp:
+        values = list(lp.vars)
+        for u in range(unroll):
+            values = step(b.add(lp.i, i64(u)), values)
+        lp.next(*values)
+    values = list(lp.vars)
+    for i in range(main, count):
+        values = step(i64(i), values)
+    return values

@@ -19,7 +19,7 @@ import math
 
 from llvmlite import ir
 
-from ..jit.loops import I64, Loop, i64
+from ..jit.loops import I64, Loop, fold, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import PTR, VecBuilder
@@ -221,16 +221,7 @@ def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i
         return out
 
     # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest.
-    k_main = k // K_UNROLL * K_UNROLL
-    with Loop(b, 0, k_main, K_UNROLL, carry=accs, name="k") as kl:
-        step = list(kl.vars)
-        for u in range(K_UNROLL):
-            step = k_step(b.add(kl.i, i64(u)), step)
-        kl.next(*step)
-    accs = list(kl.vars)
-    for kk in range(k_main, k):
-        accs = k_step(i64(kk), accs)
-    return accs
+    return fold(b, k, K_UNROLL, accs, k_step, name="k")
 
 
 def flops(m: int, n: int, k: int) -> int:

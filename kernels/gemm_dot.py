@@ -17,7 +17,7 @@ from typing import Callable
 
 from llvmlite import ir
 
-from ..jit.loops import Loop, i64
+from ..jit.loops import fold, i64
 from ..jit.types import BFLOAT, DType
 from ..jit.vec import I8, I16, I32, VecBuilder, bf16_to_f32
 from .operands import element_ptr
@@ -101,18 +101,9 @@ def block_product_dot(b: ir.IRBuilder, v: VecBuilder, dot: DotKind, a_ptr, b_ptr
                                         dot.widen(v, groups[u], dot.b is DType.I8)))
         return out
 
-    full = k // g
-    main = full // UNROLL * UNROLL          # groups in the unrolled loop; the rest after it
-    with Loop(b, 0, main, UNROLL, carry=accs, name="kgroup") as kl:
-        step_accs = list(kl.vars)
-        for u in range(UNROLL):
-            step_accs = step(b.add(kl.i, i64(u)), step_accs)
-        kl.next(*step_accs)
-    accs = list(kl.vars)
-    for p in range(main, full):
-        accs = step(i64(p), accs)
+    accs = fold(b, k // g, UNROLL, accs, step, name="kgroup")
     if k % g:
-        accs = step(i64(full), accs, rows=k % g)
+        accs = step(i64(k // g), accs, rows=k % g)
     return accs
 
 

@@ -117,23 +117,12 @@ class MatmulDesc:
             def at(ptr, index):
                 return b.gep(ptr, [index], source_etype=dt.storage)
 
-            def pick(flag_rows, flag_cols, full, edge, call):
-                """call(rows, cols) in the branch that matches the block's edges."""
-                with b.if_else(flag_rows) as (last_r, inner_r):
-                    for flag, rows in ((last_r, edge[0]), (inner_r, full[0])):
-                        with flag:
-                            with b.if_else(flag_cols) as (last_c, inner_c):
-                                with last_c:
-                                    call(rows, edge[1])
-                                with inner_c:
-                                    call(rows, full[1])
-
             with b.if_else(b.icmp_signed("<", blk, i64(mbs * kcs))) as (pack_a, pack_b):
                 with pack_a:
                     mb, kc = b.sdiv(blk, i64(kcs)), b.srem(blk, i64(kcs))
                     src = at(a, b.add(b.mul(b.mul(mb, i64(p.mb)), i64(self.lda)), b.mul(kc, i64(p.kb))))
                     dst = at(ap, b.mul(blk, i64(p.mb * p.kb)))
-                    pick(b.icmp_signed("==", mb, i64(mbs - 1)), b.icmp_signed("==", kc, i64(kcs - 1)),
+                    _by_edges(b, b.icmp_signed("==", mb, i64(mbs - 1)), b.icmp_signed("==", kc, i64(kcs - 1)),
                          (p.mb, p.kb), (m_edge, k_edge),
                          lambda r, c: ctx.call(copy(r, c), [(src, self.lda), (dst, p.kb)]))
                 with pack_b:
@@ -141,7 +130,7 @@ class MatmulDesc:
                     nb, kc = b.sdiv(j, i64(kcs)), b.srem(j, i64(kcs))
                     src = at(bb, b.add(b.mul(b.mul(kc, i64(p.kb)), i64(self.ldb)), b.mul(nb, i64(p.nb))))
                     dst = at(bp, b.mul(j, i64(p.kb * p.nb)))
-                    pick(b.icmp_signed("==", kc, i64(kcs - 1)), b.icmp_signed("==", nb, i64(nbs - 1)),
+                    _by_edges(b, b.icmp_signed("==", kc, i64(kcs - 1)), b.icmp_signed("==", nb, i64(nbs - 1)),
                          (p.kb, p.nb), (k_edge, n_edge),
                          lambda r, c: ctx.call(copy(r, c), [(src, self.ldb), (dst, p.nb)]))
         return body
@@ -190,16 +179,22 @@ class MatmulDesc:
                     args.append((at(ptr, odt, offset), ld))
                 ctx.call(last, args + [(c_blk, self.ldc)])
 
-            full_m, full_n = min(p.mb, self.m), min(p.nb, self.n)
-            with b.if_else(b.icmp_signed("==", mb, i64(mbs - 1))) as (edge_m, inner_m):
-                for flag, mr in ((edge_m, m_edge), (inner_m, full_m)):
-                    with flag:
-                        with b.if_else(b.icmp_signed("==", nb, i64(nbs - 1))) as (edge_n, inner_n):
-                            with edge_n:
-                                run(mr, n_edge)
-                            with inner_n:
-                                run(mr, full_n)
+            _by_edges(b, b.icmp_signed("==", mb, i64(mbs - 1)), b.icmp_signed("==", nb, i64(nbs - 1)),
+                      (min(p.mb, self.m), min(p.nb, self.n)), (m_edge, n_edge), run)
         return body
+
+
+def _by_edges(b, last_row, last_col, full: tuple[int, int], edge: tuple[int, int], call) -> None:
+    """call(rows, cols) with the block sizes that match whether this is the last block
+    row / column: four branches, each calling code compiled for its sizes."""
+    with b.if_else(last_row) as (edge_r, inner_r):
+        for flag, rows in ((edge_r, edge[0]), (inner_r, full[0])):
+            with flag:
+                with b.if_else(last_col) as (edge_c, inner_c):
+                    with edge_c:
+                        call(rows, edge[1])
+                    with inner_c:
+                        call(rows, full[1])
 
 
 def _default_plan(dtype: DType) -> MatmulPlan:
