@@ -228,6 +228,11 @@ class VecBuilder:
         return self.b.call(fn, [v])
 
     # ---- target instructions, looked up in the target's intrinsic table ----------
+    def prefetch(self, ptr: ir.Value) -> None:
+        """A read prefetch into L1 (LangRef: llvm.prefetch; rw=0, locality=3, data cache)."""
+        fn = declare(self.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+        self.b.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
     def has_op(self, op: str, t: ir.Type) -> bool:
         """Whether the target's table has `op` for values of type t."""
         return bool(self.target and self.target.intrinsic(f"{op}.{_suffix(t)}"))

@@ -36,6 +36,9 @@ OUT_DTYPES = {DType.F32: {DType.F32}, DType.F64: {DType.F64}, DType.BF16: {DType
 ACCUMULATOR = {DType.BF16: DType.F32, DType.U8: DType.I32}      # others accumulate in their own type
 MAX_MR = 16
 K_UNROLL = 2
+# B rows ahead to prefetch in long K loops: matmul 1024 went from 0.89x to 0.95x of
+# OpenBLAS with 16 (interleaved runs); short loops (K <= 32) keep their data in L1.
+PREFETCH = 16
 
 
 def gemm(a, b, c, beta, trans_a, trans_b):
@@ -208,6 +211,10 @@ def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i
             b_row = element_ptr(b, b_col, dtype, b.mul(kk, ldb))
             bvecs = [v.load(element_ptr(b, b_row, dtype, i64(u * lanes)), dtype, masks[u])
                      for u in range(nvec)]
+            if PREFETCH and k > 2 * PREFETCH:
+                ahead = element_ptr(b, b_row, dtype, b.mul(i64(PREFETCH), ldb))
+                for u in range(nvec):
+                    v.prefetch(element_ptr(b, ahead, dtype, i64(u * lanes)))
         if trans_a:
             a_row_k = element_ptr(b, a_base, dtype, b.mul(kk, lda))
         out = []
