@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 
-import cffi
 import numpy as np
 
-from tpp import Kernel, Target
+from tpp import Kernel, Target, cabi
+from tpp.cabi import ffi
 from tpp.jit import compiler
 
 SYMBOL = "tpp_bench_repeat"
@@ -37,8 +37,6 @@ done:
 }}
 """
 
-ffi = cffi.FFI()
-ffi.cdef("typedef struct { void *data; int64_t ld; } tpp_tensor;")
 _lock = threading.Lock()
 _repeaters: dict[Target, object] = {}
 
@@ -68,14 +66,9 @@ def tensors(arrays: list[np.ndarray]):
     return table
 
 
-def table(entries: list[tuple[int, int]]):
-    """A tpp_tensor[] filled verbatim: (data address, ld) per entry, as a kernel's C ABI
-    documents them (e.g. a BRGEMM's {NULL, count} entry is (0, count))."""
-    out = ffi.new("tpp_tensor[]", len(entries))
-    for entry, (data, ld) in zip(out, entries):
-        entry.data = ffi.cast("void *", data)
-        entry.ld = ld
-    return out
+# A tpp_tensor[] filled verbatim: (data address, ld) per entry, as a kernel's C ABI
+# documents them (e.g. a BRGEMM's {NULL, count} entry is (0, count)).
+table = cabi.tensors
 
 
 def address_runner(address: int, target: Target, args, keep=()):

@@ -230,6 +230,3 @@ def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i
     # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest.
     return fold(b, k, K_UNROLL, accs, k_step, name="k")
 
-
-def flops(m: int, n: int, k: int) -> int:
-    return 2 * m * n * k

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import checks, pool
+from .. import cabi, checks, pool
 from ..descriptors import BrgemmDesc, GemmDesc, UnaryDesc
 from ..dispatch import current_target, get_functions
 from ..dtypes import parse as parse_dtype, to_numpy
@@ -256,12 +256,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     ops = desc.operands()
     arrays = [checks.as_array(what, op, x, to_numpy(op.dtype)) for op, x in zip(ops, [a, b, *extras, out])]
     checks.check_overlap(what, ops, arrays, False)
-    compute, pack = (pool.ffi.cast(pool.NEST_SIGNATURE, f) for f in get_functions(desc, suffixes=("", "_pack")))
-    packed = _buffers(desc)
-    tensors = pool.ffi.new("tpp_tensor[]", len(arrays) + 2)
-    for t, x in zip(tensors, arrays + list(packed)):
-        t.data = pool.ffi.cast("void *", x.__array_interface__["data"][0])
-        t.ld = _row_stride(x)
+    compute, pack = (cabi.ffi.cast(cabi.NEST, f) for f in get_functions(desc, suffixes=("", "_pack")))
+    tensors = cabi.tensors([(cabi.data_address(x), _row_stride(x)) for x in arrays + list(_buffers(desc))])
     pool.run(pack, tensors, desc.pack_nest().parallel_extent, threads)
     pool.run(compute, tensors, desc.compute_nest().parallel_extent, threads)
     return out
@@ -269,6 +265,4 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
 
 def _row_stride(x: np.ndarray) -> int:
     """Row stride in elements (a single row's is its width); the checks validate it."""
-    if x.ndim == 2 and x.shape[0] > 1 and x.strides[0] > 0:
-        return x.strides[0] // x.itemsize
-    return x.shape[-1]
+    return cabi.row_stride(x, x.shape[-1])

@@ -14,31 +14,18 @@ strides are compiled in; a call with other strides dispatches a kernel for them.
 """
 from __future__ import annotations
 
-import ctypes
-
-import cffi
 import numpy as np
 
-from .arrayabi import LAYOUT
+from .cabi import KERNEL, data_address, ffi, row_stride, tensors
 from .descriptors import BrgemmDesc
 from .errors import AliasError, DTypeError, ShapeError
 from .kernel import Kernel
 
-_ffi = cffi.FFI()
-_ffi.cdef("typedef struct { void *data; int64_t ld; } tpp_tensor;")
-
-
-def _address(a: np.ndarray) -> int:
-    """The data pointer: read from the array object where its layout is known (~0.3 us;
-    __array_interface__ builds a dict, ~1.8 us)."""
-    if LAYOUT is not None and type(a) is np.ndarray:
-        return ctypes.c_void_p.from_address(id(a) + LAYOUT.data).value or 0
-    return a.__array_interface__["data"][0]
 
 
 def _extent(name: str, x: np.ndarray) -> tuple[str, int, int]:
     """(name, first byte, one past the last byte) an array view can touch."""
-    lo = _address(x)
+    lo = data_address(x)
     last = sum((size - 1) * stride for size, stride in zip(x.shape, x.strides)) if x.size else -x.itemsize
     return name, lo, lo + last + x.itemsize
 
@@ -52,7 +39,7 @@ class BatchReduceKernel:
         self._get_kernel = get_kernel
         self._np = kernel._np[0]
         self._what = f"tpp brgemm({self.descriptor.variant})"
-        self._fn = _ffi.cast("void (*)(tpp_tensor *)", kernel.address) if kernel.address else None
+        self._fn = ffi.cast(KERNEL, kernel.address) if kernel.address else None
 
     ir = property(lambda self: self.kernel.ir)
     asm = property(lambda self: self.kernel.asm)
@@ -86,7 +73,7 @@ class BatchReduceKernel:
         x = self._array(name, x, 2)
         if x.shape != shape:
             raise ShapeError(f"{self._what}: argument '{name}' must have shape {shape}, got {x.shape}")
-        return x, (x.strides[0] // x.itemsize if shape[0] > 1 else shape[1])
+        return x, row_stride(x, shape[1])
 
     def _shapes(self):
         d = self.descriptor
@@ -106,7 +93,7 @@ class BatchReduceKernel:
             args, lds, extents, keep = self._offset_args(a, b, a_offsets, b_offsets, a_shape, b_shape)
         else:
             args, lds, extents, keep = self._address_args(a, b, a_shape, b_shape)
-        c_lo = _address(c)
+        c_lo = data_address(c)
         c_hi = c_lo + ((d.m - 1) * ldc + d.n) * c.itemsize
         for name, lo, hi in extents:
             if lo < c_hi and c_lo < hi:
@@ -115,13 +102,8 @@ class BatchReduceKernel:
         want = dict(lda=lds[0], ldb=lds[1], ldc=ldc, **lds[2])
         if any(getattr(d, key) != value for key, value in want.items()):
             sibling = self._get_kernel(_replace(d, **want), self.kernel.target)
-            fn = _ffi.cast("void (*)(tpp_tensor *)", sibling.address)
-        tensors = _ffi.new("tpp_tensor[]", len(args) + 1)
-        entries = [args[0], args[1], (_address(c), ldc)] + args[2:]
-        for t, (data, ld) in zip(tensors, entries):
-            t.data = _ffi.cast("void *", data)
-            t.ld = ld
-        fn(tensors)
+            fn = ffi.cast(KERNEL, sibling.address)
+        fn(tensors([args[0], args[1], (data_address(c), ldc)] + args[2:]))
         del keep        # the arrays the tensors point into lived until here
         return c
 
@@ -141,7 +123,7 @@ class BatchReduceKernel:
         strides = dict(stride_a=a.strides[0] // isz if count > 1 else d.stride_a,
                        stride_b=b.strides[0] // isz if count > 1 else d.stride_b)
         extents = [_extent("a", a), _extent("b", b)] if count else []
-        return [(_address(a), lda), (_address(b), ldb), (0, count)], (lda, ldb, strides), extents, (a, b)
+        return [(data_address(a), lda), (data_address(b), ldb), (0, count)], (lda, ldb, strides), extents, (a, b)
 
     def _offset_args(self, a, b, a_offsets, b_offsets, a_shape, b_shape):
         if a_offsets is None or b_offsets is None:
@@ -162,13 +144,13 @@ class BatchReduceKernel:
                 raise ShapeError(f"{self._what}: a block of '{name}' at offset {int(offs.max())} with row stride "
                                  f"{ld} would end past the buffer's {buf.size} elements")
             keep += [buf, offs]
-            args.append((_address(buf), ld, offs))
+            args.append((data_address(buf), ld, offs))
         if args[0][2].size != args[1][2].size:
             raise ShapeError(f"{self._what}: a_offsets and b_offsets must have the same length")
         count = int(args[0][2].size)
         extents = [_extent("a", keep[0]), _extent("b", keep[2])]
-        return [(args[0][0], args[0][1]), (args[1][0], args[1][1]), (_address(args[0][2]), count),
-                (_address(args[1][2]), count)], (d.lda, d.ldb, {}), extents, keep
+        return [(args[0][0], args[0][1]), (args[1][0], args[1][1]), (data_address(args[0][2]), count),
+                (data_address(args[1][2]), count)], (d.lda, d.ldb, {}), extents, keep
 
     def _address_args(self, a, b, a_shape, b_shape):
         if not isinstance(a, (list, tuple)) or not isinstance(b, (list, tuple)) or len(a) != len(b):
@@ -188,10 +170,10 @@ class BatchReduceKernel:
                 elif ld != lds[which] and shape[0] > 1:
                     raise ShapeError(f"{self._what}: all blocks of '{'ab'[which]}' must share one row stride, "
                                      f"{name} has {ld}, the first {lds[which]}")
-                table[i] = _address(x)
+                table[i] = data_address(x)
                 extents.append(_extent(name, x))
             pointers.append(table)
-        return [(_address(pointers[0]), lds[0]), (_address(pointers[1]), lds[1]), (0, count)], \
+        return [(data_address(pointers[0]), lds[0]), (data_address(pointers[1]), lds[1]), (0, count)], \
             (lds[0], lds[1], {}), extents, (pointers, a, b)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from .dtypes import NUMPY
 from .jit.types import DType
 from .arrayabi import accepted_shapes, min_row_stride, same_tile
+from .cabi import data_address, row_stride
 from .errors import AliasError, DTypeError, ShapeError
 from .kernels.operands import Bcast, Operand
 
@@ -55,8 +56,8 @@ def as_array(what: str, op: Operand, value, dtype: np.dtype) -> np.ndarray:
 
 
 def _extent(op: Operand, arr: np.ndarray) -> tuple[int, int, int]:
-    lo = arr.__array_interface__["data"][0]
-    ld = arr.strides[0] // arr.itemsize if arr.ndim == 2 and arr.shape[0] > 1 else op.cols
+    lo = data_address(arr)
+    ld = row_stride(arr, op.cols)
     return lo, lo + ((op.rows - 1) * ld + op.cols) * arr.itemsize, ld
 
 

@@ -8,15 +8,11 @@ Python checks (checks.py) raise a clear error or convert the arguments
 """
 from __future__ import annotations
 
-import cffi
 import numpy as np
 
-from . import arrayabi, checks
+from . import arrayabi, cabi, checks
 from .dtypes import to_numpy
 from .errors import TargetError
-
-_ffi = cffi.FFI()
-_ffi.cdef("typedef struct { void *data; int64_t ld; } tpp_tensor;")
 
 
 class Kernel:
@@ -42,7 +38,7 @@ class Kernel:
         self._reads_output = bool(getattr(descriptor, "reads_output", False))
         self._out_shape = arrayabi.accepted_shapes(self._outs[0][0])[0]
         self._out_dtype = self._outs[0][1]
-        self._raw = _ffi.cast("void(*)(tpp_tensor *)", address) if address else None
+        self._raw = cabi.ffi.cast(cabi.KERNEL, address) if address else None
         self._native = self._methoddef = None
         if entry and address:
             tab = arrayabi.table(ops, self._np, address, descriptor.elementwise)
@@ -93,15 +89,12 @@ class Kernel:
         arrays = [checks.as_array(self._what, op, val, dt)
                   for op, val, dt in zip(self._operands, list(args) + list(outs), self._np)]
         checks.check_overlap(self._what, self._operands, arrays, self.descriptor.elementwise)
-        lds = [a.strides[0] // a.itemsize if a.ndim == 2 and a.shape[0] > 1 else None for a in arrays]
+        lds = [cabi.row_stride(a, None) for a in arrays]
         raw = self._raw
         if any(op.ld is not None and ld is not None and ld != op.ld for op, ld in zip(self._operands, lds)):
             raw = self._sibling(lds)._raw          # compiled for other row strides
-        tensors = _ffi.new("tpp_tensor[]", len(arrays))
-        for t, op, a, ld in zip(tensors, self._operands, arrays, lds):
-            t.data = _ffi.cast("void *", a.__array_interface__["data"][0])
-            t.ld = arrayabi.default_ld(op) if ld is None else ld
-        raw(tensors)   # cffi releases the GIL around the call
+        raw(cabi.tensors([(cabi.data_address(a), arrayabi.default_ld(op) if ld is None else ld)
+                          for op, a, ld in zip(self._operands, arrays, lds)]))   # cffi releases the GIL
 
     def _sibling(self, lds: list[int | None]) -> "Kernel":
         """The kernel for these row strides (descriptors with compiled-in leading

@@ -10,13 +10,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import cffi
-
 from . import config
-
-ffi = cffi.FFI()
-ffi.cdef("typedef struct { void *data; int64_t ld; } tpp_tensor;")
-NEST_SIGNATURE = "void (*)(tpp_tensor *, int64_t, int64_t)"
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
