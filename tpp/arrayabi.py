@@ -97,8 +97,12 @@ def same_tile(a: Operand, b: Operand) -> bool:
 
 
 # ---- the table ---------------------------------------------------------------------------
-HEADER = 4          # ndarray type, kernel address, release-GIL flag, elementwise flag
-FIELDS = 15         # per operand, see table()
+# The table: a header, then FIELDS int64 per operand, in the order table() writes them.
+H_NDARRAY, H_KERNEL, H_RELEASE_GIL, H_ELEMENTWISE = range(4)
+HEADER = 4
+(F_DESCR, F_ITEMSIZE, F_OUTPUT, F_ROWS, F_COLS, F_SINGLE_ROW_LD, F_MIN_ROW_STRIDE, F_FULL,
+ F_SHAPE_A, _, _, F_SHAPE_B, _, _, F_REQUIRED_LD) = range(15)      # a shape is (nd, d0, d1)
+FIELDS = 15
 
 
 def table(operands: list[Operand], numpy_dtypes: list[np.dtype], kernel_address: int,
@@ -148,9 +152,9 @@ def emit_entry(module: ir.Module, count: int, layout: Layout, name: str) -> str:
         base = HEADER + k * FIELDS
         t = lambda f: at(tab, base + f)   # noqa: E731 - table field f of operand k
         obj = at(argv, k, PTR)
-        refuse_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.ob_type, PTR), I64), at(tab, 0)))
-        refuse_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.descr, PTR), I64), t(0)))
-        need = b.select(b.icmp_signed("!=", t(2), i64(0)), ir.Constant(I32, NPY_ALIGNED | NPY_WRITEABLE),
+        refuse_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.ob_type, PTR), I64), at(tab, H_NDARRAY)))
+        refuse_if(b.icmp_unsigned("!=", b.ptrtoint(field(obj, layout.descr, PTR), I64), t(F_DESCR)))
+        need = b.select(b.icmp_signed("!=", t(F_OUTPUT), i64(0)), ir.Constant(I32, NPY_ALIGNED | NPY_WRITEABLE),
                         ir.Constant(I32, NPY_ALIGNED))
         refuse_if(b.icmp_unsigned("!=", b.and_(field(obj, layout.flags, I32), need), need))
         ld = _check_shape(b, fn, obj, field, at, t, layout, refuse_if)
@@ -158,13 +162,13 @@ def emit_entry(module: ir.Module, count: int, layout: Layout, name: str) -> str:
         for f, value in enumerate((data, ld)):
             b.store(value, b.gep(args, [i64(k), ir.Constant(I32, f)], source_etype=TENSOR))
         lo = b.ptrtoint(data, I64)
-        elems = b.add(b.mul(b.sub(t(3), i64(1)), ld), t(4))
-        extents.append((lo, b.add(lo, b.mul(elems, t(1))), ld))
+        elems = b.add(b.mul(b.sub(t(F_ROWS), i64(1)), ld), t(F_COLS))
+        extents.append((lo, b.add(lo, b.mul(elems, t(F_ITEMSIZE))), ld))
 
     _check_overlap(b, count, extents, at, tab, refuse_if)
     # an indirect callee: llvmlite's call() wants a pointer that knows its function type
-    kernel = b.inttoptr(at(tab, 1), _TypedPointerType(ir.FunctionType(ir.VoidType(), [PTR])))
-    release = b.icmp_signed("!=", at(tab, 2), i64(0))
+    kernel = b.inttoptr(at(tab, H_KERNEL), _TypedPointerType(ir.FunctionType(ir.VoidType(), [PTR])))
+    release = b.icmp_signed("!=", at(tab, H_RELEASE_GIL), i64(0))
     with b.if_else(release) as (big, small):
         with big:
             save = declare(module, "PyEval_SaveThread", PTR, [])
@@ -193,7 +197,7 @@ def _check_shape(b, fn, obj, field, at, t, layout: Layout, refuse_if) -> ir.Valu
     # dims are read only as far as nd goes: a 0-d array may have no dims array, so
     # absent dims read the table object's first word instead (always readable).
     readable = fn.args[0]
-    for alt in (8, 11):     # table fields of shape A and shape B: (nd, d0, d1)
+    for alt in (F_SHAPE_A, F_SHAPE_B):
         match = b.icmp_signed("==", nd, t(alt))
         for i in range(2):
             has = b.icmp_signed(">", nd, i64(i))
@@ -201,7 +205,7 @@ def _check_shape(b, fn, obj, field, at, t, layout: Layout, refuse_if) -> ir.Valu
             match = b.and_(match, b.or_(b.not_(has), b.icmp_signed("==", dim, t(alt + 1 + i))))
         ok = b.or_(ok, match)
     refuse_if(b.not_(ok))
-    isz = t(1)
+    isz = t(F_ITEMSIZE)
     # unit element stride where the last dimension has more than one element
     last = b.sub(nd, i64(1))
     has_elems = b.icmp_signed(">", nd, i64(0))
@@ -211,7 +215,7 @@ def _check_shape(b, fn, obj, field, at, t, layout: Layout, refuse_if) -> ir.Valu
         refuse_if(b.and_(wide, b.icmp_signed("!=", at(strides, last_i), isz)))
     # a row stride when there are several rows
     two = b.icmp_signed("==", nd, i64(2))
-    single_row_ld = t(5)
+    single_row_ld = t(F_SINGLE_ROW_LD)
     block_pre = b.block
     rows_block = fn.append_basic_block("rows")
     done = fn.append_basic_block("ld")
@@ -219,10 +223,10 @@ def _check_shape(b, fn, obj, field, at, t, layout: Layout, refuse_if) -> ir.Valu
     b.position_at_end(rows_block)
     several = b.icmp_signed(">", at(dims, 0), i64(1))
     s0 = at(strides, 0)
-    bad = b.or_(b.icmp_signed("<", s0, b.mul(t(6), isz)), b.icmp_signed("!=", b.srem(s0, isz), i64(0)))
+    bad = b.or_(b.icmp_signed("<", s0, b.mul(t(F_MIN_ROW_STRIDE), isz)), b.icmp_signed("!=", b.srem(s0, isz), i64(0)))
     refuse_if(b.and_(several, bad))
     ld_rows = b.select(several, b.sdiv(s0, isz), single_row_ld)
-    required = t(14)       # a kernel compiled for one row stride takes no other
+    required = t(F_REQUIRED_LD)       # a kernel compiled for one row stride takes no other
     refuse_if(b.and_(several, b.and_(b.icmp_signed(">=", required, i64(0)),
                                      b.icmp_signed("!=", ld_rows, required))))
     block_rows = b.block
@@ -236,28 +240,30 @@ def _check_shape(b, fn, obj, field, at, t, layout: Layout, refuse_if) -> ir.Valu
 
 def _check_overlap(b, count, extents, at, tab, refuse_if) -> None:
     """An output may overlap nothing, except an input it is exactly (elementwise kernels)."""
-    elementwise = b.icmp_signed("!=", at(tab, 3), i64(0))
+    elementwise = b.icmp_signed("!=", at(tab, H_ELEMENTWISE), i64(0))
+
+    def fld(k: int, f: int) -> ir.Value:
+        return at(tab, HEADER + k * FIELDS + f)
+
     for o in range(count):
-        is_out = b.icmp_signed("!=", at(tab, HEADER + o * FIELDS + 2), i64(0))
+        is_out = b.icmp_signed("!=", fld(o, F_OUTPUT), i64(0))
         o_lo, o_hi, o_ld = extents[o]
         for p in range(count):
             if p == o:
                 continue
             p_lo, p_hi, p_ld = extents[p]
-            p_out = b.icmp_signed("!=", at(tab, HEADER + p * FIELDS + 2), i64(0))
+            p_out = b.icmp_signed("!=", fld(p, F_OUTPUT), i64(0))
             if p < o:   # a pair of outputs is checked once
                 p_relevant = b.not_(p_out)
             else:
                 p_relevant = ir.Constant(ir.IntType(1), 1)
             overlap = b.and_(b.icmp_unsigned("<", o_lo, p_hi), b.icmp_unsigned("<", p_lo, o_hi))
             same = b.and_(b.icmp_unsigned("==", o_lo, p_lo), b.icmp_signed("==", o_ld, p_ld))
-            same_shape = b.and_(b.icmp_signed("==", at(tab, HEADER + o * FIELDS + 3),
-                                              at(tab, HEADER + p * FIELDS + 3)),
-                                b.icmp_signed("==", at(tab, HEADER + o * FIELDS + 4),
-                                              at(tab, HEADER + p * FIELDS + 4)))
-            full = b.and_(b.icmp_signed("!=", at(tab, HEADER + o * FIELDS + 7), i64(0)),
-                          b.icmp_signed("!=", at(tab, HEADER + p * FIELDS + 7), i64(0)))
-            same_size = b.icmp_signed("==", at(tab, HEADER + o * FIELDS + 1), at(tab, HEADER + p * FIELDS + 1))
+            same_shape = b.and_(b.icmp_signed("==", fld(o, F_ROWS), fld(p, F_ROWS)),
+                                b.icmp_signed("==", fld(o, F_COLS), fld(p, F_COLS)))
+            full = b.and_(b.icmp_signed("!=", fld(o, F_FULL), i64(0)),
+                          b.icmp_signed("!=", fld(p, F_FULL), i64(0)))
+            same_size = b.icmp_signed("==", fld(o, F_ITEMSIZE), fld(p, F_ITEMSIZE))
             alias_ok = b.and_(b.and_(elementwise, b.not_(p_out)), b.and_(b.and_(same, same_shape),
                                                                            b.and_(full, same_size)))
             refuse_if(b.and_(b.and_(is_out, p_relevant), b.and_(overlap, b.not_(alias_ok))))
