@@ -1,10 +1,11 @@
 """tpp.ops.matmul: C = A B (+ a fused epilogue) for any sizes, from BRGEMM blocks.
 
 Two loop nests, compiled into one module:
-  pack:    A and B are copied, block by block, into a blocked layout: A as Mb x Kb
-           blocks (row stride Kb), B as Kb x Nb blocks (row stride Nb), each block
-           contiguous. Large row strides otherwise map a block's rows onto the same
-           cache sets (matmul at 2048 ran at 35 GF/s unpacked).
+  pack:    B is copied, block by block, into Kb x Nb blocks (row stride Nb), each
+           block contiguous: a block's rows are whole vector loads, and a large row
+           stride would map them onto the same cache sets (matmul at 2048 ran at
+           35 GF/s unpacked). A is read in place unless the plan asks to pack it too
+           (Mb x Kb blocks).
   compute: over Mb x Nb output blocks (the parallel loop): one BRGEMM (stride
            variant) over the full K chunks and one GEMM for the last chunk, which
            carries the epilogue. Edge blocks (remainders of M, N and K) use kernels
@@ -38,8 +39,12 @@ class MatmulPlan:
     nb: int = 32          # one tile of 2 vectors: a packed B block is then one contiguous panel
                           # (two tiles side by side put its rows 256 B apart, on a quarter of
                           # the L1 sets; measured 0.84 vs 0.89-0.90x OpenBLAS at 1024)
-    kb: int = 256
+    kb: int = 512
     order: tuple[str, str] = ("mb", "nb")     # outer, inner parallel loop
+    # Copy A into Mb x Kb blocks too? Reading A in place was 5-6% faster at 1024 and 2048
+    # (interleaved runs): its rows are broadcast one element at a time, so their stride
+    # costs little, while the copy is a pass over all of A through memory.
+    pack_a: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class MatmulDesc:
         """Elements of the packed A and B."""
         mbs, nbs, kcs = self.counts()
         p = self.plan
-        return mbs * kcs * p.mb * p.kb, nbs * kcs * p.kb * p.nb
+        return (mbs * kcs * p.mb * p.kb if p.pack_a else 0), nbs * kcs * p.kb * p.nb
 
     def compute_nest(self) -> Nest:
         mbs, nbs, _ = self.counts()
@@ -83,7 +88,7 @@ class MatmulDesc:
 
     def pack_nest(self) -> Nest:
         mbs, nbs, kcs = self.counts()
-        return Nest((Loop("blk", (mbs + nbs) * kcs),), parallel=1)
+        return Nest((Loop("blk", ((mbs if self.plan.pack_a else 0) + nbs) * kcs),), parallel=1)
 
     def operands(self) -> list[Operand]:
         return [Operand("a", self.dtype, self.m, self.k), Operand("b", self.dtype, self.k, self.n),
@@ -119,7 +124,8 @@ class MatmulDesc:
             def at(ptr, index):
                 return b.gep(ptr, [index], source_etype=dt.storage)
 
-            with b.if_else(b.icmp_signed("<", blk, i64(mbs * kcs))) as (pack_a, pack_b):
+            a_blocks = mbs * kcs if p.pack_a else 0
+            with b.if_else(b.icmp_signed("<", blk, i64(a_blocks))) as (pack_a, pack_b):
                 with pack_a:
                     mb, kc = b.sdiv(blk, i64(kcs)), b.srem(blk, i64(kcs))
                     src = at(a, b.add(b.mul(b.mul(mb, i64(p.mb)), i64(self.lda)), b.mul(kc, i64(p.kb))))
@@ -128,7 +134,7 @@ class MatmulDesc:
                          (p.mb, p.kb), (m_edge, k_edge),
                          lambda r, c: ctx.call(copy(r, c), [(src, self.lda), (dst, p.kb)]))
                 with pack_b:
-                    j = b.sub(blk, i64(mbs * kcs))
+                    j = b.sub(blk, i64(a_blocks))
                     nb, kc = b.sdiv(j, i64(kcs)), b.srem(j, i64(kcs))
                     src = at(bb, b.add(b.mul(b.mul(kc, i64(p.kb)), i64(self.ldb)), b.mul(nb, i64(p.nb))))
                     dst = at(bp, b.mul(j, i64(p.kb * p.nb)))
@@ -141,16 +147,18 @@ class MatmulDesc:
         p, dt, odt = self.plan, self.dtype, self.out_dtype
         mbs, nbs, kcs = self.counts()
         m_edge, n_edge, k_edge = self.edges()
+        # A's row stride and the distance between its K chunks, packed or in place
+        a_ld, a_chunk = (p.kb, p.mb * p.kb) if p.pack_a else (self.lda, p.kb)
         kernels = {}
         for mr in {min(p.mb, self.m), m_edge}:
             for nr in {min(p.nb, self.n), n_edge}:
                 tag = f"{name}_{mr}x{nr}"
-                last = GemmDesc(mr, nr, k_edge, dt, beta=1.0 if kcs > 1 else 0.0, lda=p.kb, ldb=p.nb,
+                last = GemmDesc(mr, nr, k_edge, dt, beta=1.0 if kcs > 1 else 0.0, lda=a_ld, ldb=p.nb,
                                 ldc=self.ldc, out_dtype=odt, epilogue=self.epilogue)
                 br = None
                 if kcs > 1:
-                    br = primitive(module, BrgemmDesc(mr, nr, p.kb, dt, "stride", beta=0.0, lda=p.kb, ldb=p.nb,
-                                                      ldc=self.ldc, stride_a=p.mb * p.kb, stride_b=p.kb * p.nb),
+                    br = primitive(module, BrgemmDesc(mr, nr, p.kb, dt, "stride", beta=0.0, lda=a_ld, ldb=p.nb,
+                                                      ldc=self.ldc, stride_a=a_chunk, stride_b=p.kb * p.nb),
                                    target, tag + "_br")
                 kernels[(mr, nr)] = (br, primitive(module, last, target, tag + "_last"))
         steps = epilogue_inputs(self.epilogue)
@@ -166,15 +174,18 @@ class MatmulDesc:
             def at(ptr, dtype, index):
                 return b.gep(ptr, [index], source_etype=dtype.storage)
 
-            a_blk = at(ap, dt, b.mul(mb, i64(kcs * p.mb * p.kb)))
+            if p.pack_a:
+                a_blk = at(ap, dt, b.mul(mb, i64(kcs * p.mb * p.kb)))
+            else:
+                a_blk = at(ctx.args[0][0], dt, b.mul(i0, i64(self.lda)))
             b_blk = at(bp, dt, b.mul(nb, i64(kcs * p.kb * p.nb)))
             c_blk = at(c, odt, b.add(b.mul(i0, i64(self.ldc)), j0))
 
             def run(mr: int, nr: int) -> None:
                 br, last = kernels[(mr, nr)]
                 if br is not None:
-                    ctx.call(br, [(a_blk, p.kb), (b_blk, p.nb), (c_blk, self.ldc), (a_blk, i64(kcs - 1))])
-                args = [(at(a_blk, dt, i64((kcs - 1) * p.mb * p.kb)), p.kb),
+                    ctx.call(br, [(a_blk, a_ld), (b_blk, p.nb), (c_blk, self.ldc), (a_blk, i64(kcs - 1))])
+                args = [(at(a_blk, dt, i64((kcs - 1) * a_chunk)), a_ld),
                         (at(b_blk, dt, i64((kcs - 1) * p.kb * p.nb)), p.nb)]
                 for step, (ptr, ld) in zip(steps, extras):
                     offset = j0 if step == "bias" else b.add(b.mul(i0, ld), j0)
@@ -205,7 +216,7 @@ def _default_plan(dtype: DType) -> MatmulPlan:
     rows = min(16, (target.vector_registers - 3) // 2)   # the GEMM microkernel's MR for 2 vectors
     if dtype is DType.F64:
         lanes //= 2
-    return MatmulPlan(mb=4 * rows, nb=2 * lanes, kb=256)
+    return MatmulPlan(mb=4 * rows, nb=2 * lanes)
 
 
 _scratch = threading.local()       # per thread: concurrent calls must not share packed buffers

@@ -35,7 +35,8 @@ def test_views_and_out(rng):
 
 
 @pytest.mark.parametrize("plan", [MatmulPlan(), MatmulPlan(28, 32, 64), MatmulPlan(56, 64, 128, ("nb", "mb")),
-                                  MatmulPlan(112, 16, 512)])
+                                  MatmulPlan(112, 16, 512), MatmulPlan(28, 32, 64, pack_a=True),
+                                  MatmulPlan(56, 64, 128, ("nb", "mb"), pack_a=True)])
 def test_retiling_changes_only_the_plan(plan, rng):
     a = rng.uniform(-1, 1, (150, 200)).astype(np.float32)
     b = rng.uniform(-1, 1, (200, 90)).astype(np.float32)
