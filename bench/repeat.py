@@ -57,13 +57,12 @@ def repeater(target: Target):
 def tensors(arrays: list[np.ndarray]):
     """A tpp_tensor[] for the arrays (inputs then outputs): data pointer and row stride
     in elements. The arrays must stay alive as long as the table is used."""
-    table = ffi.new("tpp_tensor[]", len(arrays))
-    for entry, a in zip(table, arrays):
+    entries = []
+    for a in arrays:
         if a.ndim == 2 and a.strides[1] != a.itemsize:
             raise ValueError("tpp-bench: element stride must be 1")
-        entry.data = ffi.cast("void *", a.ctypes.data)
-        entry.ld = a.strides[0] // a.itemsize if a.ndim == 2 else (a.shape[-1] if a.ndim else 1)
-    return table
+        entries.append((a.ctypes.data, a.strides[0] // a.itemsize if a.ndim == 2 else (a.shape[-1] if a.ndim else 1)))
+    return cabi.tensors(entries)
 
 
 # A tpp_tensor[] filled verbatim: (data address, ld) per entry, as a kernel's C ABI

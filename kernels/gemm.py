@@ -86,26 +86,25 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
               batch: str = "none", stride_a: int = 0, stride_b: int = 0,
               out_dtype: DType | None = None, b_vnni: bool = False,
               epilogue: tuple[str, ...] = ()) -> ir.Function:
-    """GEMM (batch="none") or BRGEMM: C = beta C + sum_i op(A_i) op(B_i).
+    """GEMM (batch="none") or BRGEMM: C = beta C + sum_i op(A_i) op(B_i), then the epilogue.
 
-    Arguments (tpp_tensor entries): [A, B, C] for GEMM; BRGEMM adds {aux, count}:
-      stride:  args[0]/[1] point at A_0/B_0, A_i = A_0 + i*stride_a (elements, compiled in);
-               args[3] = {NULL, count}
-      offset:  args[0]/[1] are base buffers, args[3] = {int64 offsets of A_i, count},
-               args[4] = {int64 offsets of B_i, count} (elements)
-      address: args[0]/[1] point at arrays of `count` pointers A_i / B_i; args[3] = {NULL, count}
-    A GEMM with an epilogue takes its extra inputs between B and C, in epilogue order:
-    [A, B, bias (1 x n), residual (m x n, any ld), C]. The epilogue is applied to the
-    accumulators in registers, before the store (see epilogue.py).
+    Arguments (tpp_tensor entries): [A, B, (bias), (residual), C], the epilogue's inputs
+    in epilogue order; BRGEMM adds {aux, count} entries after C:
+      stride:  A/B point at A_0/B_0, A_i = A_0 + i*stride_a (elements, compiled in);
+               aux = {NULL, count}
+      offset:  A/B are base buffers, aux = {int64 offsets of A_i, count}, then
+               {int64 offsets of B_i, count} (elements)
+      address: A/B point at arrays of `count` pointers A_i / B_i; aux = {NULL, count}
+    The epilogue is applied to the accumulators in registers, after the whole batch and
+    before the store (see epilogue.py).
     Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
     then a constant offset from one pointer that moves with k."""
     fn, b = define_kernel(module, name)
     extra = epilogue_inputs(epilogue)
-    if extra and batch != "none":
-        raise ValueError("an epilogue is offered for GEMM, not yet for BRGEMM")
     slots = unpack_args(b, fn.args[0], ARG_COUNT[batch] + len(extra))
     (a_arg, _), (b_arg, _) = slots[:2]
     c_ptr = slots[2 + len(extra)][0]
+    aux = slots[3 + len(extra):]             # BRGEMM's count and offset tables
     epilogue_args = dict(zip(extra, slots[2:2 + len(extra)]))
     lda, ldb, ldc = i64(lda), i64(ldb), i64(ldc)
     cdt = out_dtype or dtype
@@ -130,8 +129,8 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
             return (element_ptr(b, a_arg, dtype, b.mul(bi, i64(stride_a))),
                     element_ptr(b, b_arg, dtype, b.mul(bi, i64(stride_b))))
         if batch == "offset":
-            off_a = b.load(element_ptr(b, slots[3][0], DType.I64, bi), typ=I64)
-            off_b = b.load(element_ptr(b, slots[4][0], DType.I64, bi), typ=I64)
+            off_a = b.load(element_ptr(b, aux[0][0], DType.I64, bi), typ=I64)
+            off_b = b.load(element_ptr(b, aux[1][0], DType.I64, bi), typ=I64)
             return element_ptr(b, a_arg, dtype, off_a), element_ptr(b, b_arg, dtype, off_b)
         return (b.load(element_ptr(b, a_arg, DType.I64, bi), typ=PTR),
                 b.load(element_ptr(b, b_arg, DType.I64, bi), typ=PTR))
@@ -154,7 +153,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         if batch == "none":
             accs = product(a_arg, b_arg, i0, j0, mr, nvec, masks, init)
         else:
-            with Loop(b, 0, slots[3][1], carry=init, name="batch") as bl:
+            with Loop(b, 0, aux[0][1], carry=init, name="batch") as bl:
                 a_i, b_i = bases(bl.i)
                 bl.next(*product(a_i, b_i, i0, j0, mr, nvec, masks, list(bl.vars)))
             accs = list(bl.vars)

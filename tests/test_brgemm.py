@@ -3,6 +3,7 @@ address variants, against the float64 reference (error bound as in test_gemm,
 with k * batch products per element)."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -134,3 +135,103 @@ def test_bad_descriptors():
         tpp.brgemm(4, 4, 4, variant="gather")
     with pytest.raises(tpp.DescriptorError, match="only for the stride variant"):
         tpp.brgemm(4, 4, 4, variant="offset", stride_a=16)
+
+
+# ---- dtypes beyond f32, and the fused epilogue ------------------------------------------
+BF16 = ml_dtypes.bfloat16
+
+
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+@pytest.mark.parametrize("out_dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("b_vnni", [False, True])
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])     # vdpbf16ps, and the f32 fallback
+@pytest.mark.parametrize("m,n,k,batch", [(5, 19, 7, 3), (32, 32, 32, 4)])
+def test_bf16_brgemm(variant, out_dtype, b_vnni, target, m, n, k, batch, rng):
+    br = tpp.brgemm(m, n, k, "bf16", variant=variant, out_dtype=out_dtype, b_vnni=b_vnni, target=target)
+    a, b = (x.astype(BF16) for x in stacks(rng, m, n, k, batch))
+    pack = tpp.unary("vnni_pack", k, n, "bf16")
+    b_arg = np.stack([pack(bi) for bi in b]) if b_vnni else b
+    c = rng.uniform(-1, 1, (m, n)).astype(np.float32 if out_dtype == "f32" else BF16)
+    c_before = c.astype(np.float64)
+    got = call(br, a, b_arg, c)
+    ref = sum(a[i].astype(np.float64) @ b[i].astype(np.float64) for i in range(batch)) + c_before
+    bound = sum(np.abs(a[i].astype(np.float64)) @ np.abs(b[i].astype(np.float64)) for i in range(batch))
+    # bf16 x bf16 products are exact in f32; only the f32 sums (and a bf16 C) round
+    tol = (k * batch + 2) * 2.0 ** -23 * (bound + np.abs(c_before))
+    if out_dtype == "bf16":
+        tol = tol + 2.0 ** -8 * np.abs(ref)
+    assert np.all(np.abs(got.astype(np.float64) - ref) <= tol + 1e-30)
+    np.testing.assert_allclose(br.reference(list(a), list(b_arg), c_before), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+@pytest.mark.parametrize("b_vnni", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_int8_brgemm_is_exact(variant, b_vnni, beta, rng):
+    m, n, k, batch = 9, 21, 13, 3
+    br = tpp.brgemm(m, n, k, "u8s8", variant=variant, b_vnni=b_vnni, beta=beta)
+    a = rng.integers(0, 256, (batch, m, k), dtype=np.uint8)
+    b = rng.integers(-128, 128, (batch, k, n), dtype=np.int8)
+    pack = tpp.unary("vnni_pack", k, n, "i8")
+    b_arg = np.stack([pack(bi) for bi in b]) if b_vnni else b
+    c = rng.integers(-1000, 1000, (m, n), dtype=np.int32)
+    ref = beta * c.astype(np.int64) + sum(a[i].astype(np.int64) @ b[i] for i in range(batch))
+    np.testing.assert_array_equal(call(br, a, b_arg, c), ref)
+
+
+def test_f64_brgemm(rng):
+    a, b = rng.uniform(-1, 1, (3, 6, 7)), rng.uniform(-1, 1, (3, 7, 10))
+    c = np.zeros((6, 10))
+    np.testing.assert_allclose(tpp.brgemm(6, 10, 7, "f64")(a, b, c), np.einsum("bik,bkj->ij", a, b),
+                               rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+@pytest.mark.parametrize("epilogue", [("bias",), ("residual",), ("bias", "relu"),
+                                      ("bias", "residual", "gelu_tanh")])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_fused_epilogue(variant, epilogue, beta, rng):
+    m, n, k, batch = 17, 40, 9, 4
+    br = tpp.brgemm(m, n, k, variant=variant, beta=beta, epilogue=epilogue)
+    a, b = stacks(rng, m, n, k, batch)
+    inputs = {"bias": rng.uniform(-1, 1, n).astype(np.float32),
+              "residual": rng.uniform(-1, 1, (24, 48)).astype(np.float32)[3:3 + m, 5:5 + n]}  # a view
+    extras = [inputs[step] for step in epilogue if step in inputs]
+    c = rng.uniform(-1, 1, (m, n)).astype(np.float32)
+    acc = beta * c.astype(np.float64) + sum(a[i].astype(np.float64) @ b[i] for i in range(batch))
+    ref = br.reference(list(a), list(b), *extras, c.astype(np.float64))
+    if variant == "stride":
+        got = br(a, b, *extras, c)
+    elif variant == "address":
+        got = br(list(a), list(b), *extras, c)
+    else:
+        offs = np.arange(batch)
+        got = br(a.reshape(-1), b.reshape(-1), *extras, c, offs * m * k, offs * k * n)
+    assert got is c
+    if epilogue == ("bias", "relu"):          # the reference itself, checked once by hand
+        np.testing.assert_allclose(ref, np.maximum(acc + inputs["bias"], 0), rtol=1e-12)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_epilogue_calls_are_checked(rng):
+    br = tpp.brgemm(4, 5, 6, beta=0.0, epilogue=("bias", "residual"))
+    a, b = stacks(rng, 4, 5, 6, 2)
+    c = np.zeros((4, 5), np.float32)
+    bias, res = np.zeros(5, np.float32), np.zeros((4, 5), np.float32)
+    with pytest.raises(TypeError, match=r"br\(a, b, bias, residual, c\)"):
+        br(a, b, c)
+    with pytest.raises(tpp.ShapeError, match="argument 'bias'"):
+        br(a, b, np.zeros(4, np.float32), res, c)
+    with pytest.raises(tpp.DTypeError, match="argument 'residual'"):
+        br(a, b, bias, res.astype(np.float64), c)
+    with pytest.raises(tpp.AliasError, match="'c' overlaps 'residual'"):
+        br(a, b, bias, c, c)
+
+
+def test_dtype_errors_name_brgemm(rng):
+    with pytest.raises(tpp.DescriptorError, match="tpp brgemm: epilogues are for float"):
+        tpp.brgemm(4, 4, 4, "u8s8", epilogue=("relu",))
+    br = tpp.brgemm(4, 5, 6, "u8s8")
+    a = rng.integers(0, 9, (2, 4, 6), dtype=np.uint8)
+    with pytest.raises(tpp.DTypeError, match="argument 'b' must have dtype int8"):
+        br(a, np.zeros((2, 6, 5), np.uint8), np.zeros((4, 5), np.int32))

@@ -54,6 +54,16 @@ def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=Non
     return get_kernel(BinaryDesc(kind, m, n, _parse_dtype(dtype), ba, bb), target)
 
 
+def _gemm_dtypes(dtype, out_dtype) -> tuple[DType, DType | None]:
+    """(A's dtype, C's dtype or None for the default); "u8s8" names the int8 GEMM."""
+    odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else None
+    return (DType.U8 if dtype in ("u8s8", "int8") else _parse_dtype(dtype)), odt
+
+
+def _steps(epilogue) -> tuple[str, ...]:
+    return (epilogue,) if isinstance(epilogue, str) else tuple(epilogue)
+
+
 def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b: bool = False,
          beta: float = 1.0, lda: int | None = None, ldb: int | None = None, ldc: int | None = None,
          out_dtype=None, b_vnni: bool = False, epilogue=(), target=None) -> Kernel:
@@ -67,23 +77,25 @@ def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b:
     (vpdpbusd). b_vnni=True takes b VNNI-packed by tpp.unary("vnni_pack", k, n, dtype).
     epilogue: steps fused before the store, e.g. ("bias", "relu") or ("bias", "residual",
     "gelu_tanh"); bias (1 x n) and residual (m x n) are passed after b: g(a, b, bias, c)."""
-    odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else None
-    dt = DType.U8 if dtype in ("u8s8", "int8") else _parse_dtype(dtype)
+    dt, odt = _gemm_dtypes(dtype, out_dtype)
     desc = GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
-                    odt, bool(b_vnni), tuple(epilogue) if not isinstance(epilogue, str) else (epilogue,))
+                    odt, bool(b_vnni), _steps(epilogue))
     return get_kernel(desc, target)
 
 
 def brgemm(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride", trans_a: bool = False,
            trans_b: bool = False, beta: float = 1.0, lda: int | None = None, ldb: int | None = None,
            ldc: int | None = None, stride_a: int | None = None, stride_b: int | None = None,
-           target=None) -> BatchReduceKernel:
-    """Dispatch a BRGEMM TPP: C = beta * C + sum_i op(A_i) op(B_i), batch count given at
-    call time. variant "stride": br(a, b, c) with stacks a (batch, m, k), b (batch, k, n);
-    "offset": br(a, b, c, a_offsets, b_offsets) with flat buffers and int64 element
-    offsets; "address": br([a0, a1, ...], [b0, b1, ...], c)."""
-    desc = BrgemmDesc(m, n, k, _parse_dtype(dtype), variant, bool(trans_a), bool(trans_b), float(beta),
-                      lda, ldb, ldc, stride_a, stride_b)
+           out_dtype=None, b_vnni: bool = False, epilogue=(), target=None) -> BatchReduceKernel:
+    """Dispatch a BRGEMM TPP: C = beta * C + sum_i op(A_i) op(B_i), then the epilogue,
+    batch count given at call time. variant "stride": br(a, b, c) with stacks a
+    (batch, m, k), b (batch, k, n); "offset": br(a, b, c, a_offsets, b_offsets) with flat
+    buffers and int64 element offsets; "address": br([a0, a1, ...], [b0, b1, ...], c).
+    dtype, out_dtype, b_vnni and epilogue as for gemm; the epilogue's inputs go between
+    b and c: br(a, b, bias, c)."""
+    dt, odt = _gemm_dtypes(dtype, out_dtype)
+    desc = BrgemmDesc(m, n, k, dt, variant, bool(trans_a), bool(trans_b), float(beta),
+                      lda, ldb, ldc, stride_a, stride_b, odt, bool(b_vnni), _steps(epilogue))
     return BatchReduceKernel(get_kernel(desc, target), get_kernel)
 
 

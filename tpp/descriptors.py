@@ -285,9 +285,9 @@ class GemmDesc:
 
 @dataclass(frozen=True)
 class BrgemmDesc:
-    """C = beta * C + sum_i op(A_i) op(B_i), the batch given at call time.
-    variant: "stride" (A_i = A_0 + i*stride_a elements), "offset" (element offsets per
-    i), "address" (a pointer per i)."""
+    """C = beta * C + sum_i op(A_i) op(B_i), then the epilogue; the batch given at call
+    time. variant: "stride" (A_i = A_0 + i*stride_a elements), "offset" (element offsets
+    per i), "address" (a pointer per i). dtype, out_dtype, b_vnni and epilogue as GemmDesc."""
     m: int
     n: int
     k: int
@@ -301,6 +301,9 @@ class BrgemmDesc:
     ldc: int | None = None
     stride_a: int | None = None      # stride variant: elements between A_i (None: tight)
     stride_b: int | None = None
+    out_dtype: DType | None = None
+    b_vnni: bool = False
+    epilogue: tuple[str, ...] = ()
 
     kind = "brgemm"
     elementwise = False
@@ -309,11 +312,14 @@ class BrgemmDesc:
     def __post_init__(self) -> None:
         if self.variant not in gemm_k.BATCH_VARIANTS[1:]:
             raise DescriptorError(f"tpp brgemm: variant must be stride, offset or address, got {self.variant!r}")
-        plain = GemmDesc(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b, self.beta,
-                         self.lda, self.ldb, self.ldc)          # validates the GEMM part
-        for name in ("lda", "ldb", "ldc"):
+        try:
+            plain = self.gemm                   # validates the GEMM part and fills its defaults
+        except (DescriptorError, DTypeError) as e:
+            raise type(e)(str(e).replace("tpp gemm:", "tpp brgemm:", 1)) from None
+        for name in ("lda", "ldb", "ldc", "out_dtype", "epilogue"):
             object.__setattr__(self, name, getattr(plain, name))
-        a_rows, b_rows = (self.k if self.trans_a else self.m), (self.n if self.trans_b else self.k)
+        a_rows = self.k if self.trans_a else self.m
+        b_rows = gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni, self.dtype)[0]
         for name, value, least in (("stride_a", self.stride_a, a_rows * self.lda),
                                    ("stride_b", self.stride_b, b_rows * self.ldb)):
             if self.variant != "stride":
@@ -327,25 +333,28 @@ class BrgemmDesc:
 
     @property
     def gemm(self) -> GemmDesc:
+        """One block product (A_i, B_i) as a GEMM with this epilogue."""
         return GemmDesc(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b, self.beta,
-                        self.lda, self.ldb, self.ldc)
+                        self.lda, self.ldb, self.ldc, self.out_dtype, self.b_vnni, self.epilogue)
 
     def operands(self) -> list[Operand]:
-        """One block of each operand (A_i, B_i, C)."""
+        """One block of each operand: A_i, B_i, the epilogue's inputs, C."""
         return self.gemm.operands()
 
     def emit(self, module: ir.Module, name: str, target: Target) -> None:
         gemm_k.emit_gemm(module, name, target, self.m, self.n, self.k, self.dtype, self.trans_a,
                          self.trans_b, self.beta, self.lda, self.ldb, self.ldc, self.variant,
-                         self.stride_a, self.stride_b)
+                         self.stride_a, self.stride_b, self.out_dtype, self.b_vnni, self.epilogue)
 
-    def reference(self, a_blocks, b_blocks, c: np.ndarray):
-        """float64 result for lists of A_i and B_i blocks."""
-        acc = self.beta * np.asarray(c, np.float64)
-        g = replace(self.gemm, beta=1.0)
+    def reference(self, a_blocks, b_blocks, *rest: np.ndarray):
+        """float64 result for lists of A_i and B_i blocks, then the epilogue's inputs and C."""
+        names = epilogue_k.epilogue_inputs(self.epilogue)
+        inputs = dict(zip(names, rest))
+        acc = self.beta * np.asarray(rest[len(names)], np.float64)
+        block = replace(self.gemm, beta=1.0, epilogue=())
         for a, b in zip(a_blocks, b_blocks):
-            acc = g.reference(a, b, acc)
-        return acc
+            acc = block.reference(a, b, acc)
+        return epilogue_k.reference(self.epilogue, acc, inputs)
 
 
 def parse_bcast(value, kind: str) -> Bcast:
