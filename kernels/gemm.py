@@ -10,8 +10,9 @@ block. Leading dimensions are part of the kernel (a call with other strides
 gets a sibling kernel from the public layer).
 
 op(A) = A^T reads A[k, i] instead of A[i, k] (still a broadcast of one
-element). op(B) = B^T needs B[j, k] along j, a strided column: it is gathered
-(correct, not fast; packing B^T is the composition layer's job).
+element). op(B) = B^T needs B[j, k] along j, a strided column: the kernel
+transposes B^T into a buffer once per call and runs the plain loops on it
+(see _with_b_transposed).
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from llvmlite import ir
 from ..jit.loops import I64, Loop, fold, i64
 from ..jit.targets import Target
 from ..jit.types import DType
-from ..jit.vec import PTR, VecBuilder
+from ..jit.vec import PTR, VecBuilder, declare
 from .epilogue import apply_epilogue, epilogue_inputs, epilogue_operands
 from .gemm_dot import DOTS, block_product_dot
+from .transpose import transpose_into
 from .vnni import GROUP
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
@@ -113,18 +115,12 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     v = VecBuilder(b, lanes, target)
     elem = acc_dtype.storage
 
-    def product(a_i, b_i, i0, j0, mr, nvec, masks, accs):
-        if dtype in DOTS:
-            return block_product_dot(b, v, DOTS[dtype], a_i, b_i, i0, j0, mr, nvec, masks, k, lda, ldb,
-                                     b_vnni, accs)
-        return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, lda, ldb,
-                              trans_a, trans_b, accs)
     nv = block_vectors(target, lanes, n)
     nr = nv * lanes
     n_full = n // nr * nr
 
-    def bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
-        """(A_i, B_i) for batch entry bi."""
+    def given_bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(A_i, B_i) for batch entry bi, as the caller passed them."""
         if batch == "stride":
             return (element_ptr(b, a_arg, dtype, b.mul(bi, i64(stride_a))),
                     element_ptr(b, b_arg, dtype, b.mul(bi, i64(stride_b))))
@@ -135,53 +131,129 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         return (b.load(element_ptr(b, a_arg, DType.I64, bi), typ=PTR),
                 b.load(element_ptr(b, b_arg, DType.I64, bi), typ=PTR))
 
-    def tile(i0: ir.Value, j0: ir.Value, mr: int, cols: int) -> None:
-        """C[i0:i0+mr, j0:j0+cols] (+)= sum_i A_i B_i for compile-time mr, cols <= nr."""
-        nvec = math.ceil(cols / lanes)
-        masks = [None] * nvec
-        if cols % lanes:
-            masks[-1] = v.tail_mask(i64(cols % lanes))
-        c_rows = [element_ptr(b, c_ptr, cdt, b.add(b.mul(b.add(i0, i64(i)), ldc), j0)) for i in range(mr)]
+    def nest(packed: tuple[ir.Value, int] | None) -> None:
+        """The loops over C's register blocks. packed: (buffer, row stride) holding every
+        B_i^T transposed back to k x n (entry i at i * k * row stride), or None to read B
+        as given."""
+        b_ld, b_trans = (ldb, trans_b) if packed is None else (i64(packed[1]), False)
 
-        def c_at(i, u):
-            return element_ptr(b, c_rows[i], cdt, i64(u * lanes))
+        def bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
+            a_i, b_i = given_bases(bi)
+            if packed is not None:
+                b_i = element_ptr(b, packed[0], dtype, b.mul(bi, i64(k * packed[1])))
+            return a_i, b_i
 
-        if beta == 0:
-            init = [ir.Constant(v.vty(elem), None) for _ in range(mr * nvec)]
-        else:
-            init = [v.load(c_at(i, u), cdt, masks[u]) for i in range(mr) for u in range(nvec)]
-        if batch == "none":
-            accs = product(a_arg, b_arg, i0, j0, mr, nvec, masks, init)
-        else:
-            with Loop(b, 0, aux[0][1], carry=init, name="batch") as bl:
-                a_i, b_i = bases(bl.i)
-                bl.next(*product(a_i, b_i, i0, j0, mr, nvec, masks, list(bl.vars)))
-            accs = list(bl.vars)
-        if epilogue:
-            accs = apply_epilogue(v, epilogue, epilogue_args, cdt, accs, i0, j0, mr, nvec, masks)
-        for i in range(mr):
-            for u in range(nvec):
-                v.store(accs[i * nvec + u], c_at(i, u), cdt, masks[u])
+        def product(a_i, b_i, i0, j0, mr, nvec, masks, accs):
+            if dtype in DOTS:
+                return block_product_dot(b, v, DOTS[dtype], a_i, b_i, i0, j0, mr, nvec, masks, k, lda, b_ld,
+                                         b_vnni, accs)
+            return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, lda, b_ld,
+                                  trans_a, b_trans, accs)
 
-    def row_blocks(j0: ir.Value, cols: int) -> None:
-        nvec = math.ceil(cols / lanes)
-        # Balance the row tiles (16 rows: 8 + 8, not 14 + 2): a thin remainder tile has
-        # too few independent accumulators to hide the FMA latency.
-        tiles = math.ceil(m / block_rows(target, nvec, m))
-        mr = math.ceil(m / tiles)
-        m_full = m // mr * mr
-        with Loop(b, 0, m_full, mr, name="mb") as mb:
-            tile(mb.i, j0, mr, cols)
-        if m > m_full:
-            tile(i64(m_full), j0, m - m_full, cols)
+        def tile(i0: ir.Value, j0: ir.Value, mr: int, cols: int) -> None:
+            """C[i0:i0+mr, j0:j0+cols] (+)= sum_i A_i B_i for compile-time mr, cols <= nr."""
+            nvec = math.ceil(cols / lanes)
+            masks = [None] * nvec
+            if cols % lanes:
+                masks[-1] = v.tail_mask(i64(cols % lanes))
+            c_rows = [element_ptr(b, c_ptr, cdt, b.add(b.mul(b.add(i0, i64(i)), ldc), j0)) for i in range(mr)]
 
-    if n_full:
-        with Loop(b, 0, n_full, nr, name="nb") as nb:
-            row_blocks(nb.i, nr)
-    if n > n_full:
-        row_blocks(i64(n_full), n - n_full)
+            def c_at(i, u):
+                return element_ptr(b, c_rows[i], cdt, i64(u * lanes))
+
+            if beta == 0:
+                init = [ir.Constant(v.vty(elem), None) for _ in range(mr * nvec)]
+            else:
+                init = [v.load(c_at(i, u), cdt, masks[u]) for i in range(mr) for u in range(nvec)]
+            if batch == "none":
+                accs = product(a_arg, b_arg if packed is None else packed[0], i0, j0, mr, nvec, masks, init)
+            else:
+                with Loop(b, 0, aux[0][1], carry=init, name="batch") as bl:
+                    a_i, b_i = bases(bl.i)
+                    bl.next(*product(a_i, b_i, i0, j0, mr, nvec, masks, list(bl.vars)))
+                accs = list(bl.vars)
+            if epilogue:
+                accs = apply_epilogue(v, epilogue, epilogue_args, cdt, accs, i0, j0, mr, nvec, masks)
+            for i in range(mr):
+                for u in range(nvec):
+                    v.store(accs[i * nvec + u], c_at(i, u), cdt, masks[u])
+
+        def row_blocks(j0: ir.Value, cols: int) -> None:
+            nvec = math.ceil(cols / lanes)
+            # Balance the row tiles (16 rows: 8 + 8, not 14 + 2): a thin remainder tile has
+            # too few independent accumulators to hide the FMA latency.
+            tiles = math.ceil(m / block_rows(target, nvec, m))
+            mr = math.ceil(m / tiles)
+            m_full = m // mr * mr
+            with Loop(b, 0, m_full, mr, name="mb") as mb:
+                tile(mb.i, j0, mr, cols)
+            if m > m_full:
+                tile(i64(m_full), j0, m - m_full, cols)
+
+        if n_full:
+            with Loop(b, 0, n_full, nr, name="nb") as nb:
+                row_blocks(nb.i, nr)
+        if n > n_full:
+            row_blocks(i64(n_full), n - n_full)
+
+    if trans_b:
+        _with_b_transposed(b, target, module, dtype, n, k, ldb, lanes, batch,
+                           aux[0][1] if batch != "none" else None, given_bases, b_arg, nest)
+    else:
+        nest(None)
     b.ret_void()
     return fn
+
+
+# B^T of a GEMM (no batch) up to this size is transposed into a stack buffer; larger
+# ones and BRGEMM batches (their size is a call-time value) into a malloc'ed one.
+STACK_PACK_BYTES = 64 << 10
+
+
+def _with_b_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, dtype: DType, n: int, k: int,
+                       ldb: ir.Value, lanes: int, batch: str, count, given_bases, b_arg, nest) -> None:
+    """op(B) = B^T: B is n x k, and its columns are what the K loop needs as vectors.
+    Gathering them costs a gather per vector for every row block (26-33% of peak); the
+    kernel instead transposes each B_i once per call (transpose.py, in registers) into a
+    k x n buffer and runs the plain loops on it. If malloc fails the loops gather, so a
+    call never fails."""
+    ld = -(-n // lanes) * lanes                 # rows start on a vector boundary
+    entry = k * ld
+    size = entry * dtype.itemsize
+    on_stack = batch == "none" and size <= STACK_PACK_BYTES
+
+    def pack(buf: ir.Value) -> None:
+        def one(bi: ir.Value) -> None:
+            src = b_arg if batch == "none" else given_bases(bi)[1]
+            transpose_into(b, target, src, ldb, element_ptr(b, buf, dtype, b.mul(bi, i64(entry))),
+                           i64(ld), n, k, dtype)
+        if batch == "none":
+            one(i64(0))
+        else:
+            with Loop(b, 0, count, name="pack") as lp:
+                one(lp.i)
+
+    if on_stack:
+        slot = b.alloca(ir.ArrayType(dtype.storage, entry))
+        slot.align = 64
+        buf = b.inttoptr(b.ptrtoint(slot, I64), PTR)
+        pack(buf)
+        nest((buf, ld))
+        return
+    malloc = declare(module, "malloc", PTR, [I64])
+    free = declare(module, "free", ir.VoidType(), [PTR])
+    nbytes = i64(size) if count is None else b.mul(count, i64(size))
+    buf = b.call(malloc, [b.add(nbytes, i64(64))])          # + 64: room to align the start
+    failed = b.icmp_unsigned("==", b.ptrtoint(buf, I64), i64(0))
+    with b.if_else(failed) as (gather, packed):
+        with gather:
+            nest(None)
+        with packed:
+            start = b.and_(b.add(b.ptrtoint(buf, I64), i64(63)), i64(-64))
+            aligned = b.inttoptr(start, PTR)
+            pack(aligned)
+            nest((aligned, ld))
+            b.call(free, [buf])
 
 
 def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i0, j0, mr: int,

@@ -54,10 +54,19 @@ def _shuffle_rounds(v: VecBuilder, rows: list[ir.Value]) -> list[ir.Value]:
 def emit_transpose(module: ir.Module, name: str, target: Target, m: int, n: int,
                    dtype: DType) -> ir.Function:
     fn, b = define_kernel(module, name)
+    (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
+    transpose_into(b, target, x, ldx, out, ldo, m, n, dtype)
+    b.ret_void()
+    return fn
+
+
+def transpose_into(b: ir.IRBuilder, target: Target, x: ir.Value, ldx: ir.Value, out: ir.Value,
+                   ldo: ir.Value, m: int, n: int, dtype: DType) -> None:
+    """Emit out[j, i] = x[i, j] for an m x n x (row strides ldx, ldo in elements) at the
+    builder's position; GEMM packs B^T with it."""
     t = tile_size(target, dtype)
     v = VecBuilder(b, t)
     et = _BITS[dtype.itemsize]
-    (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
 
     def tile(i0, j0, rows: int, cols: int) -> None:
         """One tile at (i0, j0) of the input with `rows` x `cols` valid elements."""
@@ -85,5 +94,3 @@ def emit_transpose(module: ir.Module, name: str, target: Target, m: int, n: int,
             tile(i64(mt), tj.i, m - mt, t)
         if n > nt:
             tile(i64(mt), i64(nt), m - mt, n - nt)
-    b.ret_void()
-    return fn

@@ -235,3 +235,34 @@ def test_dtype_errors_name_brgemm(rng):
     a = rng.integers(0, 9, (2, 4, 6), dtype=np.uint8)
     with pytest.raises(tpp.DTypeError, match="argument 'b' must have dtype int8"):
         br(a, np.zeros((2, 6, 5), np.uint8), np.zeros((4, 5), np.int32))
+
+
+def test_trans_b_when_the_transpose_buffer_cannot_be_allocated(run_python):
+    """B^T blocks are transposed into a malloc'ed buffer; when malloc fails (here: an
+    address-space limit below the 2 GB it asks for) the kernel gathers instead."""
+    code = """
+import resource
+import numpy as np
+import tpp
+m = n = k = 32
+count = 1 << 19                      # 2 GB of transposed 32 x 32 f32 blocks
+br = tpp.brgemm(m, n, k, trans_b=True, beta=0.0, variant="offset")
+rng = np.random.default_rng(5)
+a = rng.integers(-1, 2, (m, k)).astype(np.float32)
+b = rng.integers(-1, 2, (n, k)).astype(np.float32)
+zeros = np.zeros(count, np.int64)
+c = np.zeros((m, n), np.float32)
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + (1 << 30), hard))
+try:
+    np.empty(2 << 30, np.uint8)
+    raise SystemExit("the limit does not stop a 2 GB allocation")
+except MemoryError:
+    pass
+br(a.reshape(-1), b.reshape(-1), c, zeros, zeros)
+# every entry is the same A B^T; sums of small integers are exact in f32 (< 2^24)
+np.testing.assert_array_equal(c, count * (a.astype(np.float64) @ b.T))
+print("ok")
+"""
+    assert run_python(code).check().stdout.strip() == "ok"

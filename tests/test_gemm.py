@@ -66,11 +66,13 @@ def test_gemm_any_shape_and_layout(m, n, k, trans_a, trans_b, view, beta):
     check(g, a, b, c, beta, trans_a, trans_b, np.float32)
 
 
-def test_large_shapes(rng):
-    for m, n, k in [(256, 256, 256), (130, 260, 300)]:
-        g = tpp.gemm(m, n, k)
-        a, b, c = operands(rng, m, n, k, np.float32)
-        check(g, a, b, c, 1.0, False, False, np.float32)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, True)])
+def test_large_shapes(trans_a, trans_b, rng):
+    # with trans_b, 256^3 transposes B^T on the heap (256 KB), 20 x 33 x 40 on the stack
+    for m, n, k in [(256, 256, 256), (130, 260, 300), (20, 33, 40)]:
+        g = tpp.gemm(m, n, k, trans_a=trans_a, trans_b=trans_b)
+        a, b, c = operands(rng, m, n, k, np.float32, trans_a, trans_b)
+        check(g, a, b, c, 1.0, trans_a, trans_b, np.float32)
 
 
 def test_views_dispatch_a_kernel_for_their_strides(rng):
