@@ -221,7 +221,8 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
         p.error("sizes must be >= 1")
     if args.command == "gemm":
         if args.dtype in dot_gemm.DTYPES and (args.trans_a or args.trans_b):
-            p.error(f"--trans-a/--trans-b are not offered with --dtype {args.dtype}")
+            p.error(f"tpp-bench gemm times --dtype {args.dtype} with a VNNI-packed B; --trans-a/--trans-b "
+                    f"are measured for f32 and f64")
         return args.sizes, args.dtype, args.trans_a, args.trans_b
     if args.command == "brgemm":
         variants = list(brgemm_suite.VARIANTS) if args.variant == ["all"] else args.variant

@@ -17,6 +17,8 @@ transposes B^T into a buffer once per call and runs the plain loops on it
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -131,24 +133,27 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         return (b.load(element_ptr(b, a_arg, DType.I64, bi), typ=PTR),
                 b.load(element_ptr(b, b_arg, DType.I64, bi), typ=PTR))
 
-    def nest(packed: tuple[ir.Value, int] | None) -> None:
-        """The loops over C's register blocks. packed: (buffer, row stride) holding every
-        B_i^T transposed back to k x n (entry i at i * k * row stride), or None to read B
-        as given."""
-        b_ld, b_trans = (ldb, trans_b) if packed is None else (i64(packed[1]), False)
+    def nest(packed: dict) -> None:
+        """The loops over C's register blocks. packed: {"a"/"b": (buffer, row stride,
+        elements per entry)} for operands transposed into a buffer (entry i at i times
+        the entry size); the others are read as given."""
+        a_ld, a_trans = (lda, trans_a) if "a" not in packed else (i64(packed["a"][1]), False)
+        b_ld, b_trans = (ldb, trans_b) if "b" not in packed else (i64(packed["b"][1]), False)
 
         def bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
-            a_i, b_i = given_bases(bi)
-            if packed is not None:
-                b_i = element_ptr(b, packed[0], dtype, b.mul(bi, i64(k * packed[1])))
-            return a_i, b_i
+            ab = list(given_bases(bi))
+            for which, name in enumerate("ab"):
+                if name in packed:
+                    buf, _, entry = packed[name]
+                    ab[which] = element_ptr(b, buf, (dtype, B_DTYPE[dtype])[which], b.mul(bi, i64(entry)))
+            return ab[0], ab[1]
 
         def product(a_i, b_i, i0, j0, mr, nvec, masks, accs):
             if dtype in DOTS:
-                return block_product_dot(b, v, DOTS[dtype], a_i, b_i, i0, j0, mr, nvec, masks, k, lda, b_ld,
-                                         b_vnni, accs)
-            return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, lda, b_ld,
-                                  trans_a, b_trans, accs)
+                return block_product_dot(b, v, DOTS[dtype], a_i, b_i, i0, j0, mr, nvec, masks, k, a_ld, b_ld,
+                                         b_vnni, accs, a_trans, b_trans)
+            return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, a_ld, b_ld,
+                                  a_trans, b_trans, accs)
 
         def tile(i0: ir.Value, j0: ir.Value, mr: int, cols: int) -> None:
             """C[i0:i0+mr, j0:j0+cols] (+)= sum_i A_i B_i for compile-time mr, cols <= nr."""
@@ -166,7 +171,8 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
             else:
                 init = [v.load(c_at(i, u), cdt, masks[u]) for i in range(mr) for u in range(nvec)]
             if batch == "none":
-                accs = product(a_arg, b_arg if packed is None else packed[0], i0, j0, mr, nvec, masks, init)
+                a_0, b_0 = (packed[name][0] if name in packed else arg for name, arg in (("a", a_arg), ("b", b_arg)))
+                accs = product(a_0, b_0, i0, j0, mr, nvec, masks, init)
             else:
                 with Loop(b, 0, aux[0][1], carry=init, name="batch") as bl:
                     a_i, b_i = bases(bl.i)
@@ -196,63 +202,91 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         if n > n_full:
             row_blocks(i64(n_full), n - n_full)
 
+    # Which operands are transposed into a buffer first: B^T always (its columns would be
+    # gathers), A^T for the dot kernels (they broadcast A's k-groups, contiguous only in A).
+    packs = []
+    if trans_a and dtype in DOTS:
+        packs.append(_Pack("a", dtype, k, m, lda, -(-k // lanes) * lanes, lambda bi: given_bases(bi)[0]))
     if trans_b:
-        _with_b_transposed(b, target, module, dtype, n, k, ldb, lanes, batch,
-                           aux[0][1] if batch != "none" else None, given_bases, b_arg, nest)
+        packs.append(_Pack("b", B_DTYPE[dtype], n, k, ldb, -(-n // lanes) * lanes, lambda bi: given_bases(bi)[1]))
+    if packs:
+        _with_transposed(b, target, module, packs, batch, aux[0][1] if batch != "none" else None,
+                         a_arg, b_arg, nest)
     else:
-        nest(None)
+        nest({})
     b.ret_void()
     return fn
 
 
-# B^T of a GEMM (no batch) up to this size is transposed into a stack buffer; larger
-# ones and BRGEMM batches (their size is a call-time value) into a malloc'ed one.
+# The transposed operands of a GEMM (no batch) up to this size go into a stack buffer;
+# larger ones and BRGEMM batches (their size is a call-time value) into a malloc'ed one.
 STACK_PACK_BYTES = 64 << 10
 
 
-def _with_b_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, dtype: DType, n: int, k: int,
-                       ldb: ir.Value, lanes: int, batch: str, count, given_bases, b_arg, nest) -> None:
+@dataclass(frozen=True)
+class _Pack:
+    """Operand `name`, stored rows x cols (row stride ld), to be transposed into a
+    cols x rows buffer with row stride out_ld."""
+    name: str
+    dtype: DType
+    rows: int
+    cols: int
+    ld: ir.Value
+    out_ld: int
+    source: Callable          # batch entry -> the operand's pointer
+
+    @property
+    def entry(self) -> int:
+        """Elements per batch entry, rounded up to whole cache lines."""
+        return -(-self.cols * self.out_ld * self.dtype.itemsize // 64) * 64 // self.dtype.itemsize
+
+
+def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: list[_Pack], batch: str,
+                     count, a_arg, b_arg, nest) -> None:
     """op(B) = B^T: B is n x k, and its columns are what the K loop needs as vectors.
     Gathering them costs a gather per vector for every row block (26-33% of peak); the
     kernel instead transposes each B_i once per call (transpose.py, in registers) into a
-    k x n buffer and runs the plain loops on it. If malloc fails the loops gather, so a
-    call never fails."""
-    ld = -(-n // lanes) * lanes                 # rows start on a vector boundary
-    entry = k * ld
-    size = entry * dtype.itemsize
-    on_stack = batch == "none" and size <= STACK_PACK_BYTES
+    k x n buffer and runs the plain loops on it. A^T goes the same way for bf16/int8
+    (their A groups are contiguous only in A). If malloc fails the loops read the
+    operands as given (gathers and scalar loads), so a call never fails."""
+    offsets, total = [], 0
+    for p in packs:
+        offsets.append(total)
+        total += p.entry * p.dtype.itemsize         # bytes per batch entry, all operands
 
-    def pack(buf: ir.Value) -> None:
-        def one(bi: ir.Value) -> None:
-            src = b_arg if batch == "none" else given_bases(bi)[1]
-            transpose_into(b, target, src, ldb, element_ptr(b, buf, dtype, b.mul(bi, i64(entry))),
-                           i64(ld), n, k, dtype)
-        if batch == "none":
-            one(i64(0))
-        else:
-            with Loop(b, 0, count, name="pack") as lp:
-                one(lp.i)
+    def pack_all(buf: ir.Value) -> dict:
+        regions = {}
+        for p, off in zip(packs, offsets):
+            region = b.gep(buf, [b.mul(i64(off), i64(1) if count is None else count)], source_etype=ir.IntType(8))
+            regions[p.name] = (region, p.out_ld, p.entry)
 
-    if on_stack:
-        slot = b.alloca(ir.ArrayType(dtype.storage, entry))
+            def one(bi: ir.Value, p=p, region=region) -> None:
+                src = (a_arg, b_arg)["ab".index(p.name)] if batch == "none" else p.source(bi)
+                transpose_into(b, target, src, p.ld, element_ptr(b, region, p.dtype, b.mul(bi, i64(p.entry))),
+                               i64(p.out_ld), p.rows, p.cols, p.dtype)
+            if batch == "none":
+                one(i64(0))
+            else:
+                with Loop(b, 0, count, name="pack") as lp:
+                    one(lp.i)
+        return regions
+
+    if batch == "none" and total <= STACK_PACK_BYTES:
+        slot = b.alloca(ir.ArrayType(ir.IntType(8), total))
         slot.align = 64
-        buf = b.inttoptr(b.ptrtoint(slot, I64), PTR)
-        pack(buf)
-        nest((buf, ld))
+        nest(pack_all(b.inttoptr(b.ptrtoint(slot, I64), PTR)))
         return
     malloc = declare(module, "malloc", PTR, [I64])
     free = declare(module, "free", ir.VoidType(), [PTR])
-    nbytes = i64(size) if count is None else b.mul(count, i64(size))
+    nbytes = i64(total) if count is None else b.mul(count, i64(total))
     buf = b.call(malloc, [b.add(nbytes, i64(64))])          # + 64: room to align the start
     failed = b.icmp_unsigned("==", b.ptrtoint(buf, I64), i64(0))
-    with b.if_else(failed) as (gather, packed):
-        with gather:
-            nest(None)
+    with b.if_else(failed) as (fallback, packed):
+        with fallback:
+            nest({})
         with packed:
             start = b.and_(b.add(b.ptrtoint(buf, I64), i64(63)), i64(-64))
-            aligned = b.inttoptr(start, PTR)
-            pack(aligned)
-            nest((aligned, ld))
+            nest(pack_all(b.inttoptr(start, PTR)))
             b.call(free, [buf])
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from llvmlite import ir
 
-from ..jit.loops import fold, i64
+from ..jit.loops import I64, fold, i64
 from ..jit.types import BFLOAT, DType
 from ..jit.vec import I8, I16, I32, VecBuilder, bf16_to_f32
 from .operands import element_ptr
@@ -55,11 +55,19 @@ DOTS = {
 
 
 def block_product_dot(b: ir.IRBuilder, v: VecBuilder, dot: DotKind, a_ptr, b_ptr, i0, j0, mr: int,
-                      nvec: int, masks: list, k: int, lda, ldb, b_vnni: bool, accs: list) -> list:
+                      nvec: int, masks: list, k: int, lda, ldb, b_vnni: bool, accs: list,
+                      trans_a: bool = False, trans_b: bool = False) -> list:
+    """accs + A[i0:i0+mr, :] B[:, j0:j0+nvec*lanes]. trans_a/trans_b read A^T / B^T
+    directly: g scalar loads per A group, g gathers per B group (correct, slow; gemm.py
+    transposes them into a buffer first and gets here only if that buffer cannot be
+    allocated)."""
     lanes = v.lanes
     g = GROUP[dot.a.itemsize]
     item = ir.IntType(8 * dot.a.itemsize)
-    a_rows = [element_ptr(b, a_ptr, dot.a, b.mul(b.add(i0, i64(i)), lda)) for i in range(mr)]
+    if trans_a:      # A^T is k x m: A[i0 + i, kk] = A^T[kk, i0 + i]
+        a_cols = [element_ptr(b, a_ptr, dot.a, b.add(i0, i64(i))) for i in range(mr)]
+    else:
+        a_rows = [element_ptr(b, a_ptr, dot.a, b.mul(b.add(i0, i64(i)), lda)) for i in range(mr)]
     has_dot = v.has_op(dot.op, accs[0].type)
     operand_type = dot.operand(lanes)
     zero_row = ir.Constant(v.vty(item), None)
@@ -70,6 +78,12 @@ def block_product_dot(b: ir.IRBuilder, v: VecBuilder, dot: DotKind, a_ptr, b_ptr
         if b_vnni:    # row p of the packed B, groups at element g*col
             at = element_ptr(b, b_ptr, dot.b, b.add(b.mul(p, ldb), b.mul(col, i64(g))))
             return v.load_raw(at, I32, dot.b.itemsize, masks[u])
+        if trans_b:   # B[g*p + t, col + j] = B^T[col + j, g*p + t]
+            rows_at = b.mul(b.add(v.splat(col), v.iota(I64)), v.splat(ldb))
+            loaded = [b.bitcast(v.gather(b_ptr, b.add(rows_at, v.splat(b.add(b.mul(p, i64(g)), i64(t)))),
+                                         dot.b, masks[u]), v.vty(item))
+                      if t < rows else zero_row for t in range(g)]
+            return interleave_rows(v, loaded)
         r0 = element_ptr(b, b_ptr, dot.b, b.add(b.mul(b.mul(p, i64(g)), ldb), col))
         loaded = [v.load_raw(element_ptr(b, r0, dot.b, b.mul(ldb, i64(t))), item, dot.b.itemsize, masks[u])
                   if t < rows else zero_row for t in range(g)]
@@ -77,12 +91,15 @@ def block_product_dot(b: ir.IRBuilder, v: VecBuilder, dot: DotKind, a_ptr, b_ptr
 
     def a_group(i: int, p: ir.Value, rows: int) -> ir.Value:
         """A[i0+i, g*p : g*p + rows] as one i32 (zero-filled past `rows`)."""
-        at = element_ptr(b, a_rows[i], dot.a, b.mul(p, i64(g)))
-        if rows == g:
-            return b.load(at, typ=I32, align=dot.a.itemsize)
+        if trans_a:
+            at, step = element_ptr(b, a_cols[i], dot.a, b.mul(b.mul(p, i64(g)), lda)), lda
+        else:
+            at, step = element_ptr(b, a_rows[i], dot.a, b.mul(p, i64(g))), i64(1)
+            if rows == g:
+                return b.load(at, typ=I32, align=dot.a.itemsize)
         value = ir.Constant(I32, 0)
         for t in range(rows):
-            elem = b.load(element_ptr(b, at, dot.a, i64(t)), typ=item, align=dot.a.itemsize)
+            elem = b.load(element_ptr(b, at, dot.a, b.mul(step, i64(t))), typ=item, align=dot.a.itemsize)
             value = b.or_(value, b.shl(b.zext(elem, I32), ir.Constant(I32, 8 * dot.a.itemsize * t)))
         return value
 

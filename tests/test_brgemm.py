@@ -237,32 +237,61 @@ def test_dtype_errors_name_brgemm(rng):
         br(a, np.zeros((2, 6, 5), np.uint8), np.zeros((4, 5), np.int32))
 
 
-def test_trans_b_when_the_transpose_buffer_cannot_be_allocated(run_python):
-    """B^T blocks are transposed into a malloc'ed buffer; when malloc fails (here: an
-    address-space limit below the 2 GB it asks for) the kernel gathers instead."""
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "u8s8"])
+def test_transposes_when_the_buffer_cannot_be_allocated(dtype, run_python):
+    """Transposed operands are transposed into a malloc'ed buffer; when malloc fails (here:
+    an address-space limit below the ~1 GB it asks for) the kernel reads them in place
+    (gathers, scalar loads) and still computes the right result."""
     code = """
-import resource
+import resource, sys
+import ml_dtypes
 import numpy as np
 import tpp
-m = n = k = 32
-count = 1 << 19                      # 2 GB of transposed 32 x 32 f32 blocks
-br = tpp.brgemm(m, n, k, trans_b=True, beta=0.0, variant="offset")
+dtype = sys.argv[1]
+m, n, k = 3, 17, 5
+count = 1 << 21                      # ~0.5-1 GB of transposed blocks
+trans_a = dtype != "f32"             # f32 reads A^T in place anyway
+br = tpp.brgemm(m, n, k, dtype, trans_a=trans_a, trans_b=True, beta=0.0, variant="offset")
 rng = np.random.default_rng(5)
-a = rng.integers(-1, 2, (m, k)).astype(np.float32)
-b = rng.integers(-1, 2, (n, k)).astype(np.float32)
+a = rng.integers(0 if dtype == "u8s8" else -1, 2, (m, k))
+b = rng.integers(-1, 2, (k, n))
+np_a, np_b, np_c = {"f32": (np.float32,) * 3, "bf16": (ml_dtypes.bfloat16,) * 2 + (np.float32,),
+                    "u8s8": (np.uint8, np.int8, np.int32)}[dtype]
+a_arg = np.ascontiguousarray(a.T if trans_a else a).astype(np_a)
+b_arg = np.ascontiguousarray(b.T).astype(np_b)
 zeros = np.zeros(count, np.int64)
-c = np.zeros((m, n), np.float32)
+c = np.zeros((m, n), np_c)
 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
 used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-resource.setrlimit(resource.RLIMIT_AS, (used + (1 << 30), hard))
+resource.setrlimit(resource.RLIMIT_AS, (used + (400 << 20), hard))
 try:
-    np.empty(2 << 30, np.uint8)
-    raise SystemExit("the limit does not stop a 2 GB allocation")
+    np.empty(500 << 20, np.uint8)
+    raise SystemExit("the limit does not stop a 500 MB allocation")
 except MemoryError:
     pass
-br(a.reshape(-1), b.reshape(-1), c, zeros, zeros)
-# every entry is the same A B^T; sums of small integers are exact in f32 (< 2^24)
-np.testing.assert_array_equal(c, count * (a.astype(np.float64) @ b.T))
+br(a_arg.reshape(-1), b_arg.reshape(-1), c, zeros, zeros)
+# every entry is the same A B; sums of small integers are exact (< 2^24 in f32)
+np.testing.assert_array_equal(c, count * (a @ b))
 print("ok")
 """
-    assert run_python(code).check().stdout.strip() == "ok"
+    assert run_python(code, dtype).check().stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "u8s8"])
+@pytest.mark.parametrize("trans_a,trans_b", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+def test_dot_kernels_take_transposed_blocks(dtype, trans_a, trans_b, variant, rng):
+    m, n, k, batch = 19, 33, 11, 3
+    br = tpp.brgemm(m, n, k, dtype, variant=variant, trans_a=trans_a, trans_b=trans_b)
+    if dtype == "bf16":     # small integers: every sum is exact in f32
+        a = rng.integers(-3, 4, (batch, m, k)).astype(BF16)
+        b = rng.integers(-3, 4, (batch, k, n)).astype(BF16)
+        c = rng.integers(-9, 10, (m, n)).astype(np.float32)
+    else:
+        a = rng.integers(0, 256, (batch, m, k)).astype(np.uint8)
+        b = rng.integers(-128, 128, (batch, k, n)).astype(np.int8)
+        c = rng.integers(-1000, 1000, (m, n)).astype(np.int32)
+    expected = c.astype(np.int64) + sum(a[i].astype(np.int64) @ b[i] for i in range(batch))
+    a_arg = np.ascontiguousarray(a.transpose(0, 2, 1)) if trans_a else a
+    b_arg = np.ascontiguousarray(b.transpose(0, 2, 1)) if trans_b else b
+    np.testing.assert_array_equal(call(br, a_arg, b_arg, c), expected)

@@ -181,8 +181,8 @@ def test_bf16_codegen_uses_vdpbf16ps():
 
 
 def test_bf16_rejects_what_it_does_not_offer():
-    with pytest.raises(tpp.DescriptorError, match="not offered for bf16"):
-        tpp.gemm(4, 4, 4, "bf16", trans_b=True)
+    with pytest.raises(tpp.DescriptorError, match="b_vnni and trans_b exclude each other"):
+        tpp.gemm(4, 4, 4, "bf16", trans_b=True, b_vnni=True)
     with pytest.raises(tpp.DescriptorError, match="for bf16 and int8 inputs"):
         tpp.gemm(4, 4, 4, "f32", b_vnni=True)
     with pytest.raises(tpp.DTypeError, match="out_dtype"):
@@ -216,6 +216,28 @@ def test_vnni4_pack_layout(k, n, rng):
     assert packed.shape == (groups, 4 * n)
     back = packed.reshape(groups, n, 4).transpose(0, 2, 1).reshape(-1, n)
     assert np.array_equal(back[:k], x) and not back[k:].any()
+
+
+# ---- transposed operands of the dot kernels (transposed into a buffer by the kernel) -------
+@pytest.mark.parametrize("dtype", ["bf16", "u8s8"])
+@pytest.mark.parametrize("trans_a,trans_b", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 35, 9), (33, 16, 70), (64, 64, 64), (100, 90, 301)])
+def test_dot_kernels_take_transposed_operands(dtype, trans_a, trans_b, target, m, n, k, rng):
+    g = tpp.gemm(m, n, k, dtype, trans_a=trans_a, trans_b=trans_b, target=target)
+    if dtype == "bf16":     # small integers: every sum is exact in f32
+        a = rng.integers(-3, 4, (m, k)).astype(BF16)
+        b = rng.integers(-3, 4, (k, n)).astype(BF16)
+        c = rng.integers(-9, 10, (m, n)).astype(np.float32)
+    else:
+        a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+        b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+        c = rng.integers(-1000, 1000, (m, n)).astype(np.int32)
+    expected = c.astype(np.int64) + a.astype(np.int64) @ b.astype(np.int64)
+    a_arg = np.ascontiguousarray(a.T) if trans_a else a
+    b_arg = np.ascontiguousarray(b.T) if trans_b else b
+    np.testing.assert_array_equal(g.reference(a_arg, b_arg, c), expected)
+    np.testing.assert_array_equal(g(a_arg, b_arg, c), expected)
 
 
 # ---- fused epilogues -------------------------------------------------------------------------

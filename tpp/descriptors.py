@@ -224,9 +224,9 @@ class GemmDesc:
         elif self.out_dtype not in allowed:
             raise DTypeError(f"tpp gemm: out_dtype {self.out_dtype.value} with {self.dtype.value} inputs "
                              f"(supported: {', '.join(sorted(d.value for d in allowed))})")
-        if self.dtype in (DType.BF16, DType.U8) and (self.trans_a or self.trans_b):
-            raise DescriptorError(f"tpp gemm: trans_a/trans_b are not offered for {self.dtype.value} yet; "
-                                  f"transpose with tpp.unary('transpose', ...) first")
+        if self.b_vnni and self.trans_b:
+            raise DescriptorError("tpp gemm: b_vnni and trans_b exclude each other (a VNNI packed B "
+                                  "is already in the layout the kernel reads)")
         if self.b_vnni and self.dtype not in (DType.BF16, DType.U8):
             raise DescriptorError("tpp gemm: b_vnni (a VNNI packed B) is for bf16 and int8 inputs")
         if self.beta not in (0.0, 1.0):
