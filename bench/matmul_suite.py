@@ -9,8 +9,10 @@ speed drifts by 2x between minutes, so only back-to-back repetitions compare):
 
 OpenBLAS's workers spin for ~50-100 ms after a multi-thread call, on the CPUs
 tpp's threads want: tpp's 2-thread matmul at 1024 ran at 80-95 GFLOP/s right
-after np.matmul on 2 threads, 135-170 after a 0.1-0.2 s sleep. So the contender
-that follows a multi-thread numpy repetition first sleeps SETTLE s, untimed.
+after np.matmul on 2 threads, 135-170 after a 0.1-0.2 s sleep. tpp's own workers
+spin for a few ms (tpp/pool.py) and slowed numpy's 2-thread matmul the same way.
+So the contender that follows any multi-thread repetition first sleeps SETTLE s,
+untimed.
 
 A row per (size, T): medians, the median over repetitions of np time / tpp time
 (> 1: tpp faster) and, for T > 1, the median of tpp's 1-thread time / its T-thread
@@ -139,7 +141,7 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0) -> list
         prepare[f"tpp_t{t}"], prepare[f"np_t{t}"] = one_blas, blas.setter(t)
     order = list(runs)
     for name, before in zip(order, order[-1:] + order[:-1]):     # cyclic: repetitions go round
-        if before.startswith("np_t") and int(before[4:]) > 1:
+        if int(before.split("_t")[1]) > 1:
             prepare[name] = _settled(prepare[name])
     for c in outs.values():
         c.fill(np.nan)

@@ -210,13 +210,16 @@ def _by_edges(b, last_row, last_col, full: tuple[int, int], edge: tuple[int, int
                         call(rows, full[1])
 
 
-def _default_plan(dtype: DType) -> MatmulPlan:
+def _default_plan(dtype: DType, m: int) -> MatmulPlan:
     target = current_target()
     lanes = target.lanes(32)                             # f32 accumulators (bf16 computes in f32)
     rows = min(16, (target.vector_registers - 3) // 2)   # the GEMM microkernel's MR for 2 vectors
     if dtype is DType.F64:
         lanes //= 2
-    return MatmulPlan(mb=4 * rows, nb=2 * lanes)
+    # Mb of at most 4 register tiles, the same for every block row: a short last block
+    # left the 2 threads' shares unequal (512: 280 vs 232 rows, speed-up 1.44x)
+    blocks = -(-m // (4 * rows))
+    return MatmulPlan(mb=-(-m // blocks), nb=2 * lanes)
 
 
 _scratch = threading.local()       # per thread: concurrent calls must not share packed buffers
@@ -261,7 +264,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     if out is None:
         out = np.empty((m, n), to_numpy(DType.F32 if dtype is DType.BF16 else dtype))
     desc = MatmulDesc(m, n, k, dtype, _row_stride(a), _row_stride(b), _row_stride(out), epilogue,
-                      plan or _default_plan(dtype))
+                      plan or _default_plan(dtype, m))
     given = {"bias": bias, "residual": residual}
     extras = [given[step] for step in epilogue_inputs(epilogue)]
     ops = desc.operands()

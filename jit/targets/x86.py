@@ -21,10 +21,12 @@ _AVX512_INTRINSICS = (
     ("rcp.v16f32", "llvm.x86.avx512.rcp14.ps.512|passthru_mask"),         # vrcp14ps, 14 bits
     ("scalef.v16f32", "llvm.x86.avx512.mask.scalef.ps.512|passthru_mask_round"),   # vscalefps
     ("store_fence", "llvm.x86.sse.sfence|plain"),                         # after movnt stores
+    ("spin_pause", "llvm.x86.sse2.pause|plain"),                          # in spin-wait loops
 )
 _AVX2_INTRINSICS = (
     ("rcp.v8f32", "llvm.x86.avx.rcp.ps.256|plain"),                       # vrcpps, 12 bits
     ("store_fence", "llvm.x86.sse.sfence|plain"),
+    ("spin_pause", "llvm.x86.sse2.pause|plain"),
 )
 
 
