@@ -92,7 +92,7 @@ BAD = [
         r"tpp add: broadcast mode 'diag' is not one of none, row, col, scalar"),
     Bad("broadcast triple", lambda: tpp.binary("add", 4, 4, broadcast=("row", "col", "none")),
         tpp.DescriptorError, r"broadcast must be one mode or a pair"),
-    Bad("unknown target", lambda: tpp.unary("relu", 4, 4, target="riscv-v"), ValueError,
+    Bad("unknown target", lambda: tpp.unary("relu", 4, 4, target="riscv-v"), tpp.TargetError,
         r"tpp: unknown target 'riscv-v'; known targets: x86-avx2, x86-avx512"),
     # --- calls: shapes, dtypes, layouts ---------------------------------------------------------
     Bad("wrong shape", lambda: RELU()(f32(6, 4)), tpp.ShapeError,

@@ -29,11 +29,17 @@ def unary(kind: str, m: int, n: int, dtype="f32", *, out_dtype=None, alpha: floa
     ("reduce_sum", "reduce_max", ... with axis=1 for one result per row or axis=0
     for one per column; argidx=True adds the index of max/min), or "transpose".
     """
+    return get_kernel(unary_desc(kind, m, n, dtype, out_dtype=out_dtype, alpha=alpha, axis=axis,
+                                 argidx=argidx), target)
+
+
+def unary_desc(kind: str, m: int, n: int, dtype="f32", *, out_dtype=None, alpha: float | None = None,
+               axis: int | None = None, argidx: bool = False) -> UnaryDesc:
+    """The descriptor tpp.unary dispatches (what the C ABI and AOT builds use too)."""
     kind = _unary_k.ALIASES.get(kind, kind) if isinstance(kind, str) else kind
     dt = _parse_dtype(dtype)
     odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else dt
-    desc = UnaryDesc(kind, m, n, dt, odt, alpha, axis, bool(argidx))
-    return get_kernel(desc, target)
+    return UnaryDesc(kind, m, n, dt, odt, alpha, axis, bool(argidx))
 
 
 def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=None) -> Kernel:
@@ -44,6 +50,11 @@ def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=Non
     Row inputs have shape (1, n) or (n,), column inputs (m, 1), scalars () or a
     Python number.
     """
+    return get_kernel(binary_desc(kind, m, n, dtype, broadcast=broadcast), target)
+
+
+def binary_desc(kind: str, m: int, n: int, dtype="f32", *, broadcast=None) -> BinaryDesc:
+    """The descriptor tpp.binary dispatches."""
     kind = _binary_k.ALIASES.get(kind, kind) if isinstance(kind, str) else kind
     if isinstance(broadcast, (tuple, list)):
         if len(broadcast) != 2:
@@ -51,7 +62,7 @@ def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=Non
         ba, bb = (parse_bcast(x, kind) for x in broadcast)
     else:
         ba, bb = parse_bcast(None, kind), parse_bcast(broadcast, kind)
-    return get_kernel(BinaryDesc(kind, m, n, _parse_dtype(dtype), ba, bb), target)
+    return BinaryDesc(kind, m, n, _parse_dtype(dtype), ba, bb)
 
 
 def _gemm_dtypes(dtype, out_dtype) -> tuple[DType, DType | None]:
@@ -77,10 +88,18 @@ def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b:
     (vpdpbusd). b_vnni=True takes b VNNI-packed by tpp.unary("vnni_pack", k, n, dtype).
     epilogue: steps fused before the store, e.g. ("bias", "relu") or ("bias", "residual",
     "gelu_tanh"); bias (1 x n) and residual (m x n) are passed after b: g(a, b, bias, c)."""
+    return get_kernel(gemm_desc(m, n, k, dtype, trans_a=trans_a, trans_b=trans_b, beta=beta, lda=lda,
+                                ldb=ldb, ldc=ldc, out_dtype=out_dtype, b_vnni=b_vnni, epilogue=epilogue),
+                      target)
+
+
+def gemm_desc(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b: bool = False,
+              beta: float = 1.0, lda: int | None = None, ldb: int | None = None, ldc: int | None = None,
+              out_dtype=None, b_vnni: bool = False, epilogue=()) -> GemmDesc:
+    """The descriptor tpp.gemm dispatches."""
     dt, odt = _gemm_dtypes(dtype, out_dtype)
-    desc = GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
+    return GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
                     odt, bool(b_vnni), _steps(epilogue))
-    return get_kernel(desc, target)
 
 
 def brgemm(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride", trans_a: bool = False,
@@ -93,10 +112,20 @@ def brgemm(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride", tran
     buffers and int64 element offsets; "address": br([a0, a1, ...], [b0, b1, ...], c).
     dtype, out_dtype, b_vnni and epilogue as for gemm; the epilogue's inputs go between
     b and c: br(a, b, bias, c)."""
-    dt, odt = _gemm_dtypes(dtype, out_dtype)
-    desc = BrgemmDesc(m, n, k, dt, variant, bool(trans_a), bool(trans_b), float(beta),
-                      lda, ldb, ldc, stride_a, stride_b, odt, bool(b_vnni), _steps(epilogue))
+    desc = brgemm_desc(m, n, k, dtype, variant=variant, trans_a=trans_a, trans_b=trans_b, beta=beta,
+                       lda=lda, ldb=ldb, ldc=ldc, stride_a=stride_a, stride_b=stride_b,
+                       out_dtype=out_dtype, b_vnni=b_vnni, epilogue=epilogue)
     return BatchReduceKernel(get_kernel(desc, target), get_kernel)
+
+
+def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride", trans_a: bool = False,
+                trans_b: bool = False, beta: float = 1.0, lda: int | None = None, ldb: int | None = None,
+                ldc: int | None = None, stride_a: int | None = None, stride_b: int | None = None,
+                out_dtype=None, b_vnni: bool = False, epilogue=()) -> BrgemmDesc:
+    """The descriptor tpp.brgemm dispatches."""
+    dt, odt = _gemm_dtypes(dtype, out_dtype)
+    return BrgemmDesc(m, n, k, dt, variant, bool(trans_a), bool(trans_b), float(beta),
+                      lda, ldb, ldc, stride_a, stride_b, odt, bool(b_vnni), _steps(epilogue))
 
 
 __all__ = ["unary", "binary", "gemm", "brgemm", "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",

@@ -17,6 +17,7 @@ from llvmlite import ir
 from . import arrayabi, config
 from .jit import cache, compiler
 from .jit.targets import Target
+from .errors import TargetError
 from .kernel import Kernel
 
 __version__ = "0.1.0"
@@ -41,7 +42,10 @@ def resolve_target(target) -> Target:
         return current_target()
     if isinstance(target, Target):
         return target
-    return Target.named(target)
+    try:
+        return Target.named(target)
+    except ValueError as exc:        # the jit layer knows no tpp errors
+        raise TargetError(str(exc)) from None
 
 
 def sources_hash() -> str:
