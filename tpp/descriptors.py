@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from llvmlite import ir
 
+from .dtypes import to_numpy
 from .errors import DescriptorError, DTypeError
 from .jit.targets import Target
 from .jit.types import DType
@@ -136,8 +137,8 @@ class UnaryDesc:
             return (values, rk.arg_reference(xs[0], axis=self.axis)) if self.argidx else values
         if self.family == "transpose":
             return transpose_k.transpose(xs[0])
-        if self.family == "vnni_pack":
-            return vnni_k.vnni_pack(xs[0])
+        if self.family == "vnni_pack":       # groups follow the element size: pack in the dtype
+            return vnni_k.vnni_pack(np.asarray(inputs[0], dtype=to_numpy(self.dtype))).astype(np.float64)
         fn = unary_k.KINDS[self.kind].reference
         if self.kind == "zero":
             return np.zeros((self.m, self.n))
