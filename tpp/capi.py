@@ -2,7 +2,7 @@
 
 libtpp.so (built by capi_build.py with cffi's embedding mode) starts an
 interpreter on its first call and runs `bind(ffi, lib)`, which implements
-tpp_init and tpp_dispatch_* here. A dispatch turns the C descriptor into the
+tpp_init and the dispatches the library's C-side cache has not seen yet. A dispatch turns the C descriptor into the
 same descriptor the Python API builds (tpp.unary_desc, ...), dispatches it
 through the kernel cache and hands back the JIT-compiled function's address, so
 the C caller calls the generated code directly. Nothing raises into C: every
@@ -134,16 +134,15 @@ def bind(ffi, lib) -> None:
         lib.tpp_capi_set_error(OK, b"")
         return OK
 
-    def dispatcher(kind: str):
-        def dispatch(desc):
-            try:
-                address = kernel_address(ffi, kind, desc)
-            except BaseException as exc:        # nothing may raise into C
-                fail(exc)
-                return ffi.NULL
-            lib.tpp_capi_set_error(OK, b"")
-            return ffi.cast("tpp_kernel", address)
-        ffi.def_extern(name=f"tpp_dispatch_{kind}")(dispatch)
+    kinds = tuple(BUILDERS)                      # `which` of tpp_capi_dispatch (capi_build.py)
 
-    for kind in BUILDERS:
-        dispatcher(kind)
+    @ffi.def_extern(name="tpp_capi_dispatch")
+    def _dispatch(which, desc):
+        """A dispatch the library's C cache has not seen (see capi_build._C_SOURCE)."""
+        try:
+            address = kernel_address(ffi, kinds[which], desc)
+        except BaseException as exc:            # nothing may raise into C
+            fail(exc)
+            return ffi.NULL
+        lib.tpp_capi_set_error(OK, b"")
+        return ffi.cast("tpp_kernel", address)
