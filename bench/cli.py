@@ -7,6 +7,10 @@
     tpp-bench gemm --dtype bf16 --sizes 64,128,256   (B vnni-packed; also --dtype u8s8)
     tpp-bench brgemm --sizes 64 --batch 16 --variant stride,offset,address
     tpp-bench matmul --sizes 512,1024,2048 --threads 1,2
+    tpp-bench capi --sizes 32,64,128     (GEMM through libtpp, timed in a C loop)
+    tpp-bench info                      (target, features, threads, cache, peaks)
+
+Every subcommand takes --json; sweeps take --plot out.png (pip install 'tpp[plot]').
 
 matmul (tpp.ops.matmul against np.matmul on as many BLAS threads) takes a while
 and runs several threads, so it is not part of the quick suite: run it by name.
@@ -14,15 +18,18 @@ and runs several threads, so it is not part of the quick suite: run it by name.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from tpp import config
 
-from . import blas, brgemm_suite, dot_gemm, gemm_suite, matmul_suite, peak, report, suites
+from . import blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, matmul_suite, peak, report, suites
+from . import info as info_mod
+from . import plot
 
 _SUPPRESS = argparse.SUPPRESS
-_DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False}
+_DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False, "plot": None}
 
 
 def _common() -> argparse.ArgumentParser:
@@ -38,6 +45,8 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--cpu", type=int, metavar="ID", default=_SUPPRESS,
                    help="pin the process to this CPU (default: the last one available)")
     p.add_argument("--no-pin", action="store_true", default=_SUPPRESS, help="do not pin to one CPU")
+    p.add_argument("--plot", metavar="PNG", default=_SUPPRESS,
+                   help="also draw the rows (GFLOP/s or GB/s against size) into this image (needs matplotlib)")
     return p
 
 
@@ -123,11 +132,20 @@ def _matmul(sub, common) -> None:
                    help="comma-separated thread counts (default 1,2; the speed-up is over the first if 1)")
 
 
+def _capi(sub, common) -> None:
+    p = sub.add_parser("capi", parents=[common], help="GEMM through libtpp, timed in a C loop",
+                       description=capi_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=_gemm_sizes, default=[(s, s, s) for s in (32, 64, 128)],
+                   help="comma-separated N or MxNxK (default 32,64,128)")
+
+
 def parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul}")
+    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul,capi,info}")
+    sub.add_parser("info", parents=[common], help="target, features, threads, cache and measured peaks")
+    _capi(sub, common)
     _family(sub, "unary", suites.UNARY_KINDS, suites.UNARY_DEFAULT_KINDS, common)
     _family(sub, "binary", suites.BINARY_KINDS, suites.BINARY_DEFAULT_KINDS, common)
     _gemm(sub, common)
@@ -172,7 +190,42 @@ def _rows(args, plan, opts) -> list[dict]:
         return brgemm_suite.sizes_rows(*plan, opts)
     if args.command == "matmul":
         return matmul_suite.sizes_rows(*plan, opts)
+    if args.command == "capi":
+        return capi_suite.sizes_rows(plan, opts)
     return suites.sizes_rows(args.family, *plan, opts)
+
+
+def _split(args, plan) -> list:
+    """The plan cut into steps (one per size, or per kind and size), for the progress line."""
+    if args.command in ("gemm", "brgemm", "matmul"):
+        return [(f"{'x'.join(map(str, size))}", (([size],) + tuple(plan[1:]))) for size in plan[0]]
+    if args.command == "capi":
+        return [(f"{'x'.join(map(str, size))}", [size]) for size in plan]
+    if args.command in ("unary", "binary"):
+        kinds, sizes, dtype = plan
+        return [(f"{kind} {m}x{n}", ([kind], [(m, n)], dtype)) for kind in kinds for m, n in sizes]
+    return [("quick suite", plan)]
+
+
+def _progress(text: str, done: int, total: int) -> None:
+    """A one-line progress bar on stderr, only on a terminal."""
+    if not sys.stderr.isatty():
+        return
+    width = 24
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text[:40]:<40}{end}")
+    sys.stderr.flush()
+
+
+def _all_rows(args, plan, opts) -> list[dict]:
+    steps = _split(args, plan)
+    rows = []
+    for i, (label, part) in enumerate(steps):
+        _progress(label, i, len(steps))
+        rows += _rows(args, part, opts)
+    _progress("done", len(steps), len(steps))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.min_time_ms <= 0:
         p.error("--repeat must be >= 1 and --min-time > 0")
     opts = suites.Options(repeat=args.repeat, min_time=args.min_time_ms / 1e3)
+    if args.command == "info":
+        found = info_mod.gather(opts)
+        print(json.dumps(found, indent=1) if args.json else info_mod.text(found))
+        return 0
     plan = _plan(p, args) if args.command else None      # argument errors before any output
     saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
@@ -208,16 +265,22 @@ def main(argv: list[str] | None = None) -> int:
                                   "faster); speed-up = median of tpp's 1-thread time / its T-thread time")
             if not args.json:
                 print(report.header(info, opts), flush=True)
-            rows = _rows(args, plan, opts)
+            rows = _all_rows(args, plan, opts) if args.command else _rows(args, plan, opts)
     finally:
         if pinned is not None and saved is not None:
             os.sched_setaffinity(0, saved)     # main() may be called in-process (tests)
     print(report.to_json(rows, info) if args.json else report.table(rows))
+    if args.plot:
+        try:
+            print(f"plot: {plot.plot(rows, info, args.plot)}", file=sys.stderr)
+        except plot.PlotUnavailable as exc:
+            print(f"tpp-bench: no plot: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
 def _plan(p: argparse.ArgumentParser, args) -> tuple:
-    if args.command in ("gemm", "brgemm", "matmul") and any(d < 1 for size in args.sizes for d in size):
+    if args.command in ("gemm", "brgemm", "matmul", "capi") and any(d < 1 for size in args.sizes for d in size):
         p.error("sizes must be >= 1")
     if args.command == "gemm":
         if args.dtype in dot_gemm.DTYPES and (args.trans_a or args.trans_b):
@@ -232,6 +295,8 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
         if args.batch < 1:
             p.error("--batch must be >= 1")
         return args.sizes, args.batch, variants
+    if args.command == "capi":
+        return args.sizes
     if args.command == "matmul":
         if not args.threads or any(t < 1 for t in args.threads):
             p.error("--threads must be >= 1")

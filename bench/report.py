@@ -202,6 +202,18 @@ def _numpy_expr(row: dict) -> str:
     return text
 
 
+_CAPI_COLUMNS = [
+    ("op", lambda r: "gemm (C)", False), ("M", lambda r: str(r["m"]), True), ("N", lambda r: str(r["n"]), True),
+    ("K", lambda r: str(r["k"]), True), ("C GF/s", lambda r: _f(r["c"]["gflops"]), True),
+    ("%peak", lambda r: f"{r['c_pct_peak']:.0f}%", True), ("py kern GF/s", lambda r: _f(r["py_kernel"]["gflops"]), True),
+    ("C/py", lambda r: f"{r['ratio_c_py']:.3f}", True), ("peak GF/s", lambda r: _f(r["peak_gflops"]), True),
+    ("LIBXSMM ref", lambda r: _f(r["libxsmm_reference_gflops"]) if r["libxsmm_reference_gflops"] else "-", True),
+    ("init ms", lambda r: _f(r["init_ms"]), True), ("1st dispatch JIT ms", lambda r: _f(r["first_dispatch_jit_ms"]), True),
+    ("1st dispatch disk ms", lambda r: _f(r["first_dispatch_disk_ms"], "{:.2f}"), True),
+    ("dispatch us", lambda r: _f(r["cached_dispatch_us"], "{:.3f}"), True),
+]
+
+
 def _aligned(titles: list[str], cells: list[list[str]], right: list[bool]) -> list[str]:
     widths = [max(len(t), *(len(c[i]) for c in cells)) if cells else len(t) for i, t in enumerate(titles)]
 
@@ -221,8 +233,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         if "error" not in r:
             key = r.get("table", r["suite"])
-            groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul") else "kernel",
-                              []).append(r)
+            groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul", "capi")
+                              else "kernel", []).append(r)
     out = []
     for key, group in groups.items():
         if out:
@@ -237,6 +249,8 @@ def table(rows: list[dict]) -> str:
             out += _grid(_BRGEMM_COLUMNS, group)
         elif key == "matmul":
             out += _grid(_MATMUL_COLUMNS, group)
+        elif key == "capi":
+            out += _grid(_CAPI_COLUMNS, group)
         else:
             titles = ["JIT compile", "kernel", "dtype", "median ms", "min ms", "reps", "how"]
             cells = [[r["mode"], r["op"] + " " + r["shape"], r["dtype"], f"{r['ms']:.2f}", f"{r['min_ms']:.2f}",

@@ -270,3 +270,41 @@ def test_prepare_hook_runs_untimed_before_each_repetition():
 def test_quick_suite_has_the_brgemm_target():
     from tpp.bench import brgemm_suite
     assert brgemm_suite.QUICK == ((64, 64, 64, 16, "stride"),)
+
+
+# ---- info, capi, --plot ----------------------------------------------------------------------
+def test_info_json(capsys):
+    found = _run(capsys, ["info", *FAST])
+    assert found["target"] == tpp.current_target().name
+    assert found["vector_bits"] in (256, 512) and found["threads"] >= 1
+    assert {t["name"] for t in found["targets"]} >= {"x86-avx2", "x86-avx512"}
+    f32 = next(p for p in found["peaks"] if p["dtype"] == "f32")
+    assert f32["available"] and f32["gflops"] > 0
+    assert found["cache_files"] >= 0 and "cache_dir" in found
+
+
+def test_info_text(capsys):
+    assert cli.main(["info", "--repeat", "1", "--min-time", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "target:" in out and "cache:" in out and "peak:      FMA f32" in out
+
+
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="no C compiler")
+def test_capi_rows(capsys):
+    rows = _run(capsys, ["capi", "--sizes", "16", *FAST])
+    (row,) = rows
+    assert "error" not in row, row.get("error")
+    assert row["c"]["gflops"] > 0 and row["py_kernel"]["gflops"] > 0
+    assert row["libxsmm_reference_gflops"] == 91.3
+    assert row["cached_dispatch_us"] < row["first_dispatch_disk_ms"] * 1e3
+    assert row["init_ms"] > 0 and row["first_dispatch_jit_ms"] > 0
+
+
+def test_plot_writes_an_image(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "gemm.png"
+    assert cli.main(["gemm", "--sizes", "8,16", *FAST, "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out2 = tmp_path / "unary.png"
+    assert cli.main(["unary", "--kinds", "relu", "--sizes", "8x8,16x16", *FAST, "--plot", str(out2)]) == 0
+    assert out2.stat().st_size > 1000
