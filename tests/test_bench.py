@@ -308,3 +308,26 @@ def test_plot_writes_an_image(capsys, tmp_path):
     out2 = tmp_path / "unary.png"
     assert cli.main(["unary", "--kinds", "relu", "--sizes", "8x8,16x16", *FAST, "--plot", str(out2)]) == 0
     assert out2.stat().st_size > 1000
+
+
+def test_progress_line_only_on_a_terminal(monkeypatch, capsys):
+    class Tty:
+        def __init__(self):
+            self.text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+    tty = Tty()
+    monkeypatch.setattr(cli.sys, "stderr", tty)
+    cli._progress("gemm 64x64x64", 1, 4)
+    cli._progress("done", 4, 4)
+    assert "[######..................] 1/4 gemm 64x64x64" in tty.text and tty.text.endswith("\n")
+    monkeypatch.undo()
+    cli._progress("quiet", 1, 2)                 # pytest's stderr is not a terminal
+    assert capsys.readouterr().err == ""

@@ -310,3 +310,13 @@ def test_aot_cli(tmp_path, capsys):
 def test_python_headers_present_for_the_build():
     """The library build compiles against Python.h; CI installs it where missing."""
     assert Path(sysconfig.get_paths()["include"], "Python.h").is_file()
+
+
+def test_aot_reads_toml_specs(tmp_path):
+    pytest.importorskip("tomllib")
+    spec = tmp_path / "k.toml"
+    spec.write_text('[[kernels]]\nname = "t_relu"\nkind = "unary"\nop = "relu"\nm = 4\nn = 9\n\n'
+                    '[[kernels]]\nname = "t_add"\nkind = "binary"\nop = "add"\nm = 4\nn = 9\nbroadcast = "col"\n')
+    named = [aot.descriptor(e) for e in aot.read_spec(spec)]
+    assert [n for n, _ in named] == ["t_relu", "t_add"]
+    assert named[1][1] == tpp.binary_desc("add", 4, 9, broadcast="col")
