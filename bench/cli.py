@@ -24,7 +24,7 @@ import sys
 
 from tpp import config
 
-from . import blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, matmul_suite, peak, report, suites
+from . import blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, gpu_suite, matmul_suite, peak, report, suites
 from . import info as info_mod
 from . import plot
 
@@ -143,8 +143,10 @@ def parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul,capi,info}")
+    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul,capi,gpu,info}")
     sub.add_parser("info", parents=[common], help="target, features, threads, cache and measured peaks")
+    sub.add_parser("gpu", parents=[common], help="NVPTX kernels on an NVIDIA GPU (tpp.cuda)",
+                   description=gpu_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _capi(sub, common)
     _family(sub, "unary", suites.UNARY_KINDS, suites.UNARY_DEFAULT_KINDS, common)
     _family(sub, "binary", suites.BINARY_KINDS, suites.BINARY_DEFAULT_KINDS, common)
@@ -176,7 +178,7 @@ def _peaks(command, plan) -> list[str]:
     """The peaks a command's header reports: its own first, then f32 FMA for comparison."""
     if command == "gemm":
         return list(dict.fromkeys([plan[1], "f32"]))
-    return [] if command == "matmul" else ["f32"]
+    return [] if command in ("matmul", "gpu") else ["f32"]
 
 
 def _rows(args, plan, opts) -> list[dict]:
@@ -192,6 +194,8 @@ def _rows(args, plan, opts) -> list[dict]:
         return matmul_suite.sizes_rows(*plan, opts)
     if args.command == "capi":
         return capi_suite.sizes_rows(plan, opts)
+    if args.command == "gpu":
+        return gpu_suite.rows(opts)
     return suites.sizes_rows(args.family, *plan, opts)
 
 
@@ -201,6 +205,8 @@ def _split(args, plan) -> list:
         return [(f"{'x'.join(map(str, size))}", (([size],) + tuple(plan[1:]))) for size in plan[0]]
     if args.command == "capi":
         return [(f"{'x'.join(map(str, size))}", [size]) for size in plan]
+    if args.command == "gpu":
+        return [("gpu", plan)]
     if args.command in ("unary", "binary"):
         kinds, sizes, dtype = plan
         return [(f"{kind} {m}x{n}", ([kind], [(m, n)], dtype)) for kind in kinds for m, n in sizes]
@@ -297,6 +303,8 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
         return args.sizes, args.batch, variants
     if args.command == "capi":
         return args.sizes
+    if args.command == "gpu":
+        return ()
     if args.command == "matmul":
         if not args.threads or any(t < 1 for t in args.threads):
             p.error("--threads must be >= 1")

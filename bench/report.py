@@ -202,6 +202,13 @@ def _numpy_expr(row: dict) -> str:
     return text
 
 
+_GPU_COLUMNS = [
+    ("op", lambda r: r["op"], False), ("shape", lambda r: r["shape"], False), ("target", lambda r: r["target"], False),
+    ("GB/s", lambda r: _f(r["gbps"]), True), ("ms", lambda r: f"{r['ms']:.3f}", True),
+    ("copy GB/s", lambda r: _f(r["copy_gbps"]), True), ("% of copy", lambda r: f"{r['pct_copy']:.0f}%", True),
+    ("check", lambda r: "ok" if r["result_ok"] else "WRONG", False),
+]
+
 _CAPI_COLUMNS = [
     ("op", lambda r: "gemm (C)", False), ("M", lambda r: str(r["m"]), True), ("N", lambda r: str(r["n"]), True),
     ("K", lambda r: str(r["k"]), True), ("C GF/s", lambda r: _f(r["c"]["gflops"]), True),
@@ -233,7 +240,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         if "error" not in r:
             key = r.get("table", r["suite"])
-            groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul", "capi")
+            groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul", "capi", "gpu")
                               else "kernel", []).append(r)
     out = []
     for key, group in groups.items():
@@ -251,6 +258,8 @@ def table(rows: list[dict]) -> str:
             out += _grid(_MATMUL_COLUMNS, group)
         elif key == "capi":
             out += _grid(_CAPI_COLUMNS, group)
+        elif key == "gpu":
+            out += _grid(_GPU_COLUMNS, group)
         else:
             titles = ["JIT compile", "kernel", "dtype", "median ms", "min ms", "reps", "how"]
             cells = [[r["mode"], r["op"] + " " + r["shape"], r["dtype"], f"{r['ms']:.2f}", f"{r['min_ms']:.2f}",

@@ -21,12 +21,22 @@ _engines: dict[Target, llvm.ExecutionEngine] = {}
 _loaded: dict[tuple[Target, str], int] = {}     # symbols already linked, per engine
 
 
-def _init() -> None:
-    global _initialised
+_all_targets = False
+
+
+def _init(target: Target | None = None) -> None:
+    """Initialise LLVM's native backend once, and all the others on the first target
+    of another architecture (NVPTX, AArch64)."""
+    global _initialised, _all_targets
     if not _initialised:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         _initialised = True
+    if target is not None and not _all_targets and target.triple.split("-")[0] != \
+            llvm.get_process_triple().split("-")[0]:
+        llvm.initialize_all_targets()
+        llvm.initialize_all_asmprinters()
+        _all_targets = True
 
 
 def target_machine(target: Target, opt: int = 3) -> llvm.TargetMachine:
@@ -36,7 +46,7 @@ def target_machine(target: Target, opt: int = 3) -> llvm.TargetMachine:
     with _lock:
         tm = _machines.get(key)
         if tm is None:
-            _init()
+            _init(target)
             llvm_target = llvm.Target.from_triple(target.triple)
             tm = llvm_target.create_target_machine(cpu=target.cpu, features=target.features,
                                                    opt=opt, reloc="pic", codemodel="default")
@@ -95,6 +105,13 @@ def emit_object(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
 def emit_assembly(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> str:
     with _lock, _codegen_flags():
         return target_machine(target, opt).emit_assembly(mod)
+
+
+def emit_code(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
+    """What the target's loader takes: object code, or assembly text (PTX) as bytes."""
+    if target.output == "assembly":
+        return emit_assembly(mod, target, opt).encode()
+    return emit_object(mod, target, opt)
 
 
 def load_object(obj: bytes, target: Target, symbols: list[str]) -> dict[str, int]:

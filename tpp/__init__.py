@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from . import config
+from . import config, cuda
 from .brgemm import BatchReduceKernel
 from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, BrgemmDesc, GemmDesc, UnaryDesc, parse_bcast
 from .dispatch import __version__, current_target, get_kernel

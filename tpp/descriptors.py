@@ -156,6 +156,8 @@ class BinaryDesc:
     bcast_a: Bcast = Bcast.FULL
     bcast_b: Bcast = Bcast.FULL
 
+    family = "eltwise"
+
     def __post_init__(self) -> None:
         if self.kind not in BINARY_KINDS:
             raise DescriptorError(f"tpp.binary: unknown kind {self.kind!r}; known kinds: "
@@ -214,6 +216,7 @@ class GemmDesc:
     epilogue: tuple[str, ...] = ()  # steps on the accumulators before the store (epilogue.py)
 
     kind = "gemm"
+    family = "gemm"            # the catalog family (targets list the ones they lack)
     elementwise = False
 
     def __post_init__(self) -> None:
@@ -307,6 +310,7 @@ class BrgemmDesc:
     epilogue: tuple[str, ...] = ()
 
     kind = "brgemm"
+    family = "brgemm"
     elementwise = False
     native_python_entry = False
 

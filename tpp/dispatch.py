@@ -100,13 +100,16 @@ def _object_code(parts: dict, make_module) -> tuple[bytes, str, str | None]:
     if obj is None:
         target = parts["target"]
         text = str(make_module(symbol))
-        obj = compiler.emit_object(compiler.optimise(text, target, cfg.opt_level), target, cfg.opt_level)
+        obj = compiler.emit_code(compiler.optimise(text, target, cfg.opt_level), target, cfg.opt_level)
         if disk:
             disk.put(disk_key, obj)
     return obj, symbol, text
 
 
 def _build(desc, target: Target) -> Kernel:
+    reason = target.unsupported_reason(desc.family)
+    if reason:
+        raise TargetError(f"tpp {desc.kind}: not offered for target {target.name} yet: {reason}")
     obj, symbol, text = _object_code({"target": target, "descriptor": desc},
                                      lambda sym: _module(desc, target, sym))
     address = compiler.load_object(obj, target, [symbol])[symbol] if target.runs_on_host else 0
@@ -114,7 +117,10 @@ def _build(desc, target: Target) -> Kernel:
     # native Python entry; their wrapper checks and calls in Python
     native = target.runs_on_host and getattr(desc, "native_python_entry", True)
     entry = python_entry(len(desc.operands())) if native else 0
-    return Kernel(desc, target, symbol, address, entry, text)
+    kernel = Kernel(desc, target, symbol, address, entry, text)
+    if not target.runs_on_host:
+        kernel.code = obj          # PTX text or object code, for a loader elsewhere (tpp.cuda, AOT)
+    return kernel
 
 
 def python_entry(count: int) -> int:

@@ -26,6 +26,7 @@ class Kernel:
         self.address = address
         self._ir = source_ir
         self._asm = None
+        self.code: bytes | None = None    # what a loader elsewhere takes (PTX), for non-host targets
         ops = descriptor.operands()
         self._operands = ops
         self._np = [to_numpy(op.dtype) for op in ops]
@@ -76,8 +77,10 @@ class Kernel:
 
     def _checked_call(self, args, out) -> None:
         if self._raw is None:
+            how = ("load it with tpp.cuda.load(kernel) where a GPU is present" if self.target.model == "simt"
+                   else "build it ahead of time with tpp-aot")
             raise TargetError(f"{self._what}: kernel was built for target {self.target.name}, "
-                              f"which this machine cannot run; read .asm or build it ahead of time")
+                              f"which this machine cannot run; read .asm, or {how}")
         if len(args) != self._nin:
             raise TypeError(f"{self._what}: expected {self._nin} input(s), got {len(args)}")
         if self._single:

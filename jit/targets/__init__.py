@@ -1,8 +1,8 @@
 """Targets are data: triple, CPU, features, vector length, registers, intrinsic table.
 
 `Target.host()` is the only place that probes the CPU. Each ISA family lives in
-its own module (`x86.py`, later `sve.py`, `nvptx.py`) and registers its named
-targets in `TARGETS`.
+its own module (`x86.py`, `nvptx.py`, later `sve.py`) and lists its named
+targets in its `NAMED` table.
 """
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ class Target:
     # emitters look ops up here instead of asking which ISA they run on.
     intrinsics: tuple[tuple[str, str], ...] = field(default=())
     runs_on_host: bool = True
+    # How kernels are shaped: "simd" (one thread walks the tile with vectors, called
+    # as void f(const tpp_tensor *)) or "simt" (a GPU grid: one thread per element or
+    # output tile, PTX kernels taking (data, ld) pairs). Emitters pick their driver by it.
+    model: str = "simd"
+    # What the compiler hands back: "object" code to link, or "assembly" (PTX, which the
+    # GPU driver compiles).
+    output: str = "object"
+    # Families of the catalog this target does not offer yet, with the reason.
+    unsupported: tuple[tuple[str, str], ...] = field(default=())
 
     def lanes(self, bits: int) -> int:
         """How many elements of `bits` width fill one vector register."""
@@ -28,6 +37,10 @@ class Target:
 
     def intrinsic(self, op: str) -> str | None:
         return dict(self.intrinsics).get(op)
+
+    def unsupported_reason(self, family: str) -> str | None:
+        """Why this target does not offer a family of the catalog (None: it does)."""
+        return dict(self.unsupported).get(family)
 
     @staticmethod
     def host() -> "Target":
@@ -42,12 +55,12 @@ class Target:
     @staticmethod
     def named(name: str) -> "Target":
         """A target by its public name, tuned to the host CPU where the host can run it."""
-        from . import x86
+        from . import nvptx, x86
 
         host = x86.probe_host()
         if host is not None and host.name == name:
             return host
-        builders = {**x86.NAMED}
+        builders = {**x86.NAMED, **nvptx.NAMED}
         if name not in builders:
             known = ", ".join(sorted(builders))
             raise ValueError(f"tpp: unknown target {name!r}; known targets: {known}")

@@ -1,0 +1,94 @@
+"""The elementwise driver for SIMT targets (GPUs): one thread per element.
+
+The kernel is `ptx_kernel void name(ptr data0, i64 ld0, ptr data1, i64 ld1, ...)`,
+the operands' (data, ld) pairs in the same order as the CPU kernels' tpp_tensor
+entries. Threads walk the M*N elements with a grid stride (any grid size
+works; tpp.cuda picks one that fills the GPU). When every full operand is
+contiguous (ld == N, decided at run time, the same for all threads) element i
+is at offset i; otherwise, and whenever an operand is broadcast along a row or
+column, row and column come from dividing by the compile-time N. The bodies
+are the CPU catalog's, built on one-lane vectors.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from llvmlite import ir
+
+from ..jit.loops import I64, Loop, i64
+from ..jit.targets import Target
+from ..jit.vec import I32, PTR, VecBuilder, declare
+from .operands import Bcast, Operand, element_ptr, load_element
+
+SREGS = ("tid.x", "ntid.x", "ctaid.x", "nctaid.x")
+
+
+def define_simt_kernel(module: ir.Module, name: str, count: int) -> tuple[ir.Function, ir.IRBuilder, list]:
+    """`ptx_kernel void name(ptr, i64, ...)` for `count` operands; returns the (data, ld)
+    argument pairs."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64] * count), name)
+    fn.calling_convention = "ptx_kernel"
+    pairs = [(fn.args[2 * k], fn.args[2 * k + 1]) for k in range(count)]   # no noalias: in place is allowed
+    return fn, ir.IRBuilder(fn.append_basic_block("entry")), pairs
+
+
+def thread_index(module: ir.Module, b: ir.IRBuilder) -> tuple[ir.Value, ir.Value]:
+    """(global thread index, total threads in the grid) along x, as i64."""
+    regs = {}
+    for reg in SREGS:
+        f = declare(module, f"llvm.nvvm.read.ptx.sreg.{reg}", I32, [])
+        regs[reg] = b.zext(b.call(f, []), I64)
+    first = b.add(b.mul(regs["ctaid.x"], regs["ntid.x"]), regs["tid.x"])
+    return first, b.mul(regs["nctaid.x"], regs["ntid.x"])
+
+
+def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
+                 inputs: Sequence[Operand], outputs: Sequence[Operand], body) -> ir.Function:
+    operands = list(inputs) + list(outputs)
+    fn, b, pairs = define_simt_kernel(module, name, len(operands))
+    v = VecBuilder(b, 1, target)
+    first, step = thread_index(module, b)
+    total = i64(m * n)
+    scalars = {k: v.splat(load_element(b, ptr, op.dtype))
+               for k, (op, (ptr, _)) in enumerate(zip(operands, pairs)) if op.bcast is Bcast.SCALAR}
+
+    def element(k: int, op: Operand, offset: ir.Value) -> ir.Value:
+        return element_ptr(b, pairs[k][0], op.dtype, offset)
+
+    def run(offsets) -> None:
+        """The grid-stride loop; offsets(i) gives each operand's element offset."""
+        with Loop(b, first, total, step, name="elem") as lp:
+            where = offsets(lp.i)
+            vals = []
+            for k, op in enumerate(inputs):
+                if op.bcast is Bcast.SCALAR:
+                    vals.append(scalars[k])
+                else:
+                    vals.append(v.load(element(k, op, where[k]), op.dtype))
+            for j, (op, res) in enumerate(zip(outputs, body(v, vals))):
+                k = len(inputs) + j
+                v.store(res, element(k, op, where[k]), op.dtype)
+
+    def by_row_col(i: ir.Value) -> list:
+        row, col = b.udiv(i, i64(n)), b.urem(i, i64(n))
+        at = {Bcast.FULL: lambda ld: b.add(b.mul(row, ld), col), Bcast.ROW: lambda ld: col,
+              Bcast.COL: lambda ld: b.mul(row, ld), Bcast.SCALAR: lambda ld: i64(0)}
+        return [at[op.bcast](ld) for op, (_, ld) in zip(operands, pairs)]
+
+    flat = lambda i: [i64(0) if op.bcast is Bcast.SCALAR else i for op in operands]   # noqa: E731
+    if any(op.bcast in (Bcast.ROW, Bcast.COL) for op in operands):
+        run(by_row_col)
+    elif m == 1:                     # one row: element i is at offset i whatever the lds
+        run(flat)
+    else:
+        contiguous = ir.Constant(ir.IntType(1), 1)
+        for op, (_, ld) in zip(operands, pairs):
+            if op.bcast is Bcast.FULL:
+                contiguous = b.and_(contiguous, b.icmp_signed("==", ld, i64(n)))
+        with b.if_else(contiguous) as (whole, strided):
+            with whole:
+                run(flat)
+            with strided:
+                run(by_row_col)
+    b.ret_void()
+    return fn

@@ -1,0 +1,154 @@
+"""NVPTX targets: every elementwise kind emitted as PTX that ptxas accepts for sm_80 and
+sm_90 (where ptxas is installed), the target-coverage table, clear errors on a
+machine without a GPU, and (marked gpu) the kernels run on a GPU against numpy."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tpp
+from tpp.descriptors import BINARY_KINDS, UNARY_KINDS
+from tpp.jit.targets import Target
+from tpp.kernels import reduce as reduce_k
+
+PTXAS = shutil.which("ptxas")
+GPU_TARGETS = ["nvptx-sm80", "nvptx-sm90"]
+ELTWISE_UNARY = sorted(k for k in UNARY_KINDS if k not in reduce_k.KINDS and k not in ("transpose", "vnni_pack"))
+FAMILIES = ("eltwise", "reduce", "transpose", "vnni_pack", "gemm", "brgemm")
+
+
+def _unary(kind, m, n, dtype, target):
+    """The kernel, or None where the kind does not take this dtype."""
+    extra = {"out_dtype": "bf16" if dtype == "f32" else "f32"} if kind == "cast" else {}
+    try:
+        return tpp.unary(kind, m, n, dtype, target=target, **extra)
+    except tpp.DTypeError:
+        return None
+
+
+def ptxas(ptx: bytes, arch: str, tmp_path) -> None:
+    path = tmp_path / "k.ptx"
+    path.write_bytes(ptx)
+    proc = subprocess.run([PTXAS, f"-arch={arch}", str(path), "-o", str(tmp_path / "k.cubin")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ---- coverage ------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"] + GPU_TARGETS)
+def test_every_family_is_offered_or_refused_with_a_reason(target):
+    t = Target.named(target)
+    for family in FAMILIES:
+        reason = t.unsupported_reason(family)
+        assert reason is None or len(reason) > 20, (family, reason)
+    samples = {"eltwise": lambda: tpp.unary("relu", 4, 4, target=target),
+               "reduce": lambda: tpp.unary("reduce_sum", 4, 4, axis=1, target=target),
+               "transpose": lambda: tpp.unary("transpose", 4, 4, target=target),
+               "vnni_pack": lambda: tpp.unary("vnni_pack", 4, 4, "bf16", target=target),
+               "gemm": lambda: tpp.gemm(4, 4, 4, target=target),
+               "brgemm": lambda: tpp.brgemm(4, 4, 4, target=target)}
+    for family, make in samples.items():
+        reason = t.unsupported_reason(family)
+        if reason is None:
+            assert make().asm
+        else:
+            with pytest.raises(tpp.TargetError, match="not offered for target"):
+                make()
+
+
+def test_gpu_kernels_explain_themselves_on_a_cpu_machine():
+    k = tpp.binary("add", 8, 8, target="nvptx-sm90")
+    assert ".entry" in k.asm and ".target sm_90" in k.asm
+    if not tpp.cuda.available():
+        with pytest.raises(tpp.TargetError, match="tpp.cuda.load"):
+            k(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
+        with pytest.raises(tpp.TargetError, match="tpp.cuda"):
+            tpp.cuda.load(k)
+    with pytest.raises(tpp.TargetError, match="not a GPU kernel"):
+        tpp.cuda.GpuKernel(tpp.binary("add", 8, 8))
+
+
+# ---- PTX accepted by ptxas --------------------------------------------------------------------
+@pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not installed")
+@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+@pytest.mark.parametrize("kind", ELTWISE_UNARY)
+def test_unary_ptx_assembles(kind, target, arch, tmp_path):
+    dtypes = ["f32", "bf16"] + (["f64"] if target == "nvptx-sm90" else [])
+    for dtype in dtypes:
+        k = _unary(kind, 33, 70, dtype, target)
+        if k is not None:
+            ptxas(k.code, arch, tmp_path)
+
+
+@pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not installed")
+@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+@pytest.mark.parametrize("kind", sorted(BINARY_KINDS))
+def test_binary_ptx_assembles(kind, target, arch, tmp_path):
+    for bc in ("none", "row", "col", "scalar"):
+        ptxas(tpp.binary(kind, 33, 70, broadcast=bc, target=target).code, arch, tmp_path)
+    ptxas(tpp.binary(kind, 9, 20, "bf16", target=target).code, arch, tmp_path)
+
+
+# ---- on a GPU ---------------------------------------------------------------------------------
+gpu = pytest.mark.skipif(not tpp.cuda.available(), reason="no NVIDIA GPU here (tpp.cuda found none)")
+NP = {"f32": np.float32, "bf16": ml_dtypes.bfloat16, "f64": np.float64}
+
+
+def _gpu_target() -> str:
+    major, minor = tpp.cuda.compute_capability()
+    return "nvptx-sm90" if major * 10 + minor >= 90 else "nvptx-sm80"
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind", ELTWISE_UNARY)
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_unary_on_the_gpu(kind, dtype, rng):
+    m, n = 37, 301
+    k = _unary(kind, m, n, dtype, _gpu_target())
+    if k is None:
+        pytest.skip(f"{kind} has no {dtype}")
+    gk = tpp.cuda.load(k)
+    ops = k.descriptor.operands()
+    ins = [rng.uniform(0.1, 2.0, (op.rows, op.cols)).astype(NP[dtype]) for op in ops if not op.output]
+    got = gk(*ins)
+    cpu = _unary(kind, m, n, dtype, None)
+    want = cpu(*ins)
+    tol = 1e-6 if dtype == "f32" else 1e-2
+    np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(want, np.float64), rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind", sorted(BINARY_KINDS))
+@pytest.mark.parametrize("bc", ["none", "row", "col", "scalar"])
+def test_binary_on_the_gpu(kind, bc, rng):
+    m, n = 29, 515
+    gk = tpp.cuda.load(tpp.binary(kind, m, n, broadcast=bc, target=_gpu_target()))
+    shapes = {"none": (m, n), "row": (1, n), "col": (m, 1), "scalar": ()}
+    a = rng.uniform(0.5, 2, (m, n)).astype(np.float32)
+    b = rng.uniform(0.5, 2, shapes[bc]).astype(np.float32)
+    np.testing.assert_array_equal(gk(a, b), tpp.binary(kind, m, n, broadcast=bc)(a, b))
+
+
+@pytest.mark.gpu
+@gpu
+def test_device_arrays_views_and_in_place(rng):
+    m, n = 64, 1000
+    x = rng.uniform(-1, 1, (m, n)).astype(np.float32)
+    dx = tpp.cuda.DeviceArray.from_numpy(x)
+    gk = tpp.cuda.load(tpp.unary("relu", m, n, target=_gpu_target()))
+    gk(dx, out=dx)                                # in place, on the device
+    tpp.cuda.synchronize()
+    np.testing.assert_array_equal(dx.numpy(), np.maximum(x, 0))
+    torch = pytest.importorskip("torch")
+    big = torch.zeros((m, n + 24), device="cuda")
+    src = torch.from_numpy(x).cuda()
+    gk(src, out=big[:, 5:5 + n])                  # a strided view of a torch tensor
+    torch.cuda.synchronize()
+    np.testing.assert_array_equal(big[:, 5:5 + n].cpu().numpy(), np.maximum(x, 0))
+    assert not big[:, :5].any() and not big[:, 5 + n:].any()

@@ -1,0 +1,275 @@
+"""Running NVPTX kernels on an NVIDIA GPU (the CUDA driver API through ctypes).
+
+    k = tpp.binary("add", 4096, 4096, target="nvptx-sm90")   # PTX: k.asm
+    gk = tpp.cuda.load(k)                                    # loaded into the current GPU
+    gk(a, b, out=c)      # device arrays (__cuda_array_interface__: CuPy, PyTorch, tpp.cuda.DeviceArray)
+    y = gk(x_numpy, b_numpy)                                 # numpy: copied in, result copied back
+
+Importing this module needs no GPU; using it without one (no libcuda, no
+device) raises tpp.TargetError saying so. Launches are asynchronous on the
+default stream; a call with numpy arguments, and `synchronize()`, wait.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from . import arrayabi
+from .dtypes import to_numpy
+from .errors import DTypeError, ShapeError, TargetError
+from .kernel import Kernel
+
+BLOCK = 256                       # threads per block of the elementwise kernels
+_SM_COUNT = 16                    # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+_CC_MAJOR, _CC_MINOR = 75, 76     # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
+
+
+class CudaError(TargetError):
+    """The CUDA driver refused something (the message has its error name)."""
+
+
+class _Driver:
+    """libcuda, initialised once, with the primary context of device 0 made current."""
+
+    def __init__(self):
+        try:
+            self.lib = ctypes.CDLL("libcuda.so.1")
+        except OSError as exc:
+            raise TargetError(f"tpp.cuda: no NVIDIA driver on this machine (libcuda.so.1: {exc})") from None
+        self.check(self.lib.cuInit(0), "cuInit")
+        count = ctypes.c_int()
+        self.check(self.lib.cuDeviceGetCount(ctypes.byref(count)), "cuDeviceGetCount")
+        if count.value < 1:
+            raise TargetError("tpp.cuda: the NVIDIA driver sees no GPU")
+        self.device = ctypes.c_int()
+        self.check(self.lib.cuDeviceGet(ctypes.byref(self.device), 0), "cuDeviceGet")
+        self.context = ctypes.c_void_p()
+        self.check(self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(self.context), self.device),
+                   "cuDevicePrimaryCtxRetain")
+        self.lib.cuLaunchKernel.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [
+            ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+        self.lib.cuMemcpyHtoD_v2.argtypes = [ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t]
+        self.lib.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t]
+        self.lib.cuMemcpyDtoD_v2.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t]
+        self.lib.cuMemFree_v2.argtypes = [ctypes.c_uint64]
+        self.lib.cuModuleLoadData.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p]
+        self.lib.cuModuleGetFunction.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
+                                                 ctypes.c_char_p]
+
+    def current(self) -> None:
+        self.check(self.lib.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+
+    def check(self, status: int, what: str) -> None:
+        if status != 0:
+            name = ctypes.c_char_p()
+            self.lib.cuGetErrorName(status, ctypes.byref(name))
+            raise CudaError(f"tpp.cuda: {what} failed: {(name.value or b'?').decode()} ({status})")
+
+    def attribute(self, which: int) -> int:
+        value = ctypes.c_int()
+        self.check(self.lib.cuDeviceGetAttribute(ctypes.byref(value), which, self.device), "cuDeviceGetAttribute")
+        return value.value
+
+
+_driver: _Driver | None = None
+_lock = threading.Lock()
+
+
+def driver() -> _Driver:
+    global _driver
+    with _lock:
+        if _driver is None:
+            _driver = _Driver()
+        _driver.current()
+        return _driver
+
+
+def available() -> bool:
+    """Whether a GPU can be used here (never raises)."""
+    try:
+        driver()
+        return True
+    except TargetError:
+        return False
+
+
+def compute_capability() -> tuple[int, int]:
+    d = driver()
+    return d.attribute(_CC_MAJOR), d.attribute(_CC_MINOR)
+
+
+def synchronize() -> None:
+    d = driver()
+    d.check(d.lib.cuCtxSynchronize(), "cuCtxSynchronize")
+
+
+# ---- device memory ---------------------------------------------------------------------------
+class DeviceArray:
+    """A C-contiguous array in GPU memory (with __cuda_array_interface__)."""
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        d = driver()
+        ptr = ctypes.c_uint64()
+        d.check(d.lib.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(max(self.nbytes, 1))), "cuMemAlloc")
+        self.ptr = ptr.value
+        self._lib = d.lib
+
+    @classmethod
+    def from_numpy(cls, x: np.ndarray) -> "DeviceArray":
+        x = np.ascontiguousarray(x)
+        out = cls(x.shape, x.dtype)
+        d = driver()
+        d.check(d.lib.cuMemcpyHtoD_v2(out.ptr, x.ctypes.data, x.nbytes), "cuMemcpyHtoD")
+        return out
+
+    def numpy(self) -> np.ndarray:
+        host = np.empty(self.shape, self.dtype)
+        d = driver()
+        d.check(d.lib.cuMemcpyDtoH_v2(host.ctypes.data, self.ptr, self.nbytes), "cuMemcpyDtoH")
+        return host
+
+    def copy_from(self, other: "DeviceArray") -> None:
+        d = driver()
+        d.check(d.lib.cuMemcpyDtoD_v2(self.ptr, other.ptr, min(self.nbytes, other.nbytes)), "cuMemcpyDtoD")
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
+                "strides": None}
+
+    def __del__(self):
+        if getattr(self, "ptr", 0):
+            self._lib.cuMemFree_v2(self.ptr)
+            self.ptr = 0
+
+
+# ---- kernels ---------------------------------------------------------------------------------
+class GpuKernel:
+    """A tpp kernel of an NVPTX target, loaded into the GPU; call it like a Kernel."""
+
+    def __init__(self, kernel: Kernel):
+        if kernel.target.model != "simt" or not kernel.code:
+            raise TargetError(f"tpp.cuda: {kernel!r} is not a GPU kernel (dispatch it with target='nvptx-sm90')")
+        self.kernel = kernel
+        d = driver()
+        major, minor = compute_capability()
+        needed = int(kernel.target.cpu.split("_")[1])
+        if major * 10 + minor < needed:
+            raise TargetError(f"tpp.cuda: this GPU is sm_{major}{minor}; the kernel needs {kernel.target.cpu}")
+        self._module = ctypes.c_void_p()
+        d.check(d.lib.cuModuleLoadData(ctypes.byref(self._module), kernel.code + b"\0"), "cuModuleLoadData")
+        self._function = ctypes.c_void_p()
+        d.check(d.lib.cuModuleGetFunction(ctypes.byref(self._function), self._module, kernel.symbol.encode()),
+                "cuModuleGetFunction")
+        self._operands = kernel.descriptor.operands()
+        self._np = [to_numpy(op.dtype) for op in self._operands]
+        self._sms = d.attribute(_SM_COUNT)
+        desc = kernel.descriptor
+        self._work = desc.m * desc.n
+
+    def __repr__(self) -> str:
+        return f"<tpp.cuda.GpuKernel {self.kernel.descriptor} on {self.kernel.target.name}>"
+
+    def _device(self, op, value, dtype) -> tuple[int, int, object]:
+        """(device pointer, ld, the host array to copy back or None) for one argument."""
+        shapes = arrayabi.accepted_shapes(op)
+        what = f"tpp.cuda {self.kernel.descriptor.kind}"
+        if isinstance(value, np.ndarray):
+            if value.dtype != dtype:
+                raise DTypeError(f"{what}: argument '{op.name}' must have dtype {dtype}, got {value.dtype}")
+            if value.shape not in shapes:
+                raise ShapeError(f"{what}: argument '{op.name}' must have shape {shapes[0]}, got {value.shape}")
+            dev = DeviceArray.from_numpy(value)
+            return dev.ptr, (value.shape[-1] if value.ndim else 1), (dev, value)
+        face = getattr(value, "__cuda_array_interface__", None)
+        if face is None:
+            raise TypeError(f"{what}: argument '{op.name}' must be a numpy array or a GPU array "
+                            f"(__cuda_array_interface__), got {type(value).__name__}")
+        shape, typestr = tuple(face["shape"]), np.dtype(face["typestr"])
+        if typestr != dtype and not (dtype.itemsize == 2 and typestr.itemsize == 2 and dtype.kind == "V"):
+            raise DTypeError(f"{what}: argument '{op.name}' must have dtype {dtype}, got {typestr}")
+        if shape not in shapes:
+            raise ShapeError(f"{what}: argument '{op.name}' must have shape {shapes[0]}, got {shape}")
+        strides = face.get("strides")
+        ld = shape[-1] if shape else 1
+        if strides is not None and len(shape) == 2:
+            if shape[1] > 1 and strides[1] != dtype.itemsize:
+                raise ShapeError(f"{what}: argument '{op.name}' must have unit element stride")
+            if shape[0] > 1:
+                if strides[0] % dtype.itemsize or strides[0] < shape[1] * dtype.itemsize:
+                    raise ShapeError(f"{what}: argument '{op.name}' has an unusable row stride {strides[0]}")
+                ld = strides[0] // dtype.itemsize
+        return face["data"][0], ld, None
+
+    def __call__(self, *args, out=None):
+        ins = [op for op in self._operands if not op.output]
+        outs = [(op, dt) for op, dt in zip(self._operands, self._np) if op.output]
+        if len(args) != len(ins):
+            raise TypeError(f"tpp.cuda: expected {len(ins)} input(s), got {len(args)}")
+        if out is None:
+            if not all(isinstance(a, np.ndarray) for a in args):
+                raise TypeError("tpp.cuda: pass out= (a device array) when the inputs are on the GPU")
+            out = tuple(np.empty(arrayabi.accepted_shapes(op)[0], dt) for op, dt in outs)
+            if len(out) == 1:
+                out = out[0]
+        out_list = list(out) if isinstance(out, tuple) else [out]
+        params, keep, copy_back = [], [], []
+        for op, dt, value in zip(self._operands, self._np, list(args) + out_list):
+            ptr, ld, host = self._device(op, value, dt)
+            params += [ctypes.c_uint64(ptr), ctypes.c_int64(ld)]
+            if host is not None:
+                keep.append(host[0])
+                if op.output:
+                    copy_back.append(host)
+        pointers = (ctypes.c_void_p * len(params))(*[ctypes.cast(ctypes.pointer(p), ctypes.c_void_p)
+                                                     for p in params])
+        self.launch(pointers)
+        if copy_back:
+            synchronize()
+            for dev, host in copy_back:
+                host[...] = dev.numpy()
+        return out
+
+    def launch(self, pointers) -> None:
+        """One launch on the default stream with the kernel's parameter pointers."""
+        blocks = max(1, min(-(-self._work // BLOCK), self._sms * 32))
+        d = driver()
+        d.check(d.lib.cuLaunchKernel(self._function, blocks, 1, 1, BLOCK, 1, 1, 0, None, pointers, None),
+                "cuLaunchKernel")
+
+
+def load(kernel: Kernel) -> GpuKernel:
+    """Load a kernel dispatched for an NVPTX target into the GPU."""
+    return GpuKernel(kernel)
+
+
+def copy_bandwidth(nbytes: int, repeat: int = 20) -> float:
+    """Device-to-device copy speed in GB/s (bytes read + written), cuMemcpyDtoD, timed by events."""
+    src, dst = DeviceArray((nbytes,), np.uint8), DeviceArray((nbytes,), np.uint8)
+    return 2 * nbytes / time_on_gpu(lambda: dst.copy_from(src), repeat) / 1e9
+
+
+def time_on_gpu(fn, repeat: int = 20) -> float:
+    """Median seconds of fn() between two CUDA events, after one warm-up."""
+    d = driver()
+    fn()
+    start, stop = ctypes.c_void_p(), ctypes.c_void_p()
+    d.check(d.lib.cuEventCreate(ctypes.byref(start), 0), "cuEventCreate")
+    d.check(d.lib.cuEventCreate(ctypes.byref(stop), 0), "cuEventCreate")
+    times = []
+    for _ in range(repeat):
+        d.check(d.lib.cuEventRecord(start, None), "cuEventRecord")
+        fn()
+        d.check(d.lib.cuEventRecord(stop, None), "cuEventRecord")
+        d.check(d.lib.cuEventSynchronize(stop), "cuEventSynchronize")
+        ms = ctypes.c_float()
+        d.check(d.lib.cuEventElapsedTime(ctypes.byref(ms), start, stop), "cuEventElapsedTime")
+        times.append(ms.value / 1e3)
+    d.lib.cuEventDestroy_v2(start)
+    d.lib.cuEventDestroy_v2(stop)
+    return float(np.median(times))
