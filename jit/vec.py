@@ -152,14 +152,16 @@ class VecBuilder:
                      [pvt, I32, self.vty(I1), vt])
         return self.b.call(fn, [addrs, ir.Constant(I32, dtype.itemsize), mask, ir.Constant(vt, None)])
 
-    def load(self, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None) -> ir.Value:
-        """Load `lanes` elements of `dtype` from ptr, converted to dtype.compute."""
+    def load(self, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None, aligned: bool = False) -> ir.Value:
+        """Load `lanes` elements of `dtype` from ptr, converted to dtype.compute; `aligned`:
+        the caller guarantees ptr is aligned to the whole vector (one wide load on GPUs)."""
+        align = self.lanes * dtype.itemsize if aligned else dtype.itemsize
         if dtype is DType.BF16:
-            return bf16_to_f32(self.b, self.load_raw(ptr, I16, 2, mask))
-        return self.load_raw(ptr, dtype.storage, dtype.itemsize, mask)
+            return bf16_to_f32(self.b, self.load_raw(ptr, I16, align, mask))
+        return self.load_raw(ptr, dtype.storage, align, mask)
 
     def store(self, value: ir.Value, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None,
-              streaming: bool = False) -> None:
+              streaming: bool = False, aligned: bool = False) -> None:
         """Store a dtype.compute vector (or an i1 vector for BOOL) as dtype."""
         if dtype is DType.BF16:
             wide = f32_to_bf16_wide(self.b, value)
@@ -176,7 +178,7 @@ class VecBuilder:
             value = self.b.trunc(wide, self.vty(I16))
         elif dtype is DType.BOOL:
             value = self.b.zext(value, self.vty(dtype.storage))
-        align = self.lanes * dtype.itemsize if streaming else dtype.itemsize
+        align = self.lanes * dtype.itemsize if streaming or aligned else dtype.itemsize
         self.store_raw(value, ptr, align, mask, streaming and mask is None)
 
     def store_fence(self) -> bool:

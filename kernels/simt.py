@@ -21,6 +21,11 @@ from ..jit.vec import I32, PTR, VecBuilder, declare
 from .operands import Bcast, Operand, element_ptr, load_element
 
 SREGS = ("tid.x", "ntid.x", "ctaid.x", "nctaid.x")
+# The contiguous, aligned path: LANES elements per load (128 bits of f32), VECTORS loads
+# per operand in flight per thread and turn. Scalar loads reached 68-84% of the device
+# copy's bandwidth on an H200 (relu / add on 256M f32).
+LANES = 4
+VECTORS = 2
 
 
 def define_simt_kernel(module: ir.Module, name: str, count: int) -> tuple[ir.Function, ir.IRBuilder, list]:
@@ -49,25 +54,44 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
     v = VecBuilder(b, 1, target)
     first, step = thread_index(module, b)
     total = i64(m * n)
-    scalars = {k: v.splat(load_element(b, ptr, op.dtype))
-               for k, (op, (ptr, _)) in enumerate(zip(operands, pairs)) if op.bcast is Bcast.SCALAR}
+    scalar_values = {k: load_element(b, ptr, op.dtype)
+                     for k, (op, (ptr, _)) in enumerate(zip(operands, pairs)) if op.bcast is Bcast.SCALAR}
 
     def element(k: int, op: Operand, offset: ir.Value) -> ir.Value:
         return element_ptr(b, pairs[k][0], op.dtype, offset)
 
-    def run(offsets) -> None:
-        """The grid-stride loop; offsets(i) gives each operand's element offset."""
-        with Loop(b, first, total, step, name="elem") as lp:
-            where = offsets(lp.i)
-            vals = []
-            for k, op in enumerate(inputs):
-                if op.bcast is Bcast.SCALAR:
-                    vals.append(scalars[k])
-                else:
-                    vals.append(v.load(element(k, op, where[k]), op.dtype))
-            for j, (op, res) in enumerate(zip(outputs, body(v, vals))):
+    def apply(vb: VecBuilder, places: list[list], aligned: bool = False) -> None:
+        """For each list of operand offsets: load the inputs, then (after every load, so
+        that they are all in flight at once) run the body and store the outputs."""
+        loaded = []
+        for where in places:
+            loaded.append([vb.splat(scalar_values[k]) if op.bcast is Bcast.SCALAR
+                           else vb.load(element(k, op, where[k]), op.dtype, aligned=aligned)
+                           for k, op in enumerate(inputs)])
+        for where, vals in zip(places, loaded):
+            for j, (op, res) in enumerate(zip(outputs, body(vb, vals))):
                 k = len(inputs) + j
-                v.store(res, element(k, op, where[k]), op.dtype)
+                vb.store(res, element(k, op, where[k]), op.dtype, aligned=aligned)
+
+    def run(offsets, start=first, stop=total) -> None:
+        """The grid-stride loop over elements [start, stop); offsets(i) gives each
+        operand's element offset."""
+        with Loop(b, start, stop, step, name="elem") as lp:
+            apply(v, [offsets(lp.i)])
+
+    def flat(i: ir.Value) -> list:
+        return [i64(0) if op.bcast is Bcast.SCALAR else i for op in operands]
+
+    def run_vectors() -> None:
+        """Contiguous and 16-byte aligned: each thread moves VECTORS vectors of LANES
+        elements per turn (128-bit loads, several in flight), the rest one by one."""
+        vb = VecBuilder(b, LANES, target)
+        per_turn = LANES * VECTORS
+        groups = i64(m * n // per_turn)
+        with Loop(b, first, groups, step, name="vec") as lp:
+            base = b.mul(lp.i, i64(per_turn))
+            apply(vb, [flat(b.add(base, i64(u * LANES))) for u in range(VECTORS)], aligned=True)
+        run(flat, b.add(i64(m * n // per_turn * per_turn), first), total)
 
     def by_row_col(i: ir.Value) -> list:
         row, col = b.udiv(i, i64(n)), b.urem(i, i64(n))
@@ -75,20 +99,25 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
               Bcast.COL: lambda ld: b.mul(row, ld), Bcast.SCALAR: lambda ld: i64(0)}
         return [at[op.bcast](ld) for op, (_, ld) in zip(operands, pairs)]
 
-    flat = lambda i: [i64(0) if op.bcast is Bcast.SCALAR else i for op in operands]   # noqa: E731
     if any(op.bcast in (Bcast.ROW, Bcast.COL) for op in operands):
         run(by_row_col)
-    elif m == 1:                     # one row: element i is at offset i whatever the lds
-        run(flat)
-    else:
-        contiguous = ir.Constant(ir.IntType(1), 1)
-        for op, (_, ld) in zip(operands, pairs):
-            if op.bcast is Bcast.FULL:
+        b.ret_void()
+        return fn
+    contiguous = ir.Constant(ir.IntType(1), 1)
+    aligned = ir.Constant(ir.IntType(1), 1)
+    for op, (ptr, ld) in zip(operands, pairs):
+        if op.bcast is Bcast.FULL:
+            if m > 1:          # one row is contiguous whatever its ld
                 contiguous = b.and_(contiguous, b.icmp_signed("==", ld, i64(n)))
-        with b.if_else(contiguous) as (whole, strided):
-            with whole:
-                run(flat)
-            with strided:
-                run(by_row_col)
+            aligned = b.and_(aligned, b.icmp_unsigned("==", b.and_(b.ptrtoint(ptr, I64), i64(15)), i64(0)))
+    with b.if_else(contiguous) as (whole, strided):
+        with whole:
+            with b.if_else(aligned) as (vectors, scalars_only):
+                with vectors:
+                    run_vectors()
+                with scalars_only:
+                    run(flat)
+        with strided:
+            run(by_row_col)
     b.ret_void()
     return fn
