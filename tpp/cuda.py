@@ -207,16 +207,29 @@ class GpuKernel:
         return face["data"][0], ld, None
 
     def __call__(self, *args, out=None):
-        ins = [op for op in self._operands if not op.output]
-        outs = [(op, dt) for op, dt in zip(self._operands, self._np) if op.output]
-        if len(args) != len(ins):
-            raise TypeError(f"tpp.cuda: expected {len(ins)} input(s), got {len(args)}")
         if out is None:
             if not all(isinstance(a, np.ndarray) for a in args):
                 raise TypeError("tpp.cuda: pass out= (a device array) when the inputs are on the GPU")
+            outs = [(op, dt) for op, dt in zip(self._operands, self._np) if op.output]
             out = tuple(np.empty(arrayabi.accepted_shapes(op)[0], dt) for op, dt in outs)
             if len(out) == 1:
                 out = out[0]
+        pointers, keep, copy_back = self.prepare(*args, out=out)
+        self.launch(pointers)
+        if copy_back:
+            synchronize()
+            for dev, host in copy_back:
+                host[...] = dev.numpy()
+        del keep
+        return out
+
+    def prepare(self, *args, out):
+        """The launch parameters for these arguments: (pointers for launch(), what they
+        point into, the (device, host) pairs of numpy outputs to copy back). Timing
+        loops prepare once and launch many times."""
+        n_in = sum(not op.output for op in self._operands)
+        if len(args) != n_in:
+            raise TypeError(f"tpp.cuda: expected {n_in} input(s), got {len(args)}")
         out_list = list(out) if isinstance(out, tuple) else [out]
         params, keep, copy_back = [], [], []
         for op, dt, value in zip(self._operands, self._np, list(args) + out_list):
@@ -228,12 +241,7 @@ class GpuKernel:
                     copy_back.append(host)
         pointers = (ctypes.c_void_p * len(params))(*[ctypes.cast(ctypes.pointer(p), ctypes.c_void_p)
                                                      for p in params])
-        self.launch(pointers)
-        if copy_back:
-            synchronize()
-            for dev, host in copy_back:
-                host[...] = dev.numpy()
-        return out
+        return pointers, (keep, params), copy_back
 
     def launch(self, pointers) -> None:
         """One launch on the default stream with the kernel's parameter pointers."""
@@ -251,7 +259,11 @@ def load(kernel: Kernel) -> GpuKernel:
 def copy_bandwidth(nbytes: int, repeat: int = 20) -> float:
     """Device-to-device copy speed in GB/s (bytes read + written), cuMemcpyDtoD, timed by events."""
     src, dst = DeviceArray((nbytes,), np.uint8), DeviceArray((nbytes,), np.uint8)
-    return 2 * nbytes / time_on_gpu(lambda: dst.copy_from(src), repeat) / 1e9
+
+    def copies() -> None:
+        for _ in range(10):
+            dst.copy_from(src)
+    return 10 * 2 * nbytes / time_on_gpu(copies, repeat) / 1e9
 
 
 def time_on_gpu(fn, repeat: int = 20) -> float:
