@@ -5,7 +5,7 @@ import os
 
 import tpp
 from tpp import config
-from tpp.jit.targets import Target, x86
+from tpp.jit.targets import Target, names
 
 from . import peak, report
 
@@ -26,7 +26,7 @@ def cache_usage(path) -> tuple[int, int]:
 def targets() -> list[dict]:
     """Every named target, and whether this machine runs its code."""
     out = []
-    for name in sorted(x86.NAMED):
+    for name in names():
         try:
             t = Target.named(name)
             out.append({"name": name, "runs_here": t.runs_on_host, "vector_bits": t.vector_bits})

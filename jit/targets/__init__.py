@@ -62,6 +62,13 @@ class Target:
             return host
         builders = {**x86.NAMED, **nvptx.NAMED}
         if name not in builders:
-            known = ", ".join(sorted(builders))
+            known = ", ".join(names())
             raise ValueError(f"tpp: unknown target {name!r}; known targets: {known}")
         return builders[name](host)
+
+
+def names() -> list[str]:
+    """Every target name users can pass as target=."""
+    from . import nvptx, x86
+
+    return sorted({**x86.NAMED, **nvptx.NAMED})
