@@ -23,13 +23,15 @@ import os
 import sys
 
 from tpp import config
+from tpp.jit.targets import names
 
 from . import blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, gpu_suite, matmul_suite, peak, report, suites
 from . import info as info_mod
 from . import plot
 
 _SUPPRESS = argparse.SUPPRESS
-_DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False, "plot": None}
+_DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False, "plot": None,
+             "target": None}
 
 
 def _common() -> argparse.ArgumentParser:
@@ -45,6 +47,8 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--cpu", type=int, metavar="ID", default=_SUPPRESS,
                    help="pin the process to this CPU (default: the last one available)")
     p.add_argument("--no-pin", action="store_true", default=_SUPPRESS, help="do not pin to one CPU")
+    p.add_argument("--target", metavar="NAME", default=_SUPPRESS,
+                   help="the target to measure (default: this machine's best; GPU targets with `gpu`)")
     p.add_argument("--plot", metavar="PNG", default=_SUPPRESS,
                    help="also draw the rows (GFLOP/s or GB/s against size) into this image (needs matplotlib)")
     return p
@@ -195,7 +199,7 @@ def _rows(args, plan, opts) -> list[dict]:
     if args.command == "capi":
         return capi_suite.sizes_rows(plan, opts)
     if args.command == "gpu":
-        return gpu_suite.rows(opts)
+        return gpu_suite.rows(opts, target=args.target)
     return suites.sizes_rows(args.family, *plan, opts)
 
 
@@ -247,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         found = info_mod.gather(opts)
         print(json.dumps(found, indent=1) if args.json else info_mod.text(found))
         return 0
+    if args.target is not None:
+        if args.target not in names():
+            p.error(f"unknown target {args.target!r}; known: {', '.join(names())}")
+        gpu_target = args.target.startswith("nvptx")
+        if gpu_target != (args.command == "gpu"):
+            p.error("GPU targets (nvptx-*) are measured by `tpp-bench gpu`, CPU targets by the other commands")
     plan = _plan(p, args) if args.command else None      # argument errors before any output
     saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
@@ -254,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         p.error(f"cannot pin to cpu {args.cpu}: {exc}")
     try:
-        with config.override(num_threads=1), blas.limit(1):
+        cpu_target = args.target if args.target and args.command != "gpu" else config.get().target
+        with config.override(num_threads=1, target=cpu_target), blas.limit(1):
             info = report.machine(pinned)
             info["blas_threads"] = blas.threads()
             info["elementwise"] = args.command in (None, "unary", "binary")

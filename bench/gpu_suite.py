@@ -24,10 +24,10 @@ def _target() -> str:
     return "nvptx-sm90" if major * 10 + minor >= 90 else "nvptx-sm80"
 
 
-def run_case(kind: str, shape: tuple[int, int], repeat: int) -> dict:
+def run_case(kind: str, shape: tuple[int, int], repeat: int, target: str | None = None) -> dict:
     m, n = shape
     row = {"suite": "gpu", "op": kind, "m": m, "n": n, "shape": f"{m}x{n}", "dtype": "f32"}
-    target = _target()
+    target = target or _target()
     row["target"] = target
     binary = kind in BINARY
     k = tpp.binary(kind, m, n, target=target) if binary else tpp.unary(kind, m, n, target=target)
@@ -55,8 +55,8 @@ def run_case(kind: str, shape: tuple[int, int], repeat: int) -> dict:
     return row
 
 
-def rows(opts, cases=QUICK) -> list[dict]:
+def rows(opts, cases=QUICK, target: str | None = None) -> list[dict]:
     if not tpp.cuda.available():
         return [{"suite": "gpu", "op": kind, "shape": f"{s[0]}x{s[1]}", "error": "no NVIDIA GPU (tpp.cuda)"}
                 for kind, s in cases]
-    return [run_case(kind, shape, max(5, opts.repeat)) for kind, shape in cases]
+    return [run_case(kind, shape, max(5, opts.repeat), target) for kind, shape in cases]

@@ -331,3 +331,13 @@ def test_progress_line_only_on_a_terminal(monkeypatch, capsys):
     monkeypatch.undo()
     cli._progress("quiet", 1, 2)                 # pytest's stderr is not a terminal
     assert capsys.readouterr().err == ""
+
+
+def test_target_option(capsys):
+    rows = _run(capsys, ["gemm", "--sizes", "16", "--target", "x86-avx2", *FAST])
+    assert rows[0]["target"] == "x86-avx2" and rows[0]["result_ok"]
+    with pytest.raises(SystemExit):
+        cli.main(["gemm", "--target", "nvptx-sm90", *FAST])
+    with pytest.raises(SystemExit):
+        cli.main(["gemm", "--target", "riscv-v", *FAST])
+    assert "unknown target" in capsys.readouterr().err
