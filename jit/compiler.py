@@ -7,6 +7,7 @@ read back from the disk cache take the same path into memory.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 
 from llvmlite import binding as llvm
@@ -61,11 +62,25 @@ def target_machine(target: Target, opt: int = 3) -> llvm.TargetMachine:
 _PASSES = ("always_inliner", "sroa", "instruction_combine", "simplify_cfg", "dead_code_elimination")
 
 
+RUNNING_VSCALE = "tpp.running_vscale"     # the one function left without a declared length
+
+
+def _with_vscale(text: str, vscale: int) -> str:
+    """Declare the vector length on every function defined (llvmlite's IR builder cannot
+    write this attribute): with it, LLVM lowers fixed-length vectors to SVE. The helper
+    that reads the running length keeps none, so its llvm.vscale is not folded."""
+    return re.sub(r'^(define (?![^\n]*@"?' + re.escape(RUNNING_VSCALE) + r')[^\n]*?\))\s*\{',
+                  rf"\1 vscale_range({vscale},{vscale}) {{", text, flags=re.M)
+
+
 def optimise(module: ir.Module | str, target: Target, opt: int = 3) -> llvm.ModuleRef:
     """Parse, verify and clean up a module (opt 0 skips the clean-up)."""
     tm = target_machine(target, opt)
+    text = str(module)
+    if target.fixed_vscale:
+        text = _with_vscale(text, target.fixed_vscale)
     with _lock:
-        mod = llvm.parse_assembly(str(module))
+        mod = llvm.parse_assembly(text)
         mod.triple = target.triple
         mod.data_layout = str(tm.target_data)
         mod.verify()
@@ -78,32 +93,26 @@ def optimise(module: ir.Module | str, target: Target, opt: int = 3) -> llvm.Modu
         return mod
 
 
-# Codegen options for our modules only, switched on around each emit (LLVM keeps them
-# in process-wide flags, so they are set back right after). Loop strength reduction
-# took 20-40% of the codegen time of a small kernel here and made no measurable
-# difference to its speed: the emitters already address memory by index from bases
-# hoisted out of the loops (relu 64x64 compile 24 -> 15 ms, run 1.34 vs 1.33 us).
-_CODEGEN_FLAGS = (("-disable-lsr=true", "-disable-lsr=false"),)
-
-
 @contextlib.contextmanager
-def _codegen_flags():
-    for on, _ in _CODEGEN_FLAGS:
+def _codegen_flags(target: Target):
+    """The target's codegen options (Target.codegen_flags: (on, off) pairs), switched on
+    around one emit: LLVM keeps them in process-wide flags, so they are set back after."""
+    for on, _ in target.codegen_flags:
         llvm.set_option("tpp", on)
     try:
         yield
     finally:
-        for _, off in _CODEGEN_FLAGS:
+        for _, off in target.codegen_flags:
             llvm.set_option("tpp", off)
 
 
 def emit_object(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
-    with _lock, _codegen_flags():
+    with _lock, _codegen_flags(target):
         return target_machine(target, opt).emit_object(mod)
 
 
 def emit_assembly(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> str:
-    with _lock, _codegen_flags():
+    with _lock, _codegen_flags(target):
         return target_machine(target, opt).emit_assembly(mod)
 
 

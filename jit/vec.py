@@ -113,6 +113,10 @@ class VecBuilder:
         A constant count gives a constant mask (store() relies on seeing it)."""
         if isinstance(remaining, ir.Constant):
             return ir.Constant(self.vty(I1), [k < remaining.constant for k in range(self.lanes)])
+        if self.target is not None and self.target.intrinsic("active_lane_mask"):
+            # LangRef: llvm.get.active.lane.mask (lanes i with 0 + i < remaining): SVE's whilelo
+            fn = declare(self.module, f"llvm.get.active.lane.mask.v{self.lanes}i1.i64", self.vty(I1), [I64, I64])
+            return self.b.call(fn, [ir.Constant(I64, 0), remaining])
         return self.b.icmp_unsigned("<", self.iota(I64), self.splat(remaining))
 
     # ---- memory --------------------------------------------------------------

@@ -46,7 +46,7 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
                  inputs: Sequence[Operand], outputs: Sequence[Operand], body: Body) -> ir.Function:
     if target.model == "simt":                      # GPUs: one thread per element
         return simt.emit_eltwise(module, name, target, m, n, inputs, outputs, body)
-    fn, b = define_kernel(module, name)
+    fn, b = define_kernel(module, name, target)
     operands = list(inputs) + list(outputs)
     lanes = compute_lanes(target, operands)
     v = VecBuilder(b, lanes, target)

@@ -72,9 +72,11 @@ def operands(m: int, n: int, k: int, dtype: DType, trans_a: bool, trans_b: bool,
 
 
 def block_rows(target: Target, nvec: int, m: int) -> int:
-    """MR for a block of nvec vectors per row: accumulators + B vectors + one broadcast
-    must fit the register file."""
-    return max(1, min(MAX_MR, m, (target.vector_registers - nvec - 1) // nvec))
+    """MR for a block of nvec vectors per row: accumulators + B vectors + the broadcasts
+    must fit the register file (one broadcast where FMAs read it from memory, a few in
+    flight where each needs a register of its own)."""
+    broadcasts = 1 if target.fma_memory_broadcast else 4
+    return max(1, min(MAX_MR, m, (target.vector_registers - nvec - broadcasts) // nvec))
 
 
 def block_vectors(target: Target, lanes: int, n: int) -> int:
@@ -105,7 +107,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     before the store (see epilogue.py).
     Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
     then a constant offset from one pointer that moves with k."""
-    fn, b = define_kernel(module, name)
+    fn, b = define_kernel(module, name, target)
     extra = epilogue_inputs(epilogue)
     slots = unpack_args(b, fn.args[0], ARG_COUNT[batch] + len(extra))
     (a_arg, _), (b_arg, _) = slots[:2]

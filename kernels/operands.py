@@ -15,7 +15,8 @@ from llvmlite import ir
 
 from ..jit.loops import I64
 from ..jit.types import DType
-from ..jit.vec import PTR, bf16_to_f32
+from ..jit.compiler import RUNNING_VSCALE
+from ..jit.vec import PTR, bf16_to_f32, declare
 
 TENSOR = ir.LiteralStructType([PTR, I64])   # tpp_tensor
 
@@ -39,11 +40,31 @@ class Operand:
     ld: int | None = None      # a row stride the kernel is compiled for (None: any, passed at call)
 
 
-def define_kernel(module: ir.Module, name: str) -> tuple[ir.Function, ir.IRBuilder]:
-    """The kernel function `void name(ptr args)` and a builder at its entry."""
+def define_kernel(module: ir.Module, name: str, target=None) -> tuple[ir.Function, ir.IRBuilder]:
+    """The kernel function `void name(ptr args)` and a builder at its entry. Code for one
+    vector length of a scalable ISA (target.fixed_vscale) first checks that the machine
+    runs that length and traps if not: it would compute garbage."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name)
     fn.args[0].add_attribute("noalias")
-    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if target is not None and target.fixed_vscale:
+        with b.if_then(b.icmp_unsigned("!=", b.call(_running_vscale(module), []),
+                                       ir.Constant(I64, target.fixed_vscale)), likely=False):
+            b.call(declare(module, "llvm.trap", ir.VoidType(), []), [])
+    return fn, b
+
+
+def _running_vscale(module: ir.Module) -> ir.Function:
+    """`i64 tpp.running_vscale()`: llvm.vscale in a function that declares no vector length
+    (compiler.RUNNING_VSCALE), so it reads the machine's instead of being folded."""
+    fn = module.globals.get(RUNNING_VSCALE)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(I64, []), RUNNING_VSCALE)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.ret(b.call(declare(module, "llvm.vscale.i64", I64, []), []))
+    return fn
 
 
 def unpack_args(b: ir.IRBuilder, args: ir.Value, count: int) -> list[tuple[ir.Value, ir.Value]]:

@@ -109,7 +109,7 @@ def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int,
                 dtype: DType, axis: int, argidx: bool) -> ir.Function:
     rk = KINDS[kind]
     ops = operands(kind, m, n, dtype, axis, argidx)
-    fn, b = define_kernel(module, name)
+    fn, b = define_kernel(module, name, target)
     lanes = compute_lanes(target, ops[:2])
     v = VecBuilder(b, lanes, target)
     elem = dtype.compute.storage

@@ -53,7 +53,7 @@ def _shuffle_rounds(v: VecBuilder, rows: list[ir.Value]) -> list[ir.Value]:
 
 def emit_transpose(module: ir.Module, name: str, target: Target, m: int, n: int,
                    dtype: DType) -> ir.Function:
-    fn, b = define_kernel(module, name)
+    fn, b = define_kernel(module, name, target)
     (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
     transpose_into(b, target, x, ldx, out, ldo, m, n, dtype)
     b.ret_void()

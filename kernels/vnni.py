@@ -49,7 +49,7 @@ def interleave_rows(v: VecBuilder, rows: list[ir.Value]) -> ir.Value:
 
 
 def emit_vnni_pack(module: ir.Module, name: str, target: Target, k: int, n: int, dtype: DType) -> ir.Function:
-    fn, b = define_kernel(module, name)
+    fn, b = define_kernel(module, name, target)
     (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
     g = GROUP[dtype.itemsize]
     item = ir.IntType(8 * dtype.itemsize)

@@ -39,7 +39,7 @@ def ptxas(ptx: bytes, arch: str, tmp_path) -> None:
 
 
 # ---- coverage ------------------------------------------------------------------------------
-@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"] + GPU_TARGETS)
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2", "aarch64-sve"] + GPU_TARGETS)
 def test_every_family_is_offered_or_refused_with_a_reason(target):
     t = Target.named(target)
     for family in FAMILIES:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import binary_desc, brgemm_desc, gemm_desc, unary_desc
 from .dispatch import _module, resolve_target
-from .errors import DescriptorError, TppError
+from .errors import DescriptorError, TargetError, TppError
 from .jit import compiler
 from .jit.targets import Target
 
@@ -142,17 +142,25 @@ def _run(cmd: list[str]) -> None:
 def build(spec: list[dict], target=None, out: str | Path = ".", library: str = "tppkernels",
           shared: bool = True, static: bool = True) -> dict[str, Path]:
     """Compile the spec's kernels for `target` into OUT/LIBRARY.o, .h, lib*.a and lib*.so."""
+    return build_named([descriptor(entry) for entry in spec], target, out, library, shared, static)
+
+
+def build_named(named: list[tuple[str, object]], target=None, out: str | Path = ".", library: str = "tppkernels",
+                shared: bool = True, static: bool = True) -> dict[str, Path]:
+    """build() for (C name, descriptor) pairs."""
     if not _C_NAME.match(library):
         raise SpecError(f"library name {library!r} must be a C identifier")
     target = resolve_target(target)
-    named = [descriptor(entry) for entry in spec]
     if not named:
         raise SpecError("the spec lists no kernels")
     seen = set()
-    for name, _ in named:
+    for name, desc in named:
         if name in seen:
             raise SpecError(f"kernel name {name!r} appears twice")
         seen.add(name)
+        reason = target.unsupported_reason(desc.family)
+        if reason:
+            raise TargetError(f"kernel {name}: not offered for target {target.name} yet: {reason}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"object": out / f"{library}.o", "header": out / f"{library}.h"}

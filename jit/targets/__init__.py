@@ -30,6 +30,14 @@ class Target:
     output: str = "object"
     # Families of the catalog this target does not offer yet, with the reason.
     unsupported: tuple[tuple[str, str], ...] = field(default=())
+    # Scalable-vector ISAs compiled for one vector length: vscale (length / 128 bits),
+    # which every function declares to LLVM and checks on entry (0: not such a target).
+    fixed_vscale: int = 0
+    # Whether an FMA can take its broadcast operand from memory (x86's {1to16}); where it
+    # cannot (SVE: ld1rw into a register), register blocks leave room for broadcasts.
+    fma_memory_broadcast: bool = True
+    # LLVM command-line options for this target's codegen, as (on, off) pairs.
+    codegen_flags: tuple[tuple[str, str], ...] = field(default=())
 
     def lanes(self, bits: int) -> int:
         """How many elements of `bits` width fill one vector register."""
@@ -55,12 +63,12 @@ class Target:
     @staticmethod
     def named(name: str) -> "Target":
         """A target by its public name, tuned to the host CPU where the host can run it."""
-        from . import nvptx, x86
+        from . import nvptx, sve, x86
 
         host = x86.probe_host()
         if host is not None and host.name == name:
             return host
-        builders = {**x86.NAMED, **nvptx.NAMED}
+        builders = {**x86.NAMED, **nvptx.NAMED, **sve.NAMED}
         if name not in builders:
             known = ", ".join(names())
             raise ValueError(f"tpp: unknown target {name!r}; known targets: {known}")
@@ -69,6 +77,6 @@ class Target:
 
 def names() -> list[str]:
     """Every target name users can pass as target=."""
-    from . import nvptx, x86
+    from . import nvptx, sve, x86
 
-    return sorted({**x86.NAMED, **nvptx.NAMED})
+    return sorted({**x86.NAMED, **nvptx.NAMED, **sve.NAMED})
