@@ -19,6 +19,7 @@ from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import VecBuilder, f32_to_bf16
+from . import simt
 from .eltwise import compute_lanes, unroll_for
 from .operands import Bcast, Operand, define_kernel, element_ptr, unpack_args
 
@@ -107,6 +108,8 @@ def _masked_in(v: VecBuilder, acc: _Acc, x: ir.Value, mask: ir.Value) -> ir.Valu
 
 def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int, n: int,
                 dtype: DType, axis: int, argidx: bool) -> ir.Function:
+    if target.model == "simt":
+        return _emit_simt(module, name, target, kind, m, n, dtype, axis, argidx)
     rk = KINDS[kind]
     ops = operands(kind, m, n, dtype, axis, argidx)
     fn, b = define_kernel(module, name, target)
@@ -182,5 +185,32 @@ def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int,
             b.store(value, element_ptr(b, out, dtype, rows.i))
             if argidx:
                 b.store(result[1], element_ptr(b, idx_out, DType.I64, rows.i))
+    b.ret_void()
+    return fn
+
+
+def _emit_simt(module: ir.Module, name: str, target: Target, kind: str, m: int, n: int,
+               dtype: DType, axis: int, argidx: bool) -> ir.Function:
+    """GPUs: one thread per result, walking its row (axis=1) or column (axis=0; the
+    threads of a warp then read adjacent columns), over a grid-stride loop."""
+    ops = operands(kind, m, n, dtype, axis, argidx)
+    fn, b, pairs = simt.define_simt_kernel(module, name, len(ops))
+    v = VecBuilder(b, 1, target)
+    acc = _Acc(v, KINDS[kind], dtype.compute.storage, argidx)
+    (x, ldx), (out, _) = pairs[:2]
+    first, step = simt.thread_index(module, b)
+    results, length = (m, n) if axis == 1 else (n, m)
+    with Loop(b, first, i64(results), step, name="result") as res:
+        with Loop(b, 0, i64(length), carry=acc.init(), name="walk") as walk:
+            at = (b.add(b.mul(res.i, ldx), walk.i) if axis == 1 else b.add(b.mul(walk.i, ldx), res.i))
+            walk.next(*acc.update(list(walk.vars), v.load(element_ptr(b, x, dtype, at), dtype),
+                                  v.splat(walk.i)))
+        state = acc.horizontal(list(walk.vars))
+        value = state[0]
+        if dtype is DType.BF16:
+            value = f32_to_bf16(b, value)
+        b.store(value, element_ptr(b, out, dtype, res.i))
+        if argidx:
+            b.store(state[1], element_ptr(b, pairs[2][0], DType.I64, res.i))
     b.ret_void()
     return fn

@@ -14,6 +14,7 @@ from ..jit.loops import Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import I32, VecBuilder
+from . import simt
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
 _BITS = {1: ir.IntType(8), 2: ir.IntType(16), 4: ir.IntType(32), 8: ir.IntType(64)}
@@ -53,9 +54,25 @@ def _shuffle_rounds(v: VecBuilder, rows: list[ir.Value]) -> list[ir.Value]:
 
 def emit_transpose(module: ir.Module, name: str, target: Target, m: int, n: int,
                    dtype: DType) -> ir.Function:
+    if target.model == "simt":
+        return _emit_simt(module, name, target, m, n, dtype)
     fn, b = define_kernel(module, name, target)
     (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
     transpose_into(b, target, x, ldx, out, ldo, m, n, dtype)
+    b.ret_void()
+    return fn
+
+
+def _emit_simt(module: ir.Module, name: str, target: Target, m: int, n: int, dtype: DType) -> ir.Function:
+    """GPUs: one thread per element over a grid-stride loop, reading along rows (the
+    writes are strided; a shared-memory tile would make both sides coalesced)."""
+    fn, b, ((x, ldx), (out, ldo)) = simt.define_simt_kernel(module, name, 2)
+    first, step = simt.thread_index(module, b)
+    et = _BITS[dtype.itemsize]
+    with Loop(b, first, i64(m * n), step, name="elem") as lp:
+        i, j = b.udiv(lp.i, i64(n)), b.urem(lp.i, i64(n))
+        value = b.load(element_ptr(b, x, dtype, b.add(b.mul(i, ldx), j)), typ=et)
+        b.store(value, element_ptr(b, out, dtype, b.add(b.mul(j, ldo), i)))
     b.ret_void()
     return fn
 

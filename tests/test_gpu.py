@@ -152,3 +152,51 @@ def test_device_arrays_views_and_in_place(rng):
     torch.cuda.synchronize()
     np.testing.assert_array_equal(big[:, 5:5 + n].cpu().numpy(), np.maximum(x, 0))
     assert not big[:, :5].any() and not big[:, 5 + n:].any()
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kw", [{}, {"beta": 0.0, "epilogue": ("bias", "relu")}, {"trans_a": True},
+                                {"trans_b": True, "beta": 0.0}, {"dtype": "bf16", "b_vnni": True},
+                                {"dtype": "u8s8"}, {"dtype": "f64"}])
+def test_gemm_on_the_gpu(kw, rng):
+    m, n, k = 37, 70, 29
+    cpu = tpp.gemm(m, n, k, **kw)
+    gk = tpp.cuda.load(tpp.gemm(m, n, k, target=_gpu_target(), **kw))
+    ops = cpu.descriptor.operands()
+    args = [rng.integers(0 if op.dtype.value == "u8" else -3, 4, (op.rows, op.cols)).astype(tpp.dtypes.to_numpy(op.dtype))
+            if op.rows > 1 else rng.integers(-3, 4, op.cols).astype(tpp.dtypes.to_numpy(op.dtype)) for op in ops]
+    want = cpu(*[a.copy() for a in args])
+    got = gk(*args[:-1], out=args[-1])
+    np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind,axis", [("reduce_sum", 0), ("reduce_sum", 1), ("reduce_max", 1), ("reduce_min", 0)])
+def test_reductions_and_transpose_on_the_gpu(kind, axis, rng):
+    m, n = 45, 301
+    x = rng.integers(-50, 50, (m, n)).astype(np.float32)       # sums exact in any order
+    target = _gpu_target()
+    argidx = kind != "reduce_sum"
+    got = tpp.cuda.load(tpp.unary(kind, m, n, axis=axis, argidx=argidx, target=target))(x)
+    want = tpp.unary(kind, m, n, axis=axis, argidx=argidx)(x)
+    for g, w in zip(got if argidx else (got,), want if argidx else (want,)):
+        np.testing.assert_array_equal(g, w)
+    xt = tpp.cuda.load(tpp.unary("transpose", m, n, target=target))(x)
+    np.testing.assert_array_equal(xt, x.T)
+
+
+@pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not installed")
+@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+def test_gemm_reduce_transpose_ptx_assembles(target, arch, tmp_path):
+    kernels = [tpp.gemm(33, 70, 19, target=target), tpp.gemm(16, 16, 16, "bf16", b_vnni=True, target=target),
+               tpp.gemm(8, 24, 12, "u8s8", target=target),
+               tpp.gemm(20, 9, 7, trans_a=True, trans_b=True, beta=0.0, epilogue=("bias", "gelu_tanh"),
+                        target=target),
+               tpp.unary("reduce_sumsq", 9, 40, axis=0, target=target),
+               tpp.unary("reduce_min", 9, 40, "bf16", axis=1, argidx=True, target=target),
+               tpp.unary("transpose", 9, 40, "bf16", target=target)]
+    kernels += [tpp.brgemm(9, 17, 5, variant=v, target=target) for v in ("stride", "offset", "address")]
+    for k in kernels:
+        ptxas(k.code, arch, tmp_path)

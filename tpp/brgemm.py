@@ -65,6 +65,7 @@ class BatchReduceKernel:
     ir = property(lambda self: self.kernel.ir)
     asm = property(lambda self: self.kernel.asm)
     address = property(lambda self: self.kernel.address)
+    code = property(lambda self: self.kernel.code)
 
     def __repr__(self) -> str:
         return f"<tpp.BatchReduceKernel {self.descriptor} on {self.kernel.target.name}>"

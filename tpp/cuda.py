@@ -153,6 +153,9 @@ class GpuKernel:
     """A tpp kernel of an NVPTX target, loaded into the GPU; call it like a Kernel."""
 
     def __init__(self, kernel: Kernel):
+        if getattr(kernel.descriptor, "kind", "") == "brgemm":
+            raise TargetError("tpp.cuda: BRGEMM kernels are not wrapped yet (their batch arguments); "
+                              "launch kernel.code through the CUDA driver with the documented arguments")
         if kernel.target.model != "simt" or not kernel.code:
             raise TargetError(f"tpp.cuda: {kernel!r} is not a GPU kernel (dispatch it with target='nvptx-sm90')")
         self.kernel = kernel
@@ -184,8 +187,12 @@ class GpuKernel:
                 raise DTypeError(f"{what}: argument '{op.name}' must have dtype {dtype}, got {value.dtype}")
             if value.shape not in shapes:
                 raise ShapeError(f"{what}: argument '{op.name}' must have shape {shapes[0]}, got {value.shape}")
-            dev = DeviceArray.from_numpy(value)
-            return dev.ptr, (value.shape[-1] if value.ndim else 1), (dev, value)
+            dev = DeviceArray.from_numpy(value)          # contiguous on the device
+            ld = value.shape[-1] if value.ndim else 1
+            if op.ld is not None and value.ndim == 2 and value.shape[0] > 1 and ld != op.ld:
+                raise ShapeError(f"{what}: argument '{op.name}' becomes row stride {ld} on the device; "
+                                 f"the kernel was compiled for {op.ld}")
+            return dev.ptr, ld, (dev, value)
         face = getattr(value, "__cuda_array_interface__", None)
         if face is None:
             raise TypeError(f"{what}: argument '{op.name}' must be a numpy array or a GPU array "
@@ -197,6 +204,8 @@ class GpuKernel:
             raise ShapeError(f"{what}: argument '{op.name}' must have shape {shapes[0]}, got {shape}")
         strides = face.get("strides")
         ld = shape[-1] if shape else 1
+        if strides is None and op.ld is not None and len(shape) == 2 and shape[0] > 1 and ld != op.ld:
+            raise ShapeError(f"{what}: argument '{op.name}' has row stride {ld}; the kernel was compiled for {op.ld}")
         if strides is not None and len(shape) == 2:
             if shape[1] > 1 and strides[1] != dtype.itemsize:
                 raise ShapeError(f"{what}: argument '{op.name}' must have unit element stride")
@@ -204,6 +213,9 @@ class GpuKernel:
                 if strides[0] % dtype.itemsize or strides[0] < shape[1] * dtype.itemsize:
                     raise ShapeError(f"{what}: argument '{op.name}' has an unusable row stride {strides[0]}")
                 ld = strides[0] // dtype.itemsize
+                if op.ld is not None and ld != op.ld:
+                    raise ShapeError(f"{what}: argument '{op.name}' has row stride {ld}; "
+                                     f"the kernel was compiled for {op.ld}")
         return face["data"][0], ld, None
 
     def __call__(self, *args, out=None):

@@ -13,11 +13,7 @@ PTX_VERSION = "+ptx80"      # PTX ISA 8.0 (CUDA 12.0): accepted by sm_80 and sm_
 
 # The catalog families not emitted for GPUs yet, and why (the target-coverage test reads this).
 _UNSUPPORTED = (
-    ("reduce", "GPU reductions (a block-level tree per row/column) are not written yet"),
-    ("transpose", "the GPU transpose (through shared memory) is not written yet"),
     ("vnni_pack", "VNNI layouts are a CPU dot-instruction format; GPUs take plain or mma fragments"),
-    ("gemm", "the shared-memory tiled GEMM and its mma.sync bf16 path are not written yet"),
-    ("brgemm", "the GPU BRGEMM is built on the GPU GEMM, which is not written yet"),
 )
 
 
