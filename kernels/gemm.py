@@ -31,7 +31,7 @@ from . import gemm_simt
 from .gemm_dot import DOTS, block_product_dot
 from .transpose import transpose_into
 from .vnni import GROUP
-from .operands import Operand, define_kernel, element_ptr, unpack_args
+from .operands import Operand, batch_entry, define_kernel, element_ptr, unpack_args
 
 # A's dtype -> (B's dtype, the C dtypes offered). U8 is LIBXSMM's int8 GEMM: u8 x s8 -> s32.
 DTYPES = frozenset({DType.F32, DType.F64, DType.BF16, DType.U8})
@@ -132,15 +132,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
 
     def given_bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(A_i, B_i) for batch entry bi, as the caller passed them."""
-        if batch == "stride":
-            return (element_ptr(b, a_arg, dtype, b.mul(bi, i64(stride_a))),
-                    element_ptr(b, b_arg, dtype, b.mul(bi, i64(stride_b))))
-        if batch == "offset":
-            off_a = b.load(element_ptr(b, aux[0][0], DType.I64, bi), typ=I64)
-            off_b = b.load(element_ptr(b, aux[1][0], DType.I64, bi), typ=I64)
-            return element_ptr(b, a_arg, dtype, off_a), element_ptr(b, b_arg, dtype, off_b)
-        return (b.load(element_ptr(b, a_arg, DType.I64, bi), typ=PTR),
-                b.load(element_ptr(b, b_arg, DType.I64, bi), typ=PTR))
+        return batch_entry(b, batch, bi, a_arg, b_arg, dtype, B_DTYPE[dtype], stride_a, stride_b, aux)
 
     def nest(packed: dict) -> None:
         """The loops over C's register blocks. packed: {"a"/"b": (buffer, row stride,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..jit.loops import I64, Loop, i64
+from ..jit.loops import Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
-from ..jit.vec import I32, PTR, VecBuilder
+from ..jit.vec import I32, VecBuilder
 from . import simt
 from .epilogue import apply_epilogue, epilogue_inputs
-from .operands import element_ptr
+from .operands import batch_entry, element_ptr
 from .vnni import GROUP
 
 
@@ -43,17 +43,7 @@ def emit(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, d
         return value
 
     def bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
-        if batch in ("none",):
-            return a_arg, b_arg
-        if batch == "stride":
-            return (element_ptr(b, a_arg, dtype, b.mul(bi, i64(stride_a))),
-                    element_ptr(b, b_arg, b_dtype, b.mul(bi, i64(stride_b))))
-        if batch == "offset":
-            off_a = b.load(element_ptr(b, aux[0][0], DType.I64, bi), typ=I64)
-            off_b = b.load(element_ptr(b, aux[1][0], DType.I64, bi), typ=I64)
-            return element_ptr(b, a_arg, dtype, off_a), element_ptr(b, b_arg, b_dtype, off_b)
-        return (b.load(element_ptr(b, a_arg, DType.I64, bi), typ=PTR),
-                b.load(element_ptr(b, b_arg, DType.I64, bi), typ=PTR))
+        return batch_entry(b, batch, bi, a_arg, b_arg, dtype, b_dtype, stride_a, stride_b, aux)
 
     def a_at(base, i, kk):
         index = b.add(b.mul(kk, i64(lda)), i) if trans_a else b.add(b.mul(i, i64(lda)), kk)

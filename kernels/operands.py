@@ -88,3 +88,18 @@ def load_element(b: ir.IRBuilder, ptr: ir.Value, dtype: DType) -> ir.Value:
     if dtype is DType.BF16:
         return bf16_to_f32(b, b.load(ptr, typ=ir.IntType(16)))
     return b.load(ptr, typ=dtype.storage)
+
+
+def batch_entry(b: ir.IRBuilder, batch: str, bi: ir.Value, a_arg: ir.Value, b_arg: ir.Value, a_dtype: DType,
+                b_dtype: DType, stride_a: int, stride_b: int, aux: list) -> tuple[ir.Value, ir.Value]:
+    """(A_i, B_i) of BRGEMM batch entry bi, as the caller passed them (the three
+    variants' arguments: see gemm.emit_gemm)."""
+    if batch == "stride":
+        return (element_ptr(b, a_arg, a_dtype, b.mul(bi, ir.Constant(I64, stride_a))),
+                element_ptr(b, b_arg, b_dtype, b.mul(bi, ir.Constant(I64, stride_b))))
+    if batch == "offset":
+        off_a = b.load(element_ptr(b, aux[0][0], DType.I64, bi), typ=I64)
+        off_b = b.load(element_ptr(b, aux[1][0], DType.I64, bi), typ=I64)
+        return element_ptr(b, a_arg, a_dtype, off_a), element_ptr(b, b_arg, b_dtype, off_b)
+    return (b.load(element_ptr(b, a_arg, DType.I64, bi), typ=PTR),
+            b.load(element_ptr(b, b_arg, DType.I64, bi), typ=PTR))
