@@ -138,7 +138,8 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
         """The loops over C's register blocks. packed: {"a"/"b": (buffer, row stride,
         elements per entry)} for operands transposed into a buffer (entry i at i times
         the entry size); the others are read as given."""
-        a_ld, a_trans = (lda, trans_a) if "a" not in packed else (i64(packed["a"][1]), False)
+        # a packed A is the other orientation: A^T's rows packed as A, or A packed as A^T
+        a_ld, a_trans = (lda, trans_a) if "a" not in packed else (i64(packed["a"][1]), not trans_a)
         b_ld, b_trans = (ldb, trans_b) if "b" not in packed else (i64(packed["b"][1]), False)
 
         def bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -208,6 +209,11 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     packs = []
     if trans_a and dtype in DOTS:
         packs.append(_Pack("a", dtype, k, m, lda, -(-k // lanes) * lanes, lambda bi: given_bases(bi)[0]))
+    elif not trans_a and not target.fma_memory_broadcast and dtype not in DOTS and m > 1:
+        # Where a broadcast is a load of its own with an immediate offset only (SVE's
+        # ld1rw), rows of A each need a pointer and an add per step; A^T puts a block's
+        # A[i0:i0+mr, kk] side by side, one pointer for the whole block.
+        packs.append(_Pack("a", dtype, m, k, lda, -(-m // 16) * 16, lambda bi: given_bases(bi)[0]))
     if trans_b:
         packs.append(_Pack("b", B_DTYPE[dtype], n, k, ldb, -(-n // lanes) * lanes, lambda bi: given_bases(bi)[1]))
     if packs:
@@ -248,7 +254,8 @@ def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: 
     Gathering them costs a gather per vector for every row block (26-33% of peak); the
     kernel instead transposes each B_i once per call (transpose.py, in registers) into a
     k x n buffer and runs the plain loops on it. A^T goes the same way for bf16/int8
-    (their A groups are contiguous only in A). If malloc fails the loops read the
+    (their A groups are contiguous only in A), and A for targets without broadcast
+    operands (see emit_gemm). If malloc fails the loops read the
     operands as given (gathers and scalar loads), so a call never fails."""
     offsets, total = [], 0
     for p in packs:

@@ -171,13 +171,16 @@ def k_loop(asm: str) -> tuple[Counter, list[str]]:
     return best
 
 
-@pytest.mark.parametrize("bits,most", [(128, 1.8), (512, 2.3), (2048, 3.3)])
+@pytest.mark.parametrize("bits,most", [(128, 1.7), (512, 1.9), (2048, 2.5)])
 def test_gemm_k_loop_instructions_per_fma(bits, most):
-    """The K loop of the 64^3 SVE GEMM: FMAs, broadcast loads, B loads and prefetches,
-    and the address increments ld1rw needs (it takes no register offset); no spills."""
+    """The K loop of the 64^3 SVE GEMM: FMAs, broadcast loads (one per row and k; from a
+    transposed A, one pointer for the block), B loads and prefetches, and a handful of
+    loop instructions; no spills."""
     counts, text = k_loop(tpp.gemm(64, 64, 64, target=f"aarch64-sve{bits}").asm)
     fmas = counts["fmla"] + counts["fmad"]
     total = sum(counts.values())
     print(f"sve{bits}: {total} instructions for {fmas} FMAs ({total / fmas:.2f} per FMA): {dict(counts)}")
     assert total / fmas <= most
+    memory = ("ld1rw", "ld1r", "ldr", "ldp", "ld1b", "ld1w", "prfm")
+    assert sum(n for op, n in counts.items() if op not in memory + ("fmla", "fmad")) <= 12
     assert not any("sp" in line.split("[", 1)[-1] for line in text if "[" in line), "spills in the K loop"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from llvmlite import binding as llvm
 
-from . import Target
+from . import NO_LSR, Target
 
 TRIPLE = "x86_64-unknown-linux-gnu"
 _AVX512_NEEDS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
@@ -38,20 +38,13 @@ def _flatten(feats: dict[str, bool]) -> str:
     return ",".join(("+" if on else "-") + k for k, on in sorted(feats.items()))
 
 
-# Loop strength reduction took 20-40% of the codegen time of a small x86 kernel and made
-# no measurable difference to its speed: the emitters already address memory by index
-# from bases hoisted out of the loops (relu 64x64 compile 24 -> 15 ms, run 1.34 vs 1.33
-# us). AArch64 keeps it: its broadcast loads take no register offset (sve.py).
-_CODEGEN = (("-disable-lsr=true", "-disable-lsr=false"),)
-
-
 def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
     table = _AVX512_INTRINSICS
     if feats.get("avx512bf16"):
         table += (("bf16_dot.v16f32", "llvm.x86.avx512bf16.dpbf16ps.512|plain"),)   # vdpbf16ps
     if feats.get("avx512vnni"):
         table += (("u8s8_dot.v16i32", "llvm.x86.avx512.vpdpbusd.512|plain"),)       # vpdpbusd
-    return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, table, codegen_flags=_CODEGEN)
+    return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, table, codegen_flags=NO_LSR)
 
 
 def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
@@ -59,7 +52,7 @@ def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
     table = _AVX2_INTRINSICS
     if feats.get("avxvnni"):       # VEX-encoded vpdpbusd (AVX-VNNI)
         table += (("u8s8_dot.v8i32", "llvm.x86.avx512.vpdpbusd.256|plain"),)
-    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, table, codegen_flags=_CODEGEN)
+    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, table, codegen_flags=NO_LSR)
 
 
 def probe_host() -> Target | None:
