@@ -62,6 +62,19 @@ def target_machine(target: Target, opt: int = 3) -> llvm.TargetMachine:
 _PASSES = ("always_inliner", "sroa", "instruction_combine", "simplify_cfg", "dead_code_elimination")
 
 
+def _with_helpers(text: str, helpers: str) -> str:
+    """Replace the declarations of the target's IR helpers the module calls with their
+    definitions (Target.ir_helpers)."""
+    used = []
+    for definition in re.split(r"\n(?=define )", helpers.strip()):
+        name = re.search(r'@("[^"]+"|[\w.]+)', definition).group(1)
+        pattern = re.compile(r"^declare [^\n]*@" + re.escape(name) + r"\(.*$", re.M)
+        if pattern.search(text):
+            text = pattern.sub("", text)
+            used.append(definition)
+    return text + "\n" + "\n".join(used)
+
+
 RUNNING_VSCALE = "tpp.running_vscale"     # the one function left without a declared length
 
 
@@ -77,6 +90,8 @@ def optimise(module: ir.Module | str, target: Target, opt: int = 3) -> llvm.Modu
     """Parse, verify and clean up a module (opt 0 skips the clean-up)."""
     tm = target_machine(target, opt)
     text = str(module)
+    if target.ir_helpers:
+        text = _with_helpers(text, target.ir_helpers)
     if target.fixed_vscale:
         text = _with_vscale(text, target.fixed_vscale)
     with _lock:

@@ -104,6 +104,9 @@ def catalog(rng) -> Cases:
     c.gemm(16, 40, 9, beta=0.0, epilogue=("bias", "relu"))
     c.gemm(10, 21, 15, "bf16", beta=0.0)
     c.gemm(10, 21, 15, "u8s8", beta=0.0)
+    c.gemm(12, 40, 22, "bf16", b_vnni=True, beta=0.0)
+    c.gemm(12, 40, 23, "u8s8", b_vnni=True, beta=0.0)
+    c.gemm(9, 17, 13, "bf16", trans_a=True, trans_b=True, beta=0.0)
     return c
 
 
@@ -144,6 +147,13 @@ def test_another_vector_length_traps_instead_of_computing(tmp_path, rng):
     assert subprocess.run(sve_harness.qemu_command(exe, 256), capture_output=True).returncode == 0
     wrong = subprocess.run(sve_harness.qemu_command(exe, 512), capture_output=True)
     assert wrong.returncode != 0 and not wrong.stdout, "a 256-bit kernel ran on a 512-bit machine"
+
+
+def test_dot_instructions():
+    """bf16 and int8 GEMMs use SVE's bfdot and usdot (i8mm) at every vector length."""
+    for bits in (128, 512):
+        assert "bfdot" in tpp.gemm(32, 32, 32, "bf16", b_vnni=True, target=f"aarch64-sve{bits}").asm
+        assert "usdot" in tpp.gemm(32, 32, 32, "u8s8", b_vnni=True, target=f"aarch64-sve{bits}").asm
 
 
 def test_sve_asm():

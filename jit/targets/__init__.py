@@ -46,6 +46,9 @@ class Target:
     fma_memory_broadcast: bool = True
     # LLVM command-line options for this target's codegen, as (on, off) pairs.
     codegen_flags: tuple[tuple[str, str], ...] = field(default=())
+    # Textual IR of helper functions (for what llvmlite's builder cannot write, such as
+    # scalable vectors); a module that declares one gets its definition instead.
+    ir_helpers: str = ""
 
     def lanes(self, bits: int) -> int:
         """How many elements of `bits` width fill one vector register."""
