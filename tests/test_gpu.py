@@ -200,3 +200,23 @@ def test_gemm_reduce_transpose_ptx_assembles(target, arch, tmp_path):
     kernels += [tpp.brgemm(9, 17, 5, variant=v, target=target) for v in ("stride", "offset", "address")]
     for k in kernels:
         ptxas(k.code, arch, tmp_path)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+def test_brgemm_on_the_gpu(variant, rng):
+    m, n, k, batch = 19, 40, 13, 5
+    a = rng.integers(-3, 4, (batch, m, k)).astype(np.float32)
+    b = rng.integers(-3, 4, (batch, k, n)).astype(np.float32)
+    bias = rng.integers(-3, 4, n).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    br = tpp.cuda.load(tpp.brgemm(m, n, k, variant=variant, beta=0.0, epilogue=("bias",), target=_gpu_target()))
+    if variant == "stride":
+        br(a, b, bias, c)
+    elif variant == "offset":
+        order = np.arange(batch)[::-1]
+        br(a.reshape(-1), b.reshape(-1), bias, c, order * m * k, order * k * n)
+    else:
+        br([tpp.cuda.DeviceArray.from_numpy(x) for x in a], list(b), bias, c)
+    np.testing.assert_array_equal(c, np.einsum("bik,bkj->ij", a.astype(np.float64), b) + bias)

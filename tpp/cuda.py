@@ -153,9 +153,6 @@ class GpuKernel:
     """A tpp kernel of an NVPTX target, loaded into the GPU; call it like a Kernel."""
 
     def __init__(self, kernel: Kernel):
-        if getattr(kernel.descriptor, "kind", "") == "brgemm":
-            raise TargetError("tpp.cuda: BRGEMM kernels are not wrapped yet (their batch arguments); "
-                              "launch kernel.code through the CUDA driver with the documented arguments")
         if kernel.target.model != "simt" or not kernel.code:
             raise TargetError(f"tpp.cuda: {kernel!r} is not a GPU kernel (dispatch it with target='nvptx-sm90')")
         self.kernel = kernel
@@ -263,8 +260,107 @@ class GpuKernel:
                 "cuLaunchKernel")
 
 
-def load(kernel: Kernel) -> GpuKernel:
-    """Load a kernel dispatched for an NVPTX target into the GPU."""
+class GpuBatchKernel(GpuKernel):
+    """A BRGEMM of an NVPTX target, called as on the CPU:
+    stride:  br(a, b, [bias, residual,] c)             a (batch, m, k), b (batch, k, n) stacks
+    offset:  br(a, b, [...,] c, a_offsets, b_offsets)  flat buffers, int64 element offsets
+    address: br([a0, ...], [b0, ...], [...,] c)        lists of blocks
+    Arrays are numpy (copied in, c copied back) or GPU arrays; the stacks' strides must be
+    the ones the kernel was compiled for (tight by default)."""
+
+    def __init__(self, kernel):
+        super().__init__(kernel.kernel if hasattr(kernel, "kernel") else kernel)
+        self._variant = self.kernel.descriptor.variant
+
+    def __call__(self, a, b, *rest):
+        d = self.kernel.descriptor
+        n_extra = len(self._operands) - 3
+        want = n_extra + (3 if self._variant == "offset" else 1)
+        if len(rest) != want:
+            raise TypeError(f"tpp.cuda brgemm({self._variant}): expected {2 + want} arguments, got {2 + len(rest)}")
+        extras, c, tail = list(rest[:n_extra]), rest[n_extra], rest[n_extra + 1:]
+        ops = self._operands
+        keep, copy_back, params = [], [], []
+
+        def add(ptr, ld):
+            params.extend([ctypes.c_uint64(ptr), ctypes.c_int64(ld)])
+
+        def upload(x: np.ndarray) -> int:
+            dev = DeviceArray.from_numpy(np.ascontiguousarray(x))
+            keep.append(dev)
+            return dev.ptr
+
+        def stack(name, x, op, dtype, stride, ld):
+            """A (batch, rows, cols) stack: (pointer, batch)."""
+            shape = (op.rows, op.cols)
+            if isinstance(x, np.ndarray):
+                if x.dtype != dtype or x.ndim != 3 or x.shape[1:] != shape:
+                    raise ShapeError(f"tpp.cuda brgemm: '{name}' must be a ({'batch'}, {shape[0]}, {shape[1]}) "
+                                     f"{dtype} stack, got {x.shape} {x.dtype}")
+                x = np.ascontiguousarray(x)
+                if shape[0] * shape[1] != stride or shape[1] != ld:
+                    raise ShapeError(f"tpp.cuda brgemm: the kernel was compiled for '{name}' strides {stride}, "
+                                     f"{ld}; a tight stack has {shape[0] * shape[1]}, {shape[1]}")
+                return upload(x), x.shape[0]
+            face = getattr(x, "__cuda_array_interface__", None)
+            if face is None or len(face["shape"]) != 3 or tuple(face["shape"][1:]) != shape:
+                raise ShapeError(f"tpp.cuda brgemm: '{name}' must be a (batch, {shape[0]}, {shape[1]}) stack")
+            isz = dtype.itemsize
+            strides = face.get("strides") or (shape[0] * shape[1] * isz, shape[1] * isz, isz)
+            if strides[0] != stride * isz or (shape[0] > 1 and strides[1] != ld * isz) or strides[2] != isz:
+                raise ShapeError(f"tpp.cuda brgemm: '{name}' has strides {strides}; the kernel was compiled "
+                                 f"for {stride * isz}, {ld * isz}, {isz} bytes")
+            return face["data"][0], face["shape"][0]
+
+        if self._variant == "stride":
+            pa, count = stack("a", a, ops[0], self._np[0], d.stride_a, d.lda)
+            pb, count_b = stack("b", b, ops[1], self._np[1], d.stride_b, d.ldb)
+            if count != count_b:
+                raise ShapeError(f"tpp.cuda brgemm: a and b must have the same batch, got {count} and {count_b}")
+            add(pa, d.lda)
+            add(pb, d.ldb)
+            aux = [(0, count)]
+        elif self._variant == "offset":
+            offsets = [np.ascontiguousarray(t, dtype=np.int64) for t in tail]
+            if offsets[0].shape != offsets[1].shape or offsets[0].ndim != 1:
+                raise ShapeError("tpp.cuda brgemm: a_offsets and b_offsets must be 1-D and of one length")
+            for name, buf, dtype, ld in (("a", a, self._np[0], d.lda), ("b", b, self._np[1], d.ldb)):
+                if not isinstance(buf, np.ndarray) or buf.dtype != dtype:
+                    raise TypeError(f"tpp.cuda brgemm: buffer '{name}' must be a numpy {dtype} array here")
+                add(upload(buf.reshape(-1)), ld)
+            aux = [(upload(offsets[0]), offsets[0].size), (upload(offsets[1]), offsets[1].size)]
+        else:
+            if not isinstance(a, (list, tuple)) or not isinstance(b, (list, tuple)) or len(a) != len(b):
+                raise TypeError("tpp.cuda brgemm(address): a and b must be lists of blocks of one length")
+            for blocks, op, dtype, ld in ((a, ops[0], self._np[0], d.lda), (b, ops[1], self._np[1], d.ldb)):
+                table = np.array([self._device(op, x, dtype)[0] if not isinstance(x, np.ndarray)
+                                  else upload(np.ascontiguousarray(x)) for x in blocks], np.int64)
+                add(upload(table), ld)
+            aux = [(0, len(a))]
+        for op, dt, x in zip(ops[2:-1], self._np[2:-1], extras):
+            ptr, ld, host = self._device(op, x, dt)
+            keep.append(host)
+            add(ptr, ld)
+        ptr, ld, host = self._device(ops[-1], c, self._np[-1])
+        if host is not None:
+            copy_back.append(host)
+        add(ptr, ld)
+        for ptr, count in aux:
+            add(ptr, count)
+        pointers = (ctypes.c_void_p * len(params))(*[ctypes.cast(ctypes.pointer(p), ctypes.c_void_p) for p in params])
+        self.launch(pointers)
+        synchronize()
+        for dev, h in copy_back:
+            h[...] = dev.numpy()
+        del keep
+        return c
+
+
+def load(kernel) -> GpuKernel:
+    """Load a kernel dispatched for an NVPTX target into the GPU (a BatchReduceKernel
+    becomes a GpuBatchKernel)."""
+    if getattr(kernel, "descriptor", None) is not None and kernel.descriptor.kind == "brgemm":
+        return GpuBatchKernel(kernel)
     return GpuKernel(kernel)
 
 
