@@ -13,8 +13,8 @@ from . import peak, report
 def cache_usage(path) -> tuple[int, int]:
     """(files, bytes) under the kernel cache directory (0, 0 if it does not exist)."""
     files = size = 0
-    for root, _, names in os.walk(path):
-        for name in names:
+    for root, _, entries in os.walk(path):
+        for name in entries:
             try:
                 size += os.path.getsize(os.path.join(root, name))
                 files += 1

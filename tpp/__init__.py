@@ -128,7 +128,7 @@ def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride",
                       lda, ldb, ldc, stride_a, stride_b, odt, bool(b_vnni), _steps(epilogue))
 
 
-__all__ = ["unary", "binary", "gemm", "brgemm", "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
+__all__ = ["unary", "binary", "gemm", "brgemm", "cuda", "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
            "Target", "UnaryDesc", "BinaryDesc",
            "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",
            "DTypeError", "AliasError",

@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 
 from . import binary_desc, brgemm_desc, gemm_desc, unary_desc
-from .dispatch import _module, resolve_target
-from .errors import DescriptorError, TargetError, TppError
+from .dispatch import _module, check_offered, resolve_target
+from .errors import DescriptorError, TppError
 from .jit import compiler
 from .jit.targets import Target
 
@@ -158,9 +158,7 @@ def build_named(named: list[tuple[str, object]], target=None, out: str | Path = 
         if name in seen:
             raise SpecError(f"kernel name {name!r} appears twice")
         seen.add(name)
-        reason = target.unsupported_reason(desc.family)
-        if reason:
-            raise TargetError(f"kernel {name}: not offered for target {target.name} yet: {reason}")
+        check_offered(desc, target, f"kernel {name}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"object": out / f"{library}.o", "header": out / f"{library}.h"}

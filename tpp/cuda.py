@@ -225,10 +225,7 @@ class GpuKernel:
                 out = out[0]
         pointers, keep, copy_back = self.prepare(*args, out=out)
         self.launch(pointers)
-        if copy_back:
-            synchronize()
-            for dev, host in copy_back:
-                host[...] = dev.numpy()
+        _copy_back(copy_back)
         del keep
         return out
 
@@ -248,9 +245,7 @@ class GpuKernel:
                 keep.append(host[0])
                 if op.output:
                     copy_back.append(host)
-        pointers = (ctypes.c_void_p * len(params))(*[ctypes.cast(ctypes.pointer(p), ctypes.c_void_p)
-                                                     for p in params])
-        return pointers, (keep, params), copy_back
+        return _parameters(params), (keep, params), copy_back
 
     def launch(self, pointers) -> None:
         """One launch on the default stream with the kernel's parameter pointers."""
@@ -347,13 +342,23 @@ class GpuBatchKernel(GpuKernel):
         add(ptr, ld)
         for ptr, count in aux:
             add(ptr, count)
-        pointers = (ctypes.c_void_p * len(params))(*[ctypes.cast(ctypes.pointer(p), ctypes.c_void_p) for p in params])
-        self.launch(pointers)
+        self.launch(_parameters(params))
         synchronize()
-        for dev, h in copy_back:
-            h[...] = dev.numpy()
-        del keep
+        _copy_back(copy_back)     # keep and params held the launch's memory until here
         return c
+
+
+def _parameters(values: list) -> ctypes.Array:
+    """cuLaunchKernel's kernelParams: a pointer to each ctypes value (keep the values alive)."""
+    return (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(x), ctypes.c_void_p) for x in values])
+
+
+def _copy_back(pairs: list) -> None:
+    """Wait for the GPU, then copy each (device array, numpy output) pair back."""
+    if pairs:
+        synchronize()
+        for dev, host in pairs:
+            host[...] = dev.numpy()
 
 
 def load(kernel) -> GpuKernel:

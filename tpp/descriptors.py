@@ -6,7 +6,7 @@ kernel, and its numpy reference; dispatch needs nothing else.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from llvmlite import ir
@@ -214,42 +214,45 @@ class GemmDesc:
     out_dtype: DType | None = None  # C's dtype: bf16 inputs accumulate in f32, store f32 or bf16
     b_vnni: bool = False            # bf16: B given VNNI-2 packed (tpp.unary("vnni_pack", k, n))
     epilogue: tuple[str, ...] = ()  # steps on the accumulators before the store (epilogue.py)
+    # who the error messages name (a BRGEMM validates its GEMM part through this class);
+    # not part of the descriptor's identity
+    what: str = field(default="tpp gemm", compare=False, repr=False)
 
     kind = "gemm"
     family = "gemm"            # the catalog family (targets list the ones they lack)
     elementwise = False
 
     def __post_init__(self) -> None:
-        _check_dims("gemm", m=self.m, n=self.n, k=self.k)
-        _dtype_check("gemm", self.dtype, gemm_k.DTYPES)
+        _check_dims(self.what.removeprefix("tpp "), m=self.m, n=self.n, k=self.k)
+        _dtype_check(self.what.removeprefix("tpp "), self.dtype, gemm_k.DTYPES)
         allowed = gemm_k.OUT_DTYPES[self.dtype]
         if self.out_dtype is None:
             object.__setattr__(self, "out_dtype", gemm_k.ACCUMULATOR.get(self.dtype, self.dtype))
         elif self.out_dtype not in allowed:
-            raise DTypeError(f"tpp gemm: out_dtype {self.out_dtype.value} with {self.dtype.value} inputs "
+            raise DTypeError(f"{self.what}: out_dtype {self.out_dtype.value} with {self.dtype.value} inputs "
                              f"(supported: {', '.join(sorted(d.value for d in allowed))})")
         if self.b_vnni and self.trans_b:
-            raise DescriptorError("tpp gemm: b_vnni and trans_b exclude each other (a VNNI packed B "
+            raise DescriptorError(f"{self.what}: b_vnni and trans_b exclude each other (a VNNI packed B "
                                   "is already in the layout the kernel reads)")
         if self.b_vnni and self.dtype not in (DType.BF16, DType.U8):
-            raise DescriptorError("tpp gemm: b_vnni (a VNNI packed B) is for bf16 and int8 inputs")
+            raise DescriptorError(f"{self.what}: b_vnni (a VNNI packed B) is for bf16 and int8 inputs")
         if self.beta not in (0.0, 1.0):
-            raise DescriptorError(f"tpp gemm: beta must be 0 or 1, got {self.beta!r}")
+            raise DescriptorError(f"{self.what}: beta must be 0 or 1, got {self.beta!r}")
         object.__setattr__(self, "epilogue", tuple(self.epilogue))
         known = epilogue_k.INPUT_STEPS + epilogue_k.activation_kinds()
         for step in self.epilogue:
             if step not in known:
-                raise DescriptorError(f"tpp gemm: epilogue step {step!r} is not one of: {', '.join(known)}")
+                raise DescriptorError(f"{self.what}: epilogue step {step!r} is not one of: {', '.join(known)}")
         if self.epilogue and self.dtype is DType.U8:
-            raise DescriptorError("tpp gemm: epilogues are for float GEMMs (int8 accumulates in int32)")
+            raise DescriptorError(f"{self.what}: epilogues are for float GEMMs (int8 accumulates in int32)")
         if len(epilogue_k.epilogue_inputs(self.epilogue)) != len(set(epilogue_k.epilogue_inputs(self.epilogue))):
-            raise DescriptorError("tpp gemm: each of bias/residual may appear once in an epilogue")
+            raise DescriptorError(f"{self.what}: each of bias/residual may appear once in an epilogue")
         tight = self.tight_lds()
         for name, value, least in zip(("lda", "ldb", "ldc"), (self.lda, self.ldb, self.ldc), tight):
             if value is None:
                 object.__setattr__(self, name, least)
             elif not isinstance(value, (int, np.integer)) or value < least:
-                raise DescriptorError(f"tpp gemm: {name} must be an integer >= {least}, got {value!r}")
+                raise DescriptorError(f"{self.what}: {name} must be an integer >= {least}, got {value!r}")
 
     def tight_lds(self) -> tuple[int, int, int]:
         b_cols = gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni, self.dtype)[1]
@@ -317,10 +320,7 @@ class BrgemmDesc:
     def __post_init__(self) -> None:
         if self.variant not in gemm_k.BATCH_VARIANTS[1:]:
             raise DescriptorError(f"tpp brgemm: variant must be stride, offset or address, got {self.variant!r}")
-        try:
-            plain = self.gemm                   # validates the GEMM part and fills its defaults
-        except (DescriptorError, DTypeError) as e:
-            raise type(e)(str(e).replace("tpp gemm:", "tpp brgemm:", 1)) from None
+        plain = self.gemm                       # validates the GEMM part and fills its defaults
         for name in ("lda", "ldb", "ldc", "out_dtype", "epilogue"):
             object.__setattr__(self, name, getattr(plain, name))
         a_rows = self.k if self.trans_a else self.m
@@ -340,7 +340,7 @@ class BrgemmDesc:
     def gemm(self) -> GemmDesc:
         """One block product (A_i, B_i) as a GEMM with this epilogue."""
         return GemmDesc(self.m, self.n, self.k, self.dtype, self.trans_a, self.trans_b, self.beta,
-                        self.lda, self.ldb, self.ldc, self.out_dtype, self.b_vnni, self.epilogue)
+                        self.lda, self.ldb, self.ldc, self.out_dtype, self.b_vnni, self.epilogue, "tpp brgemm")
 
     def operands(self) -> list[Operand]:
         """One block of each operand: A_i, B_i, the epilogue's inputs, C."""

@@ -106,10 +106,15 @@ def _object_code(parts: dict, make_module) -> tuple[bytes, str, str | None]:
     return obj, symbol, text
 
 
-def _build(desc, target: Target) -> Kernel:
+def check_offered(desc, target: Target, what: str | None = None) -> None:
+    """Raise TargetError where the target lists the descriptor's family as not offered."""
     reason = target.unsupported_reason(desc.family)
     if reason:
-        raise TargetError(f"tpp {desc.kind}: not offered for target {target.name} yet: {reason}")
+        raise TargetError(f"{what or 'tpp ' + desc.kind}: not offered for target {target.name} yet: {reason}")
+
+
+def _build(desc, target: Target) -> Kernel:
+    check_offered(desc, target)
     obj, symbol, text = _object_code({"target": target, "descriptor": desc},
                                      lambda sym: _module(desc, target, sym))
     address = compiler.load_object(obj, target, [symbol])[symbol] if target.runs_on_host else 0

@@ -186,10 +186,9 @@ def threads() -> int:
     return config.get().num_threads
 
 
-def _take(count: int) -> list[_Worker]:
+def _take(count: int, serve) -> list[_Worker]:
     """`count` workers, started on first use. The pool's callers must not overlap: a
     worker runs one job at a time (run() holds _run_lock)."""
-    serve = _functions()[0]
     with _lock:
         while len(_workers) < count:
             _workers.append(_Worker(serve))
@@ -219,11 +218,11 @@ def run(fn, args, total: int, workers: int | None = None) -> None:
     if len(parts) == 1:
         fn(args, 0, total)
         return
-    _, post, wait = _functions()
+    serve, post, wait = _functions()
     fn_addr = int(ffi.cast("intptr_t", fn))
     args_addr = int(ffi.cast("intptr_t", args))
     with _run_lock:
-        helpers = _take(len(parts) - 1)
+        helpers = _take(len(parts) - 1, serve)
         for worker, (s, e) in zip(helpers, parts[1:]):
             if post(worker.slot, fn_addr, args_addr, s, e):
                 worker.wake.set()
