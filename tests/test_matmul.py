@@ -35,12 +35,54 @@ def test_views_and_out(rng):
 
 
 @pytest.mark.parametrize("plan", [MatmulPlan(), MatmulPlan(28, 32, 64), MatmulPlan(56, 64, 128, ("nb", "mb")),
-                                  MatmulPlan(112, 16, 512), MatmulPlan(28, 32, 64, pack_a=True),
-                                  MatmulPlan(56, 64, 128, ("nb", "mb"), pack_a=True)])
+                                  MatmulPlan(112, 16, 512), MatmulPlan(28, 32, 64, a_layout="blocks"),
+                                  MatmulPlan(56, 64, 128, ("nb", "mb"), a_layout="in_place")])
 def test_retiling_changes_only_the_plan(plan, rng):
     a = rng.uniform(-1, 1, (150, 200)).astype(np.float32)
     b = rng.uniform(-1, 1, (200, 90)).astype(np.float32)
     assert np.all(np.abs(matmul(a, b, plan=plan) - a.astype(np.float64) @ b) <= bound(a, b, 200))
+
+
+@pytest.mark.parametrize("plan", [MatmulPlan(28, 32, 40), MatmulPlan(14, 16, 24, a_layout="blocks")])
+def test_pack_strips_and_panels_at_odd_sizes(plan, rng):
+    # kb 40 / 24: B is packed 8 rows at a time; K = 97 leaves a short last strip and chunk
+    a = rng.uniform(-1, 1, (45, 97)).astype(np.float32)
+    b = rng.uniform(-1, 1, (97, 75)).astype(np.float32)
+    assert np.all(np.abs(matmul(a, b, plan=plan) - a.astype(np.float64) @ b) <= bound(a, b, 97))
+
+
+def test_a_remembered_geometry_still_checks_each_call(rng):
+    a = rng.uniform(-1, 1, (6, 6)).astype(np.float32)
+    b = rng.uniform(-1, 1, (6, 6)).astype(np.float32)
+    out = np.empty((6, 6), np.float32)
+    matmul(a, b, out=out)                   # validated once; the same geometry again:
+    with pytest.raises(tpp.AliasError, match="overlaps"):
+        matmul(a, b, out=b)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        matmul(a, b, out=out)
+    raw = np.zeros(6 * 6 * 4 + 2, np.uint8)
+    odd = raw[2:].view(np.float32).reshape(6, 6)          # same shape and strides, misaligned
+    with pytest.raises(tpp.ShapeError, match="aligned"):
+        matmul(a, b, out=odd)
+    np.testing.assert_allclose(matmul(a, b, out=np.empty((6, 6), np.float32)), a @ b, rtol=1e-5, atol=1e-6)
+
+
+def test_no_memory_for_a_panels_raises(run_python):
+    # each thread's A panels are malloc'ed by the compute nest: a failure must become
+    # MemoryError, not a crash (the packed B, 64 MB, still fits under the limit)
+    code = """
+import resource, numpy as np, tpp.ops
+a = np.ones((56, 1 << 19), np.float32); b = np.ones((1 << 19, 1), np.float32)
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + (90 << 20), hard))
+try:
+    tpp.ops.matmul(a, b, threads=1)
+except MemoryError as e:
+    print("MemoryError", "A panels" in str(e))
+"""
+    assert run_python(code).check().stdout.strip() == "MemoryError True"
 
 
 def test_one_and_two_threads_agree(rng):

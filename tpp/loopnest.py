@@ -11,6 +11,12 @@ full inside. `body(ctx)` emits the work of one iteration, reading the loop
 indices by name from ctx.index and calling primitives with ctx.call. Re-tiling
 or reordering changes the Nest, not the body.
 
+A nest with `scratch_bytes` gets a private buffer per call (so per thread share):
+ctx.scratch (64-byte aligned) and ctx.memo, an i64 slot that starts at -1 for the
+body to record what the buffer holds. Its last argument is then a status word
+{int64 *, _}: a call whose malloc fails stores 1 there and computes nothing, and
+the caller raises MemoryError.
+
 Primitives are emitted into the same module with internal linkage and
 `alwaysinline`, so the optimiser folds them into the loop body.
 """
@@ -23,7 +29,7 @@ from llvmlite import ir
 
 from .jit.loops import I64, Loop as IRLoop, i64
 from .jit.targets import Target
-from .jit.vec import I32, PTR
+from .jit.vec import I32, PTR, declare
 from .kernels.operands import TENSOR, unpack_args
 
 
@@ -55,10 +61,13 @@ class Nest:
 class Context:
     """What a body sees: the builder, the nest's arguments and the loop indices."""
 
-    def __init__(self, b: ir.IRBuilder, args: list[tuple[ir.Value, ir.Value]], index: dict[str, ir.Value]):
+    def __init__(self, b: ir.IRBuilder, args: list[tuple[ir.Value, ir.Value]], index: dict[str, ir.Value],
+                 scratch: ir.Value | None = None, memo: ir.Value | None = None):
         self.b = b
         self.args = args
         self.index = index
+        self.scratch = scratch
+        self.memo = memo
 
     def call(self, primitive: ir.Function, tensors: list[tuple[ir.Value, ir.Value]]) -> None:
         """Call a primitive kernel with (data pointer, ld) entries."""
@@ -82,16 +91,25 @@ def primitive(module: ir.Module, desc, target: Target, name: str) -> ir.Function
 
 
 def emit_nest(module: ir.Module, name: str, nest: Nest, arg_count: int,
-              body: Callable[[Context], None]) -> ir.Function:
+              body: Callable[[Context], None], scratch_bytes: int = 0) -> ir.Function:
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]), name)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     args_ptr, start, end = fn.args
     args = unpack_args(b, args_ptr, arg_count)
     index: dict[str, ir.Value] = {}
+    scratch = memo = raw = None
+    if scratch_bytes:
+        raw = b.call(declare(module, "malloc", PTR, [I64]), [i64(scratch_bytes + 64)])
+        with b.if_then(b.icmp_unsigned("==", b.ptrtoint(raw, I64), i64(0)), likely=False):
+            b.store(i64(1), args[-1][0])
+            b.ret_void()
+        scratch = b.inttoptr(b.and_(b.add(b.ptrtoint(raw, I64), i64(63)), i64(-64)), PTR)
+        memo = b.alloca(I64)
+        b.store(i64(-1), memo)
 
     def inner(depth: int) -> None:
         if depth == len(nest.loops):
-            body(Context(b, args, index))
+            body(Context(b, args, index, scratch, memo))
             return
         lp = nest.loops[depth]
         with IRLoop(b, 0, lp.extent, name=lp.name) as it:
@@ -105,5 +123,7 @@ def emit_nest(module: ir.Module, name: str, nest: Nest, arg_count: int,
             index[lp.name] = b.srem(rest, i64(lp.extent))
             rest = b.sdiv(rest, i64(lp.extent))
         inner(nest.parallel)
+    if raw is not None:
+        b.call(declare(module, "free", ir.VoidType(), [PTR]), [raw])
     b.ret_void()
     return fn
