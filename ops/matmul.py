@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import cabi, checks, pool
+from .. import cabi, checks, host, pool
 from ..descriptors import BrgemmDesc, GemmDesc, UnaryDesc
 from ..dispatch import current_target, get_functions
 from ..dtypes import parse as parse_dtype, to_numpy
@@ -36,7 +36,7 @@ from ..kernels.operands import Operand
 from ..loopnest import Loop, Nest, emit_nest, primitive
 
 
-A_LAYOUTS = ("in_place", "blocks", "panels")
+A_LAYOUTS = ("in_place", "blocks", "panels", "rows")
 B_STRIP = 16        # rows of B per pack iteration (see MatmulDesc.b_strip)
 
 
@@ -110,7 +110,17 @@ class MatmulDesc:
     def thread_scratch_bytes(self) -> int:
         """Bytes of A panels each call of the compute nest transposes into."""
         p = self.plan
-        return p.mb * self.counts()[2] * p.kb * self.dtype.itemsize if p.a_layout == "panels" else 0
+        if p.a_layout == "panels":
+            return p.mb * self.counts()[2] * p.kb * self.dtype.itemsize
+        if p.a_layout == "rows":
+            return p.mb * self.rows_stride() * self.dtype.itemsize
+        return 0
+
+    def rows_stride(self) -> int:
+        """Row stride of the "rows" layout: K rounded up to a cache line, plus a line, so
+        that consecutive rows start in different L1 sets."""
+        line = 64 // self.dtype.itemsize
+        return -(-self.k // line) * line + line
 
     def compute_nest(self) -> Nest:
         mbs, nbs, _ = self.counts()
@@ -138,15 +148,16 @@ class MatmulDesc:
         """`name(args, start, end)` computes output blocks, `name_pack(...)` packs;
         args = [a, b, (bias), (residual), c, packed A, packed B, status] (loopnest.py)."""
         count = len(self.operands()) + 3
-        emit_nest(module, name + "_pack", self.pack_nest(), count, self._pack_body(module, name, target))
-        emit_nest(module, name, self.compute_nest(), count, self._compute_body(module, name, target),
+        # copy / transpose primitives, each size emitted once for both nests
+        unary = {kind: _unary_maker(module, name, target, kind, self.dtype) for kind in ("copy", "transpose")}
+        emit_nest(module, name + "_pack", self.pack_nest(), count, self._pack_body(unary["copy"]))
+        emit_nest(module, name, self.compute_nest(), count, self._compute_body(module, name, target, unary),
                   self.thread_scratch_bytes())
 
-    def _pack_body(self, module, name, target):
+    def _pack_body(self, copy):
         p, dt = self.plan, self.dtype
         mbs, nbs, kcs = self.counts()
         m_edge, n_edge, k_edge = self.edges()
-        copy = _unary_maker(module, name, target, "copy", dt)
         strip = self.b_strip()
         strips = -(-self.k // strip)
 
@@ -191,13 +202,13 @@ class MatmulDesc:
                             pieces(strip)
         return body
 
-    def _compute_body(self, module, name, target):
+    def _compute_body(self, module, name, target, unary):
         p, dt, odt = self.plan, self.dtype, self.out_dtype
         mbs, nbs, kcs = self.counts()
         m_edge, n_edge, k_edge = self.edges()
         # A's row stride and the distance between its K chunks, packed or in place
         a_ld, a_chunk = {"in_place": (self.lda, p.kb), "blocks": (p.kb, p.mb * p.kb),
-                         "panels": (p.mb, p.mb * p.kb)}[p.a_layout]
+                         "panels": (p.mb, p.mb * p.kb), "rows": (self.rows_stride(), p.kb)}[p.a_layout]
         trans_a = p.a_layout == "panels"
         kernels = {}
         for mr in {min(p.mb, self.m), m_edge}:
@@ -212,7 +223,7 @@ class MatmulDesc:
                                    target, tag + "_br")
                 kernels[(mr, nr)] = (br, primitive(module, last, target, tag + "_last"))
         steps = epilogue_inputs(self.epilogue)
-        transpose = _unary_maker(module, name, target, "transpose", dt)
+        transpose, copy = unary["transpose"], unary["copy"]
 
         def body(ctx) -> None:
             b = ctx.b
@@ -244,6 +255,15 @@ class MatmulDesc:
                             panels(m_edge)
                         with inner_r:
                             panels(min(p.mb, self.m))
+                    b.store(mb, ctx.memo)
+            elif p.a_layout == "rows":
+                a_blk = ctx.scratch
+                with b.if_then(b.icmp_signed("!=", b.load(ctx.memo, typ=I64), mb)):
+                    a_rows = at(ctx.args[0][0], dt, b.mul(i0, i64(self.lda)))
+                    with b.if_else(last_row) as (edge_r, inner_r):
+                        for flag, rows in ((edge_r, m_edge), (inner_r, min(p.mb, self.m))):
+                            with flag:
+                                ctx.call(copy(rows, self.k), [(a_rows, self.lda), (a_blk, a_ld)])
                     b.store(mb, ctx.memo)
             elif p.a_layout == "blocks":
                 a_blk = at(ap, dt, b.mul(mb, i64(kcs * p.mb * p.kb)))
@@ -294,22 +314,46 @@ def _by_edges(b, last_row, last_col, full: tuple[int, int], edge: tuple[int, int
                         call(rows, full[1])
 
 
-def _default_plan(dtype: DType, m: int) -> MatmulPlan:
-    return _plan_for(current_target(), dtype, m)
+def _default_plan(dtype: DType, m: int, n: int, lda: int, threads: int | None) -> MatmulPlan:
+    return _plan_for(current_target(), host.l1d(), dtype, m, n, lda, threads or pool.threads())
 
 
 @functools.lru_cache(maxsize=256)
-def _plan_for(target, dtype: DType, m: int) -> MatmulPlan:
+def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, lda: int,
+              threads: int) -> MatmulPlan:
     lanes = target.lanes(32)                             # f32 accumulators (bf16 computes in f32)
     rows = min(16, (target.vector_registers - 3) // 2)   # the GEMM microkernel's MR for 2 vectors
     if dtype is DType.F64:
         lanes //= 2
-    # Mb of at most 4 register tiles, the same for every block row: a short last block
-    # left the 2 threads' shares unequal (512: 280 vs 232 rows, speed-up 1.44x)
-    blocks = -(-m // (4 * rows))
-    # bf16's dot kernels broadcast k-pairs of one A row, contiguous in A but not in A^T
-    layout = "blocks" if dtype is DType.BF16 else "panels"
-    return MatmulPlan(mb=-(-m // blocks), nb=2 * lanes, a_layout=layout)
+    nb = 2 * lanes
+    # bf16's dot kernels broadcast k-pairs of one A row, contiguous in A but not in A^T.
+    # Otherwise A is read in place where the rows of a register tile, lda apart, fit in
+    # the L1's sets with a way to spare for B (512 on Zen 4: 2 sets of 7 rows, 1.07x
+    # OpenBLAS in place vs 1.035x as panels); at a 4 or 8 KB stride they would share one
+    # set (1024, 2048: 0.87x, 0.78x in place) and go into panels.
+    if dtype is DType.BF16:
+        layout = "blocks"
+    elif l1d.most_lines_in_one_set(rows, lda * dtype.itemsize) < l1d.ways:
+        layout = "in_place"
+    else:
+        layout = "panels"
+    # Mb: whole register tiles (1024 with Mb 103, a 5-row tile per block, ran at 1.03x
+    # OpenBLAS, Mb 112 at 1.08x), up to 4 of them, 8 from M = 1024 on (each block reads
+    # its B panel from L3: 2048 went from 1.04 to 1.056x), chosen so that the threads'
+    # shares of the output rows come out even (the last block row is short: 1024 with
+    # Mb 112 gave one thread 560 rows, the other 464, a 1.83x speed-up on 2)
+    tiles = 8 if m >= 1024 else 4
+    if m <= tiles * rows:
+        mb = m
+    else:
+        def imbalance(mb: int) -> float:
+            heights = [min(mb, m - i) for i in range(0, m, mb)]
+            per_block = [h for h in heights for _ in range(-(-n // nb))]
+            return max(sum(per_block[s:e]) for s, e in pool.shares(len(per_block), threads)) * threads / m
+        sizes = [t * rows for t in range(max(1, tiles // 2), tiles + 1)]
+        cost = {mb: imbalance(mb) for mb in sizes}
+        mb = max(mb for mb in sizes if cost[mb] <= min(cost.values()) + 0.02)
+    return MatmulPlan(mb=mb, nb=nb, a_layout=layout)
 
 
 _scratch = threading.local()       # per thread: concurrent calls must not share packed buffers
@@ -373,7 +417,7 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     if out is None:
         out = np.empty((m, n), to_numpy(DType.F32 if dtype is DType.BF16 else dtype))
     desc = MatmulDesc(m, n, k, dtype, _row_stride(a), _row_stride(b), _row_stride(out), epilogue,
-                      plan or _default_plan(dtype, m))
+                      plan or _default_plan(dtype, m, n, _row_stride(a), threads))
     target = current_target()
     ops = desc.operands()
     given_arrays = [a, b, *(given[step] for step in epilogue_inputs(epilogue)), out]
