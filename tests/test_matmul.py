@@ -43,12 +43,18 @@ def test_retiling_changes_only_the_plan(plan, rng):
     assert np.all(np.abs(matmul(a, b, plan=plan) - a.astype(np.float64) @ b) <= bound(a, b, 200))
 
 
-@pytest.mark.parametrize("plan", [MatmulPlan(28, 32, 40), MatmulPlan(14, 16, 24, a_layout="blocks")])
-def test_pack_strips_and_panels_at_odd_sizes(plan, rng):
-    # kb 40 / 24: B is packed 8 rows at a time; K = 97 leaves a short last strip and chunk
+@pytest.mark.parametrize("plan", [MatmulPlan(28, 32, 40, b_strip=8), MatmulPlan(14, 16, 24, a_layout="blocks"),
+                                  MatmulPlan(42, 32, 24, a_layout="rows", b_strip=3)])
+def test_pack_strips_and_layouts_at_odd_sizes(plan, rng):
+    # K = 97 leaves a short last strip of B and a short last K chunk
     a = rng.uniform(-1, 1, (45, 97)).astype(np.float32)
     b = rng.uniform(-1, 1, (97, 75)).astype(np.float32)
     assert np.all(np.abs(matmul(a, b, plan=plan) - a.astype(np.float64) @ b) <= bound(a, b, 97))
+
+
+def test_plan_checks_the_strip():
+    with pytest.raises(ValueError, match="b_strip must divide kb"):
+        MatmulPlan(kb=40, b_strip=16)
 
 
 def test_a_remembered_geometry_still_checks_each_call(rng):

@@ -73,7 +73,10 @@ class Context:
         """Call a primitive kernel with (data pointer, ld) entries."""
         b = self.b
         array = ir.ArrayType(TENSOR, len(tensors))
-        slot = b.inttoptr(b.ptrtoint(b.alloca(array), I64), PTR)   # opaque, like the callee's
+        # in the entry block: an alloca in a loop takes more stack each turn (a pack
+        # nest over 2^18 rows of B ran out of it)
+        with b.goto_block(b.function.entry_basic_block):
+            slot = b.inttoptr(b.ptrtoint(b.alloca(array), I64), PTR)   # opaque, like the callee's
         for k, (data, ld) in enumerate(tensors):
             b.store(data, b.gep(slot, [i64(k), ir.Constant(I32, 0)], source_etype=TENSOR))
             b.store(ld if isinstance(ld, ir.Value) else i64(ld),
