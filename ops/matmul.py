@@ -312,46 +312,57 @@ def _by_edges(b, last_row, last_col, full: tuple[int, int], edge: tuple[int, int
                         call(rows, full[1])
 
 
-def _default_plan(dtype: DType, m: int, n: int, lda: int, threads: int | None) -> MatmulPlan:
-    return _plan_for(current_target(), host.l1d(), dtype, m, n, lda, threads or pool.threads())
+def _default_plan(dtype: DType, m: int, n: int, k: int, lda: int, threads: int) -> MatmulPlan:
+    return _plan_for(current_target(), host.l1d(), dtype, m, n, k, lda, threads)
+
+
+# With several threads and A up to this size, the threads split B's columns instead of
+# A's rows, so each reads its share of B and all of A (512, 1024 on 2 threads: speed-up
+# 1.75 -> 1.90, 1.80 -> 1.87); one thread going down B's columns re-reads all of A per
+# panel, which at 2048 (16 MB) ran at 0.84x OpenBLAS.
+SPLIT_COLUMNS_MAX_A = 4 << 20
 
 
 @functools.lru_cache(maxsize=256)
-def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, lda: int,
+def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: int, lda: int,
               threads: int) -> MatmulPlan:
     lanes = target.lanes(32)                             # f32 accumulators (bf16 computes in f32)
     rows = min(16, (target.vector_registers - 3) // 2)   # the GEMM microkernel's MR for 2 vectors
     if dtype is DType.F64:
         lanes //= 2
     nb = 2 * lanes
-    # bf16's dot kernels broadcast k-pairs of one A row, contiguous in A but not in A^T.
-    # Otherwise A is read in place where the rows of a register tile, lda apart, fit in
-    # the L1's sets with a way to spare for B (512 on Zen 4: 2 sets of 7 rows, 1.07x
-    # OpenBLAS in place vs 1.035x as panels); at a 4 or 8 KB stride they would share one
-    # set (1024, 2048: 0.87x, 0.78x in place) and go into panels.
-    if dtype is DType.BF16:
-        layout = "blocks"
-    elif l1d.most_lines_in_one_set(rows, lda * dtype.itemsize) < l1d.ways:
-        layout = "in_place"
+    # A is read in place where the rows of a register tile, lda apart, fit in the L1's
+    # sets with a way to spare for B (512 on Zen 4: 2 sets of 7 rows, 1.07x OpenBLAS in
+    # place vs 1.035x as panels); at a 4 or 8 KB stride they would share one set (1024,
+    # 2048: 0.87x, 0.78x in place) and A goes into blocks (row stride Kb, 2 KB) ahead, or,
+    # when the threads split the rows, into per-thread panels. bf16's dot kernels
+    # broadcast k-pairs of one A row, contiguous in A but not in A^T: blocks.
+    in_place = dtype is not DType.BF16 and l1d.most_lines_in_one_set(rows, lda * dtype.itemsize) < l1d.ways
+    if threads > 1 and m * k * dtype.itemsize <= SPLIT_COLUMNS_MAX_A:
+        order = ("nb", "mb")
+        layout = "in_place" if in_place else "blocks"
     else:
-        layout = "panels"
+        order = ("mb", "nb")
+        layout = "in_place" if in_place else "blocks" if dtype is DType.BF16 else "panels"
     # Mb: whole register tiles (1024 with Mb 103, a 5-row tile per block, ran at 1.03x
     # OpenBLAS, Mb 112 at 1.08x), up to 4 of them, 8 from M = 1024 on (each block reads
     # its B panel from L3: 2048 went from 1.04 to 1.056x), chosen so that the threads'
-    # shares of the output rows come out even (the last block row is short: 1024 with
-    # Mb 112 gave one thread 560 rows, the other 464, a 1.83x speed-up on 2)
+    # shares of the output come out even (a last block row is short: 1024 with Mb 112
+    # split by rows gave one thread 560 rows, the other 464, a 1.83x speed-up on 2)
     tiles = 8 if m >= 1024 else 4
     if m <= tiles * rows:
         mb = m
     else:
         def imbalance(mb: int) -> float:
             heights = [min(mb, m - i) for i in range(0, m, mb)]
-            per_block = [h for h in heights for _ in range(-(-n // nb))]
+            columns = -(-n // nb)
+            per_block = ([h for _ in range(columns) for h in heights] if order[0] == "nb"
+                         else [h for h in heights for _ in range(columns)])
             return max(sum(per_block[s:e]) for s, e in pool.shares(len(per_block), threads)) * threads / m
         sizes = [t * rows for t in range(max(1, tiles // 2), tiles + 1)]
         cost = {mb: imbalance(mb) for mb in sizes}
         mb = max(mb for mb in sizes if cost[mb] <= min(cost.values()) + 0.02)
-    return MatmulPlan(mb=mb, nb=nb, a_layout=layout)
+    return MatmulPlan(mb=mb, nb=nb, order=order, a_layout=layout)
 
 
 _scratch = threading.local()       # per thread: concurrent calls must not share packed buffers
@@ -387,9 +398,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     epilogue = (epilogue,) if isinstance(epilogue, str) else tuple(epilogue)
     given = {"bias": bias, "residual": residual}
     arrays = [a, b, *(given.get(step) for step in epilogue_inputs(epilogue)), out]
+    threads = threads or pool.threads()
     if out is not None and all(type(x) is np.ndarray for x in arrays):
         # the arrays' geometry validated before: only their addresses are new
-        key = (epilogue, plan, current_target(), *((x.shape, x.strides, x.dtype) for x in arrays))
+        key = (epilogue, plan, threads, current_target(), *((x.shape, x.strides, x.dtype) for x in arrays))
         call = _validated.get(key)
         if call is not None and out.flags.writeable:
             addresses = [cabi.data_address(x) for x in arrays]
@@ -415,7 +427,7 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     if out is None:
         out = np.empty((m, n), to_numpy(DType.F32 if dtype is DType.BF16 else dtype))
     desc = MatmulDesc(m, n, k, dtype, _row_stride(a), _row_stride(b), _row_stride(out), epilogue,
-                      plan or _default_plan(dtype, m, n, _row_stride(a), threads))
+                      plan or _default_plan(dtype, m, n, k, _row_stride(a), threads))
     target = current_target()
     ops = desc.operands()
     given_arrays = [a, b, *(given[step] for step in epilogue_inputs(epilogue)), out]
@@ -425,7 +437,7 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     if all(type(x) is np.ndarray for x in given_arrays):
         if len(_validated) >= 1024:
             _validated.clear()
-        _validated[(epilogue, plan, target, *((x.shape, x.strides, x.dtype) for x in arrays))] = call
+        _validated[(epilogue, plan, threads, target, *((x.shape, x.strides, x.dtype) for x in arrays))] = call
     call.run([cabi.data_address(x) for x in arrays], threads)
     return out
 
@@ -472,7 +484,7 @@ class _Call:
                               "of A panels each thread transposes into")
 
 
-_validated: dict = {}      # (epilogue, plan, target, (shape, strides, dtype) per array) -> _Call
+_validated: dict = {}   # (epilogue, plan, threads, target, (shape, strides, dtype) per array) -> _Call
 
 
 def _row_stride(x: np.ndarray) -> int:
