@@ -154,6 +154,42 @@ def test_device_arrays_views_and_in_place(rng):
     assert not big[:, :5].any() and not big[:, 5 + n:].any()
 
 
+class _DLPackOnly:
+    """A torch tensor seen only through DLPack (torch also offers __cuda_array_interface__,
+    which tpp.cuda would take first)."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __dlpack__(self, stream=None):
+        return self.tensor.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self.tensor.__dlpack_device__()
+
+
+@pytest.mark.gpu
+@gpu
+def test_dlpack_arrays_on_the_gpu(rng):
+    torch = pytest.importorskip("torch")
+    m, n, k = 48, 80, 32
+    a = rng.integers(-3, 4, (m, k)).astype(ml_dtypes.bfloat16)
+    b = rng.integers(-3, 4, (k, n)).astype(ml_dtypes.bfloat16)
+    ta = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).cuda()
+    tb = torch.from_numpy(b.view(np.int16)).view(torch.bfloat16).cuda()
+    big = torch.zeros((m, n + 16), device="cuda")
+    gk = tpp.cuda.load(tpp.gemm(m, n, k, "bf16", beta=0.0, ldc=n + 16, target=_gpu_target()))
+    gk(_DLPackOnly(ta), _DLPackOnly(tb), out=_DLPackOnly(big[:, 8:8 + n]))      # a strided view
+    torch.cuda.synchronize()
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_array_equal(big[:, 8:8 + n].cpu().numpy(), want)
+    assert not big[:, :8].any() and not big[:, 8 + n:].any()
+    host = _DLPackOnly(torch.zeros((m, n)))                                     # CPU: copied in and out
+    gk2 = tpp.cuda.load(tpp.gemm(m, n, k, "bf16", beta=0.0, target=_gpu_target()))
+    gk2(a, b, out=host)
+    np.testing.assert_array_equal(host.tensor.numpy(), want)
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("kw", [{}, {"beta": 0.0, "epilogue": ("bias", "relu")}, {"trans_a": True},

@@ -2,7 +2,8 @@
 
     k = tpp.binary("add", 4096, 4096, target="nvptx-sm90")   # PTX: k.asm
     gk = tpp.cuda.load(k)                                    # loaded into the current GPU
-    gk(a, b, out=c)      # device arrays (__cuda_array_interface__: CuPy, PyTorch, tpp.cuda.DeviceArray)
+    gk(a, b, out=c)      # device arrays: __cuda_array_interface__ (CuPy, PyTorch, tpp.cuda.DeviceArray)
+                         # or DLPack (__dlpack__: PyTorch, CuPy, JAX), strided views included
     y = gk(x_numpy, b_numpy)                                 # numpy: copied in, result copied back
 
 Importing this module needs no GPU; using it without one (no libcuda, no
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
-from . import arrayabi
+from . import arrayabi, dlpack
 from .dtypes import to_numpy
 from .errors import DTypeError, ShapeError, TargetError
 from .kernel import Kernel
@@ -175,8 +177,9 @@ class GpuKernel:
     def __repr__(self) -> str:
         return f"<tpp.cuda.GpuKernel {self.kernel.descriptor} on {self.kernel.target.name}>"
 
-    def _device(self, op, value, dtype) -> tuple[int, int, object]:
-        """(device pointer, ld, the host array to copy back or None) for one argument."""
+    def _device(self, op, value, dtype) -> tuple[int, int, object, object]:
+        """(device pointer, ld, the (device, host) pair to copy back or None, what to keep
+        alive until the kernel has run) for one argument."""
         shapes = arrayabi.accepted_shapes(op)
         what = f"tpp.cuda {self.kernel.descriptor.kind}"
         if isinstance(value, np.ndarray):
@@ -189,31 +192,29 @@ class GpuKernel:
             if op.ld is not None and value.ndim == 2 and value.shape[0] > 1 and ld != op.ld:
                 raise ShapeError(f"{what}: argument '{op.name}' becomes row stride {ld} on the device; "
                                  f"the kernel was compiled for {op.ld}")
-            return dev.ptr, ld, (dev, value)
-        face = getattr(value, "__cuda_array_interface__", None)
-        if face is None:
+            return dev.ptr, ld, (dev, value), dev
+        view = _device_view(value)
+        if view is None:
             raise TypeError(f"{what}: argument '{op.name}' must be a numpy array or a GPU array "
-                            f"(__cuda_array_interface__), got {type(value).__name__}")
-        shape, typestr = tuple(face["shape"]), np.dtype(face["typestr"])
-        if typestr != dtype and not (dtype.itemsize == 2 and typestr.itemsize == 2 and dtype.kind == "V"):
-            raise DTypeError(f"{what}: argument '{op.name}' must have dtype {dtype}, got {typestr}")
-        if shape not in shapes:
-            raise ShapeError(f"{what}: argument '{op.name}' must have shape {shapes[0]}, got {shape}")
-        strides = face.get("strides")
+                            f"(__cuda_array_interface__ or DLPack), got {type(value).__name__}")
+        if isinstance(view, np.ndarray):                  # a DLPack array in host memory
+            return self._device(op, view, dtype)
+        if view.dtype != dtype and not (dtype.itemsize == 2 and view.dtype.itemsize == 2 and dtype.kind == "V"):
+            raise DTypeError(f"{what}: argument '{op.name}' must have dtype {dtype}, got {view.dtype}")
+        if view.shape not in shapes:
+            raise ShapeError(f"{what}: argument '{op.name}' must have shape {shapes[0]}, got {view.shape}")
+        shape, strides = view.shape, view.strides
         ld = shape[-1] if shape else 1
-        if strides is None and op.ld is not None and len(shape) == 2 and shape[0] > 1 and ld != op.ld:
-            raise ShapeError(f"{what}: argument '{op.name}' has row stride {ld}; the kernel was compiled for {op.ld}")
         if strides is not None and len(shape) == 2:
-            if shape[1] > 1 and strides[1] != dtype.itemsize:
+            if shape[1] > 1 and strides[1] != 1:
                 raise ShapeError(f"{what}: argument '{op.name}' must have unit element stride")
             if shape[0] > 1:
-                if strides[0] % dtype.itemsize or strides[0] < shape[1] * dtype.itemsize:
+                if strides[0] < shape[1]:
                     raise ShapeError(f"{what}: argument '{op.name}' has an unusable row stride {strides[0]}")
-                ld = strides[0] // dtype.itemsize
-                if op.ld is not None and ld != op.ld:
-                    raise ShapeError(f"{what}: argument '{op.name}' has row stride {ld}; "
-                                     f"the kernel was compiled for {op.ld}")
-        return face["data"][0], ld, None
+                ld = strides[0]
+        if op.ld is not None and len(shape) == 2 and shape[0] > 1 and ld != op.ld:
+            raise ShapeError(f"{what}: argument '{op.name}' has row stride {ld}; the kernel was compiled for {op.ld}")
+        return view.data, ld, None, view.keep
 
     def __call__(self, *args, out=None):
         if out is None:
@@ -239,12 +240,11 @@ class GpuKernel:
         out_list = list(out) if isinstance(out, tuple) else [out]
         params, keep, copy_back = [], [], []
         for op, dt, value in zip(self._operands, self._np, list(args) + out_list):
-            ptr, ld, host = self._device(op, value, dt)
+            ptr, ld, host, alive = self._device(op, value, dt)
             params += [ctypes.c_uint64(ptr), ctypes.c_int64(ld)]
-            if host is not None:
-                keep.append(host[0])
-                if op.output:
-                    copy_back.append(host)
+            keep.append(alive)
+            if host is not None and op.output:
+                copy_back.append(host)
         return _parameters(params), (keep, params), copy_back
 
     def launch(self, pointers) -> None:
@@ -297,15 +297,17 @@ class GpuBatchKernel(GpuKernel):
                     raise ShapeError(f"tpp.cuda brgemm: the kernel was compiled for '{name}' strides {stride}, "
                                      f"{ld}; a tight stack has {shape[0] * shape[1]}, {shape[1]}")
                 return upload(x), x.shape[0]
-            face = getattr(x, "__cuda_array_interface__", None)
-            if face is None or len(face["shape"]) != 3 or tuple(face["shape"][1:]) != shape:
+            view = _device_view(x)
+            if isinstance(view, np.ndarray):
+                return stack(name, view, op, dtype, stride, ld)
+            if view is None or len(view.shape) != 3 or view.shape[1:] != shape:
                 raise ShapeError(f"tpp.cuda brgemm: '{name}' must be a (batch, {shape[0]}, {shape[1]}) stack")
-            isz = dtype.itemsize
-            strides = face.get("strides") or (shape[0] * shape[1] * isz, shape[1] * isz, isz)
-            if strides[0] != stride * isz or (shape[0] > 1 and strides[1] != ld * isz) or strides[2] != isz:
+            strides = view.strides or (shape[0] * shape[1], shape[1], 1)
+            if strides[0] != stride or (shape[0] > 1 and strides[1] != ld) or strides[2] != 1:
                 raise ShapeError(f"tpp.cuda brgemm: '{name}' has strides {strides}; the kernel was compiled "
-                                 f"for {stride * isz}, {ld * isz}, {isz} bytes")
-            return face["data"][0], face["shape"][0]
+                                 f"for {stride}, {ld}, 1 elements")
+            keep.append(view.keep)
+            return view.data, view.shape[0]
 
         if self._variant == "stride":
             pa, count = stack("a", a, ops[0], self._np[0], d.stride_a, d.lda)
@@ -328,15 +330,23 @@ class GpuBatchKernel(GpuKernel):
             if not isinstance(a, (list, tuple)) or not isinstance(b, (list, tuple)) or len(a) != len(b):
                 raise TypeError("tpp.cuda brgemm(address): a and b must be lists of blocks of one length")
             for blocks, op, dtype, ld in ((a, ops[0], self._np[0], d.lda), (b, ops[1], self._np[1], d.ldb)):
-                table = np.array([self._device(op, x, dtype)[0] if not isinstance(x, np.ndarray)
-                                  else upload(np.ascontiguousarray(x)) for x in blocks], np.int64)
+                table = []
+                for x in blocks:
+                    if isinstance(x, np.ndarray):
+                        table.append(upload(np.ascontiguousarray(x)))
+                    else:
+                        ptr, _, _, alive = self._device(op, x, dtype)
+                        keep.append(alive)
+                        table.append(ptr)
+                table = np.array(table, np.int64)
                 add(upload(table), ld)
             aux = [(0, len(a))]
         for op, dt, x in zip(ops[2:-1], self._np[2:-1], extras):
-            ptr, ld, host = self._device(op, x, dt)
-            keep.append(host)
+            ptr, ld, _, alive = self._device(op, x, dt)
+            keep.append(alive)
             add(ptr, ld)
-        ptr, ld, host = self._device(ops[-1], c, self._np[-1])
+        ptr, ld, host, alive = self._device(ops[-1], c, self._np[-1])
+        keep.append(alive)
         if host is not None:
             copy_back.append(host)
         add(ptr, ld)
@@ -346,6 +356,39 @@ class GpuBatchKernel(GpuKernel):
         synchronize()
         _copy_back(copy_back)     # keep and params held the launch's memory until here
         return c
+
+
+@dataclass
+class _View:
+    """A GPU array as a kernel argument: strides in elements (None: compact)."""
+    data: int
+    shape: tuple
+    strides: tuple | None
+    dtype: np.dtype
+    keep: object                    # what must stay alive while the kernel runs
+
+
+def _device_view(value) -> _View | np.ndarray | None:
+    """`value` through __cuda_array_interface__ or DLPack: a _View of GPU memory, a numpy
+    array for DLPack arrays in host memory, or None for neither."""
+    face = getattr(value, "__cuda_array_interface__", None)
+    if face is not None:
+        dtype = np.dtype(face["typestr"])
+        strides = face.get("strides")
+        if strides is not None:
+            if any(s % dtype.itemsize for s in strides):
+                raise ShapeError("tpp.cuda: a GPU array's strides must be whole elements")
+            strides = tuple(s // dtype.itemsize for s in strides)
+        return _View(face["data"][0], tuple(face["shape"]), strides, dtype, value)
+    if dlpack.has_dlpack(value):
+        kind, _ = dlpack.device_of(value)
+        if kind == dlpack.CPU:
+            return np.from_dlpack(value)
+        if kind not in (dlpack.CUDA, dlpack.CUDA_MANAGED, dlpack.CUDA_HOST):
+            raise TargetError(f"tpp.cuda: a DLPack array on device type {kind} is neither CUDA nor host memory")
+        t = dlpack.describe(value, stream=1)     # 1: the legacy default stream, the one we launch on
+        return _View(t.data, t.shape, t.strides, t.dtype, (value, t.capsule))
+    return None
 
 
 def _parameters(values: list) -> ctypes.Array:
