@@ -209,6 +209,15 @@ _GPU_COLUMNS = [
     ("check", lambda r: "ok" if r["result_ok"] else "WRONG", False),
 ]
 
+_GPU_GEMM_COLUMNS = [
+    ("op", lambda r: r["op"], False), ("shape", lambda r: r["shape"], False), ("dtype", lambda r: r["dtype"], False),
+    ("target", lambda r: r["target"], False), ("TFLOP/s", lambda r: _f(r["tflops"]), True),
+    ("ms", lambda r: f"{r['ms']:.3f}", True),
+    ("torch.matmul TFLOP/s", lambda r: _f(r["torch_tflops"]) if r["torch_tflops"] else "-", True),
+    ("% of torch", lambda r: f"{r['pct_torch']:.0f}%" if r["pct_torch"] else "-", True),
+    ("check", lambda r: "ok" if r["result_ok"] else "WRONG", False),
+]
+
 _CAPI_COLUMNS = [
     ("op", lambda r: "gemm (C)", False), ("M", lambda r: str(r["m"]), True), ("N", lambda r: str(r["n"]), True),
     ("K", lambda r: str(r["k"]), True), ("C GF/s", lambda r: _f(r["c"]["gflops"]), True),
@@ -240,7 +249,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         if "error" not in r:
             key = r.get("table", r["suite"])
-            groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul", "capi", "gpu")
+            groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul", "capi", "gpu",
+                                             "gpu_gemm")
                               else "kernel", []).append(r)
     out = []
     for key, group in groups.items():
@@ -260,6 +270,8 @@ def table(rows: list[dict]) -> str:
             out += _grid(_CAPI_COLUMNS, group)
         elif key == "gpu":
             out += _grid(_GPU_COLUMNS, group)
+        elif key == "gpu_gemm":
+            out += _grid(_GPU_GEMM_COLUMNS, group)
         else:
             titles = ["JIT compile", "kernel", "dtype", "median ms", "min ms", "reps", "how"]
             cells = [[r["mode"], r["op"] + " " + r["shape"], r["dtype"], f"{r['ms']:.2f}", f"{r['min_ms']:.2f}",

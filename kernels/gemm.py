@@ -27,7 +27,7 @@ from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import PTR, VecBuilder, declare
 from .epilogue import apply_epilogue, epilogue_inputs, epilogue_operands
-from . import gemm_simt
+from . import gemm_mma, gemm_simt
 from .gemm_dot import DOTS, block_product_dot
 from .transpose import transpose_into
 from .vnni import GROUP
@@ -109,6 +109,9 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
     then a constant offset from one pointer that moves with k."""
     if target.model == "simt":
+        if gemm_mma.applies(dtype, trans_a, trans_b, b_vnni):
+            return gemm_mma.emit(module, name, m, n, k, lda, ldb, ldc, beta, batch, stride_a or 0, stride_b or 0,
+                                 out_dtype or DType.F32, epilogue, ARG_COUNT[batch], target)
         return gemm_simt.emit(module, name, target, m, n, k, dtype, B_DTYPE[dtype], ACCUMULATOR.get(dtype, dtype),
                               trans_a, trans_b, beta, lda, ldb, ldc, batch, stride_a, stride_b,
                               out_dtype or dtype, b_vnni, epilogue, ARG_COUNT[batch])

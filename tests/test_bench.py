@@ -341,3 +341,15 @@ def test_target_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(["gemm", "--target", "riscv-v", *FAST])
     assert "unknown target" in capsys.readouterr().err
+
+
+def test_gpu_rows_without_a_gpu_and_the_gemm_table(capsys):
+    rows = _run(capsys, ["gpu", *FAST])
+    if not tpp.cuda.available():
+        assert {r["op"] for r in rows} >= {"add", "gemm"} and all("error" in r for r in rows)
+    from tpp.bench import report
+    fake = {"suite": "gpu", "table": "gpu_gemm", "op": "gemm", "shape": "4096x4096x4096", "dtype": "bf16",
+            "target": "nvptx-sm90", "tflops": 300.0, "ms": 0.46, "torch_tflops": 700.0, "pct_torch": 42.9,
+            "result_ok": True}
+    text = report.table([fake, {**fake, "torch_tflops": None, "pct_torch": None}])
+    assert "torch.matmul TFLOP/s" in text and "43%" in text and "ok" in text

@@ -238,6 +238,26 @@ def test_gemm_reduce_transpose_ptx_assembles(target, arch, tmp_path):
         ptxas(k.code, arch, tmp_path)
 
 
+@pytest.mark.skipif(PTXAS is None, reason="ptxas (the CUDA toolkit) is not installed")
+@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+def test_tensor_core_gemm_ptx(target, arch, tmp_path):
+    # bf16 GEMMs and BRGEMMs run on mma.sync m16n8k16 with ldmatrix from shared memory;
+    # ptxas -v reports no spills (their execution is checked in test_gpu_sim.py)
+    kernels = [tpp.gemm(4096, 4096, 4096, "bf16", beta=0.0, target=target),
+               tpp.gemm(50, 72, 33, "bf16", lda=35, out_dtype="bf16", epilogue=("bias", "relu"), target=target),
+               *(tpp.brgemm(64, 64, 64, "bf16", variant=v, target=target) for v in ("stride", "offset", "address"))]
+    for k in kernels:
+        ptx = k.code.decode()
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in ptx
+        assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in ptx
+        path = tmp_path / "k.ptx"
+        path.write_text(ptx)
+        proc = subprocess.run([PTXAS, f"-arch={arch}", "-v", str(path), "-o", str(tmp_path / "k.cubin")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "0 bytes spill stores" in proc.stderr, proc.stderr
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("variant", ["stride", "offset", "address"])

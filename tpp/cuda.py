@@ -22,8 +22,9 @@ from . import arrayabi, dlpack
 from .dtypes import to_numpy
 from .errors import DTypeError, ShapeError, TargetError
 from .kernel import Kernel
+from .kernels import gemm_mma
 
-BLOCK = 256                       # threads per block of the elementwise kernels
+BLOCK = 256                       # threads per block (the tensor-core GEMM's block is built for this)
 _SM_COUNT = 16                    # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
 _CC_MAJOR, _CC_MINOR = 75, 76     # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
 
@@ -172,7 +173,10 @@ class GpuKernel:
         self._np = [to_numpy(op.dtype) for op in self._operands]
         self._sms = d.attribute(_SM_COUNT)
         desc = kernel.descriptor
-        self._work = desc.m * desc.n
+        self._work = desc.m * desc.n           # threads: one per element (grid-stride kernels)
+        if desc.family in ("gemm", "brgemm") and gemm_mma.applies(desc.dtype, desc.trans_a, desc.trans_b,
+                                                                  desc.b_vnni):
+            self._work = gemm_mma.launch_threads(desc.m, desc.n)       # one block per C tile
 
     def __repr__(self) -> str:
         return f"<tpp.cuda.GpuKernel {self.kernel.descriptor} on {self.kernel.target.name}>"

@@ -1,0 +1,566 @@
+"""A small PTX interpreter for the tests: runs the PTX that tpp emits on the CPU, so
+GPU kernels are checked against numpy on machines without a GPU (CI has none).
+
+It covers the instructions LLVM's NVPTX backend produces for tpp's kernels (integer
+and f32 arithmetic, compares, selects, conversions, loads and stores in the param,
+global and shared spaces, branches) and the collective ones: bar.sync (the block),
+ldmatrix and mma.sync m16n8k16 with bf16 inputs (the warp), executed as the PTX ISA
+defines their fragments. Each thread is a generator that runs until it reaches a
+collective; when every thread the collective needs is waiting there, it runs for
+all of them at once. An instruction it does not know raises NotImplementedError, so
+a kernel that grows new instructions fails loudly rather than passing wrongly.
+
+Memory: `Memory.alloc` hands out global buffers at fake addresses; `launch` runs a
+grid block after block (shared memory fresh per block).
+"""
+from __future__ import annotations
+
+import bisect
+import re
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WIDTH = {"b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16, "f16": 16, "bf16": 16,
+         "b32": 32, "u32": 32, "s32": 32, "f32": 32, "b64": 64, "u64": 64, "s64": 64, "f64": 64, "pred": 1}
+
+
+def _mask(bits: int) -> int:
+    return (1 << bits) - 1
+
+
+def _signed(value: int, bits: int) -> int:
+    value &= _mask(bits)
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def f32(bits: int) -> np.float32:
+    return np.frombuffer(struct.pack("<I", bits & 0xFFFFFFFF), np.float32)[0]
+
+
+def f32_bits(value) -> int:
+    return struct.unpack("<I", np.float32(value).tobytes())[0]
+
+
+def bf16_to_f32(bits: int) -> np.float32:
+    return f32((bits & 0xFFFF) << 16)
+
+
+class Memory:
+    """Global memory: buffers at fake, 256-byte aligned addresses."""
+
+    def __init__(self):
+        self.bases: list[int] = []
+        self.buffers: list[bytearray] = []
+        self.next = 0x1000_0000
+
+    def alloc(self, data: np.ndarray | int) -> int:
+        raw = bytearray(data if isinstance(data, int) else np.ascontiguousarray(data).tobytes())
+        base = self.next
+        self.next += (len(raw) + 0x10FF) // 0x100 * 0x100
+        self.bases.append(base)
+        self.buffers.append(raw)
+        return base
+
+    def find(self, address: int, size: int) -> tuple[bytearray, int]:
+        i = bisect.bisect_right(self.bases, address) - 1
+        if i < 0 or address + size > self.bases[i] + len(self.buffers[i]):
+            raise IndexError(f"global access of {size} bytes at {address:#x} outside every buffer")
+        return self.buffers[i], address - self.bases[i]
+
+    def read(self, address: int, size: int) -> int:
+        buf, off = self.find(address, size)
+        return int.from_bytes(buf[off:off + size], "little")
+
+    def write(self, address: int, size: int, value: int) -> None:
+        buf, off = self.find(address, size)
+        buf[off:off + size] = (value & _mask(8 * size)).to_bytes(size, "little")
+
+    def array(self, address: int, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        buf, off = self.find(address, count * dtype.itemsize)
+        return np.frombuffer(bytes(buf[off:off + count * dtype.itemsize]), dtype).reshape(shape)
+
+
+@dataclass
+class _Instr:
+    op: list[str]             # the opcode split at dots
+    args: list[str]
+    guard: str | None = None
+    negate: bool = False
+    line: str = ""
+
+
+@dataclass
+class Kernel:
+    name: str
+    params: list[str]
+    body: list[_Instr]
+    labels: dict[str, int]
+    shared: dict[str, int] = field(default_factory=dict)     # name -> size in bytes
+
+
+def _split_args(text: str) -> list[str]:
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def parse(ptx: str, name: str | None = None) -> Kernel:
+    shared = {m.group(1): int(m.group(2)) for m in re.finditer(r"\.shared\s+\.align\s+\d+\s+\.b8\s+(\w+)\[(\d+)\]", ptx)}
+    entry = re.search(r"\.entry\s+(\w+)\s*\((.*?)\)\s*(?:\.\w+[^{]*)?\{", ptx, re.S)
+    if entry is None or (name and entry.group(1) != name):
+        raise ValueError("no .entry in the PTX")
+    params = re.findall(r"\.param\s+[^,\n]*?(\w+_param_\d+)", entry.group(2))
+    start = entry.end()
+    depth, end = 1, start
+    while depth:
+        depth += {"{": 1, "}": -1}.get(ptx[end], 0)
+        end += 1
+    body, labels = [], {}
+    text = " ".join(line.split("//")[0] for line in ptx[start:end - 1].split("\n"))
+    for chunk in text.split(";"):
+        line = chunk.strip()
+        while True:                                   # labels before the statement
+            m = re.match(r"^(\$?[\w.$]+):\s*", line)
+            if not m:
+                break
+            labels[m.group(1)] = len(body)
+            line = line[m.end():]
+        if not line or line.startswith("{") or line.startswith("}"):
+            continue
+        if line.startswith("."):
+            m = re.match(r"\.shared\s+\.align\s+\d+\s+\.b8\s+(\w+)\[(\d+)\]", line)
+            if m:
+                shared[m.group(1)] = int(m.group(2))
+            continue
+        guard, negate = None, False
+        if line.startswith("@"):
+            g, line = line.split(None, 1)
+            negate = g.startswith("@!")
+            guard = g.lstrip("@!")
+        parts = line.split(None, 1)
+        body.append(_Instr(parts[0].split("."), _split_args(parts[1]) if len(parts) > 1 else [], guard, negate,
+                           line))
+    return Kernel(entry.group(1), params, body, labels, shared)
+
+
+class _Thread:
+    def __init__(self, sim: "_Block", tid: int):
+        self.sim, self.tid = sim, tid
+        self.regs: dict[str, int] = {}
+        self.pc = 0
+        self.done = False
+
+    # ---- operands ----------------------------------------------------------------------
+    def value(self, text: str, bits: int) -> int:
+        if text.startswith("%"):
+            if text in self.sim.special:
+                return self.sim.special[text](self.tid)
+            return self.regs.get(text, 0) & _mask(bits)
+        if text.startswith("0f"):
+            return int(text[2:], 16)
+        if text.startswith("0d"):
+            return int(text[2:], 16)
+        if text.startswith("0x"):
+            return int(text, 16) & _mask(bits)
+        if re.fullmatch(r"-?\d+", text):
+            return int(text) & _mask(bits)
+        if text in self.sim.symbols:
+            return self.sim.symbols[text]
+        raise NotImplementedError(f"operand {text!r}")
+
+    def set(self, text: str, bits: int, value: int) -> None:
+        if text != "_":
+            self.regs[text] = value & _mask(bits)
+
+    def address(self, text: str) -> int:
+        inner = text.strip("[]")
+        m = re.fullmatch(r"([%\w$.]+)(?:\+(-?\d+))?", inner)
+        base = m.group(1)
+        base_value = self.sim.symbols[base] if base in self.sim.symbols else self.value(base, 64)
+        return base_value + int(m.group(2) or 0)
+
+
+def _vector(text: str) -> list[str]:
+    return [x.strip() for x in text.strip("{}").split(",")]
+
+
+class _Block:
+    """One thread block: its threads, shared memory and the scheduler."""
+
+    def __init__(self, kernel: Kernel, memory: Memory, params: list[int], block: int, block_dim: int,
+                 grid_dim: int):
+        self.kernel, self.memory = kernel, memory
+        self.shared = {}
+        self.symbols = {p: i for i, p in enumerate(kernel.params)}       # param "addresses": indexes
+        self.param_values = params
+        offset = 0x100
+        for name, size in kernel.shared.items():
+            self.symbols[name] = offset
+            offset += (size + 255) // 256 * 256
+        self.smem = bytearray(offset)
+        self.special = {"%tid.x": lambda t: t, "%ntid.x": lambda t: block_dim, "%ctaid.x": lambda t: block,
+                        "%nctaid.x": lambda t: grid_dim, "%laneid": lambda t: t % 32,
+                        "%tid.y": lambda t: 0, "%tid.z": lambda t: 0, "%ctaid.y": lambda t: 0,
+                        "%ctaid.z": lambda t: 0, "%ntid.y": lambda t: 1, "%ntid.z": lambda t: 1,
+                        "%nctaid.y": lambda t: 1, "%nctaid.z": lambda t: 1}
+        self.threads = [_Thread(self, t) for t in range(block_dim)]
+
+    # ---- memory spaces -----------------------------------------------------------------
+    def load(self, space: str, address: int, size: int) -> int:
+        if space == "shared":
+            if address < 0 or address + size > len(self.smem):
+                raise IndexError(f"shared access at {address:#x}")
+            return int.from_bytes(self.smem[address:address + size], "little")
+        if space == "param":
+            return self.param_values[address]
+        return self.memory.read(address, size)
+
+    def store(self, space: str, address: int, size: int, value: int) -> None:
+        if space == "shared":
+            if address < 0 or address + size > len(self.smem):
+                raise IndexError(f"shared access at {address:#x}")
+            self.smem[address:address + size] = (value & _mask(8 * size)).to_bytes(size, "little")
+        else:
+            self.memory.write(address, size, value)
+
+    # ---- running -----------------------------------------------------------------------
+    def run(self) -> None:
+        gens = {t.tid: self._execute(t) for t in self.threads}
+        waiting: dict[int, tuple] = {}
+        while gens:
+            for tid in list(gens):
+                if tid in waiting:
+                    continue
+                try:
+                    waiting[tid] = next(gens[tid])
+                except StopIteration:
+                    del gens[tid]
+            if not gens:
+                break
+            released = self._collectives(waiting, gens)
+            if not released:
+                raise RuntimeError(f"deadlock: threads wait at {sorted(set(w[1] for w in waiting.values()))}")
+            for tid in released:
+                del waiting[tid]
+
+    def _collectives(self, waiting: dict, live: dict) -> list[int]:
+        released = []
+        bars = [tid for tid, w in waiting.items() if w[0] == "bar"]
+        if bars and len(bars) == len(live):
+            released += bars
+        for warp in range(0, len(self.threads), 32):
+            lanes = [t for t in range(warp, warp + 32) if t in waiting and waiting[t][0] == "warp"]
+            alive = [t for t in range(warp, warp + 32) if t in live]
+            if lanes and len(lanes) == len(alive):
+                pcs = {waiting[t][1] for t in lanes}
+                if len(pcs) != 1 or len(lanes) != 32:
+                    raise RuntimeError(f"warp {warp // 32} diverged at a warp-wide instruction: {pcs}")
+                instr = waiting[lanes[0]][2]
+                _WARP_OPS[instr.op[0]](self, [self.threads[t] for t in lanes], instr)
+                released += lanes
+        return released
+
+    def _execute(self, t: _Thread):
+        body, labels = self.kernel.body, self.kernel.labels
+        while t.pc < len(body):
+            ins = body[t.pc]
+            t.pc += 1
+            if ins.guard is not None and bool(t.regs.get(ins.guard, 0)) == ins.negate:
+                continue
+            head = ins.op[0]
+            if head == "bra":
+                t.pc = labels[ins.args[0]]
+            elif head == "ret":
+                return
+            elif head == "bar" or head == "barrier":
+                yield ("bar", t.pc - 1, ins)
+            elif head in _WARP_OPS:
+                yield ("warp", t.pc - 1, ins)
+            else:
+                handler = _OPS.get(head)
+                if handler is None:
+                    raise NotImplementedError(f"PTX instruction {ins.line.strip()!r}")
+                handler(self, t, ins)
+
+
+# ---- per-thread instructions ---------------------------------------------------------------
+def _type(ins: _Instr) -> str:
+    for part in reversed(ins.op):
+        if part in WIDTH:
+            return part
+    raise NotImplementedError(f"no type in {ins.line.strip()!r}")
+
+
+def _int_op(fn):
+    def run(blk, t, ins):
+        ty = _type(ins)
+        bits = WIDTH[ty]
+        if ty == "pred":
+            vals = [bool(t.regs.get(a, 0)) if a.startswith("%") else bool(int(a)) for a in ins.args[1:]]
+            t.regs[ins.args[0]] = int(fn(*vals, bits=1, signed=False)) & 1
+            return
+        if ty.startswith("f"):
+            vals = [f32(t.value(a, 32)) for a in ins.args[1:]]
+            t.set(ins.args[0], 32, f32_bits(_FLOAT[ins.op[0]](*vals)))
+            return
+        signed = ty.startswith("s")
+        vals = [t.value(a, bits) for a in ins.args[1:]]
+        if signed:
+            vals = [_signed(v, bits) for v in vals]
+        t.set(ins.args[0], bits, fn(*vals, bits=bits, signed=signed))
+    return run
+
+
+_FLOAT = {"add": lambda a, b: np.float32(a + b), "sub": lambda a, b: np.float32(a - b),
+          "mul": lambda a, b: np.float32(a * b), "max": lambda a, b: np.float32(max(a, b)),
+          "min": lambda a, b: np.float32(min(a, b)), "neg": lambda a: np.float32(-a),
+          "abs": lambda a: np.float32(abs(a)),
+          "fma": lambda a, b, c: np.float32(np.float64(a) * np.float64(b) + np.float64(c)),
+          "div": lambda a, b: np.float32(a / b)}
+
+
+def _mul(ins, t, blk):
+    ty = _type(ins)
+    bits = WIDTH[ty]
+    signed = ty.startswith("s")
+    a, b_ = (t.value(x, bits) for x in ins.args[1:3])
+    if signed:
+        a, b_ = _signed(a, bits), _signed(b_, bits)
+    product = a * b_
+    mode = ins.op[1] if len(ins.op) > 2 else "lo"
+    if mode == "wide":
+        return product, 2 * bits
+    if mode == "hi":
+        return product >> bits, bits
+    return product, bits
+
+
+def _op_mul(blk, t, ins):
+    if _type(ins).startswith("f"):
+        return _int_op(None)(blk, t, ins)
+    product, bits = _mul(ins, t, blk)
+    t.set(ins.args[0], bits, product)
+
+
+def _op_mad(blk, t, ins):
+    if _type(ins).startswith("f"):
+        a, b_, c = (f32(t.value(x, 32)) for x in ins.args[1:4])
+        t.set(ins.args[0], 32, f32_bits(_FLOAT["fma"](a, b_, c)))
+        return
+    product, bits = _mul(ins, t, blk)
+    c = t.value(ins.args[3], bits)
+    t.set(ins.args[0], bits, product + c)
+
+
+def _op_setp(blk, t, ins):
+    cmp, ty = ins.op[1], _type(ins)
+    bits = WIDTH[ty]
+    a, b_ = (t.value(x, bits) for x in ins.args[1:3])
+    if ty.startswith("f"):
+        a, b_ = f32(a), f32(b_)
+        unordered = bool(np.isnan(a) or np.isnan(b_))
+        if cmp in ("num", "nan"):
+            t.regs[ins.args[0]] = int(unordered == (cmp == "nan"))
+            return
+        if unordered:                 # ordered compares fail on NaN, the "u" forms hold
+            t.regs[ins.args[0]] = int(cmp.endswith("u"))
+            return
+        cmp = cmp[:-1] if cmp.endswith("u") else cmp
+    elif ty.startswith("s"):
+        a, b_ = _signed(a, bits), _signed(b_, bits)
+    ops = {"eq": a == b_, "ne": a != b_, "lt": a < b_, "le": a <= b_, "gt": a > b_, "ge": a >= b_,
+           "lo": a < b_, "ls": a <= b_, "hi": a > b_, "hs": a >= b_}
+    if cmp not in ops:
+        raise NotImplementedError(ins.line)
+    t.regs[ins.args[0]] = int(ops[cmp])
+
+
+def _op_selp(blk, t, ins):
+    bits = WIDTH[_type(ins)]
+    a, b_ = (t.value(x, bits) for x in ins.args[1:3])
+    t.set(ins.args[0], bits, a if t.regs.get(ins.args[3], 0) else b_)
+
+
+def _op_mov(blk, t, ins):
+    bits = WIDTH[_type(ins)]
+    dst, src = ins.args
+    if dst.startswith("{"):                       # unpack a wider register into pieces
+        parts = _vector(dst)
+        piece = bits // len(parts)
+        value = t.value(src, bits)
+        for k, p in enumerate(parts):
+            t.set(p, piece, value >> (k * piece))
+        return
+    if src.startswith("{"):                       # pack pieces, first in the low bits
+        parts = _vector(src)
+        piece = bits // len(parts)
+        value = 0
+        for k, p in enumerate(parts):
+            value |= t.value(p, piece) << (k * piece)
+        t.set(dst, bits, value)
+        return
+    t.set(dst, bits, t.value(src, bits))
+
+
+def _op_cvt(blk, t, ins):
+    types = [p for p in ins.op if p in WIDTH]
+    dst_t, src_t = types[0], types[1]
+    value = t.value(ins.args[1], WIDTH[src_t])
+    if src_t == "f32" and dst_t == "bf16":
+        x = f32(value)
+        t.set(ins.args[0], 16, _round_bf16(x))
+        return
+    if src_t == "bf16" and dst_t == "f32":
+        t.set(ins.args[0], 32, (value & 0xFFFF) << 16)
+        return
+    if src_t.startswith("f") or dst_t.startswith("f"):
+        raise NotImplementedError(ins.line)
+    if src_t.startswith("s"):
+        value = _signed(value, WIDTH[src_t])
+    t.set(ins.args[0], WIDTH[dst_t], value)
+
+
+def _round_bf16(x) -> int:
+    bits = f32_bits(x)
+    if np.isnan(x):
+        return (bits >> 16) | 0x40
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def _op_bfe(blk, t, ins):
+    ty = _type(ins)
+    bits = WIDTH[ty]
+    a = t.value(ins.args[1], bits)
+    pos, length = t.value(ins.args[2], 32), t.value(ins.args[3], 32)
+    field_ = (a >> pos) & _mask(length) if length else 0
+    if ty.startswith("s") and length and field_ >> (length - 1):
+        field_ -= 1 << length
+    t.set(ins.args[0], bits, field_)
+
+
+def _space(ins: _Instr) -> str:
+    for s in ("shared", "global", "param", "local", "const"):
+        if s in ins.op:
+            return s
+    return "global"
+
+
+def _op_ld(blk, t, ins):
+    ty = _type(ins)
+    size = WIDTH[ty] // 8
+    space = _space(ins)
+    address = t.address(ins.args[1])
+    if space == "param":
+        t.set(ins.args[0], 64, blk.load("param", blk.symbols[ins.args[1].strip("[]")], 8))
+        return
+    dsts = _vector(ins.args[0]) if ins.args[0].startswith("{") else [ins.args[0]]
+    for k, d in enumerate(dsts):
+        t.set(d, 8 * size, blk.load(space, address + k * size, size))
+
+
+def _op_st(blk, t, ins):
+    ty = _type(ins)
+    size = WIDTH[ty] // 8
+    space = _space(ins)
+    address = t.address(ins.args[0])
+    srcs = _vector(ins.args[1]) if ins.args[1].startswith("{") else [ins.args[1]]
+    for k, s in enumerate(srcs):
+        blk.store(space, address + k * size, size, t.value(s, 8 * size))
+
+
+def _op_cvta(blk, t, ins):
+    t.set(ins.args[0], 64, t.value(ins.args[1], 64))      # one address space model: identity
+
+
+_OPS = {
+    "add": _int_op(lambda a, b, bits, signed: a + b),
+    "sub": _int_op(lambda a, b, bits, signed: a - b),
+    "and": _int_op(lambda a, b, bits, signed: a & b if bits > 1 else a and b),
+    "or": _int_op(lambda a, b, bits, signed: a | b if bits > 1 else a or b),
+    "xor": _int_op(lambda a, b, bits, signed: a ^ b if bits > 1 else a != b),
+    "not": _int_op(lambda a, bits, signed: ~a if bits > 1 else not a),
+    "neg": _int_op(lambda a, bits, signed: -a),
+    "shl": _int_op(lambda a, b, bits, signed: a << min(b, bits)),
+    "shr": _int_op(lambda a, b, bits, signed: a >> min(b, bits) if signed else (a & _mask(bits)) >> min(b, bits)),
+    "max": _int_op(lambda a, b, bits, signed: max(a, b)),
+    "min": _int_op(lambda a, b, bits, signed: min(a, b)),
+    "abs": _int_op(lambda a, bits, signed: abs(a)),
+    "fma": _int_op(None),
+    "div": _int_op(lambda a, b, bits, signed: int(a / b) if b else 0),
+    "rem": _int_op(lambda a, b, bits, signed: a - int(a / b) * b if b else 0),
+    "mul": _op_mul, "mad": _op_mad, "setp": _op_setp, "selp": _op_selp, "mov": _op_mov, "cvt": _op_cvt,
+    "bfe": _op_bfe, "ld": _op_ld, "st": _op_st, "cvta": _op_cvta,
+}
+
+
+# ---- warp-wide instructions ------------------------------------------------------------------
+def _ldmatrix(blk: _Block, lanes: list[_Thread], ins: _Instr) -> None:
+    """ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16: lanes 8j..8j+7 give the
+    row addresses of matrix j; thread T gets row T/4, elements 2(T%4), 2(T%4)+1 of
+    each matrix (of the transposed matrix with .trans) as one b32."""
+    count = int(next(p for p in ins.op if p.startswith("x"))[1:])
+    trans = "trans" in ins.op
+    rows = [[blk.load("shared", lane.address(ins.args[1]) + 2 * c, 2) for c in range(8)] for lane in lanes]
+    dsts = [_vector(ins.args[0])] * 32
+    for j in range(count):
+        matrix = [rows[8 * j + r] for r in range(8)]
+        if trans:
+            matrix = [[matrix[c][r] for c in range(8)] for r in range(8)]
+        for tid, lane in enumerate(lanes):
+            r, c = tid // 4, 2 * (tid % 4)
+            lane.set(dsts[tid][j], 32, matrix[r][c] | (matrix[r][c + 1] << 16))
+
+
+def _mma(blk: _Block, lanes: list[_Thread], ins: _Instr) -> None:
+    """mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 d, a, b, c (PTX ISA fragments:
+    g = lane / 4, t = lane % 4; a: rows g, g+8, g, g+8 x cols 2t..2t+1 (+8 for a2, a3);
+    b: k rows 2t..2t+1 (+8 for b1) x col g; c/d: rows g, g, g+8, g+8 x cols 2t, 2t+1)."""
+    if ins.op[1:] != ["sync", "aligned", "m16n8k16", "row", "col", "f32", "bf16", "bf16", "f32"]:
+        raise NotImplementedError(ins.line)
+    d_regs, a_regs, b_regs, c_regs = (_vector(x) for x in ins.args)
+    A = np.zeros((16, 16), np.float64)
+    B = np.zeros((16, 8), np.float64)
+    C = np.zeros((16, 8), np.float64)
+    for lane_id, lane in enumerate(lanes):
+        g, t = lane_id // 4, lane_id % 4
+        a = [lane.value(x, 32) for x in a_regs]
+        for k, (row, col) in enumerate([(g, 2 * t), (g + 8, 2 * t), (g, 2 * t + 8), (g + 8, 2 * t + 8)]):
+            A[row, col], A[row, col + 1] = bf16_to_f32(a[k]), bf16_to_f32(a[k] >> 16)
+        bv = [lane.value(x, 32) for x in b_regs]
+        for k, krow in enumerate([2 * t, 2 * t + 8]):
+            B[krow, g], B[krow + 1, g] = bf16_to_f32(bv[k]), bf16_to_f32(bv[k] >> 16)
+        cv = [f32(lane.value(x, 32)) for x in c_regs]
+        for k, (row, col) in enumerate([(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)]):
+            C[row, col] = cv[k]
+    D = (A @ B + C).astype(np.float32)
+    for lane_id, lane in enumerate(lanes):
+        g, t = lane_id // 4, lane_id % 4
+        for k, (row, col) in enumerate([(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)]):
+            lane.set(d_regs[k], 32, f32_bits(D[row, col]))
+
+
+_WARP_OPS = {"ldmatrix": _ldmatrix, "mma": _mma}
+
+
+def launch(ptx: str, memory: Memory, params: list[int], grid: int, block: int) -> None:
+    """Run the kernel in `ptx` on a 1-D grid (blocks one after another)."""
+    kernel = parse(ptx)
+    if len(params) != len(kernel.params):
+        raise TypeError(f"{kernel.name} takes {len(kernel.params)} parameters, got {len(params)}")
+    for blk in range(grid):
+        _Block(kernel, memory, params, blk, block, grid).run()

@@ -1,0 +1,130 @@
+"""GPU kernels run on the CPU through the PTX interpreter (tests/ptxsim.py), against
+numpy: the tensor-core bf16 GEMM/BRGEMM (mma.sync, ldmatrix, shared-memory staging)
+is checked on every machine, not only where a GPU is lent. The interpreter itself is
+checked to notice a kernel that reads the wrong fragment."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tpp
+from tpp.kernels import gemm_mma
+
+import ptxsim
+
+BF16 = ml_dtypes.bfloat16
+TARGET = "nvptx-sm80"
+
+
+def _ptx(kernel) -> str:
+    return kernel.asm if isinstance(kernel.asm, str) else kernel.asm.decode()
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+    return x.view(np.uint16) if x.dtype == BF16 else x
+
+
+def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | None = None) -> list[np.ndarray]:
+    """Launch `kernel` (an NVPTX GEMM/BRGEMM) on the interpreter with (array, ld) operands
+    in the kernel's order and BRGEMM's (pointer or array, count) entries; returns the
+    arrays as the kernel left them."""
+    mem = ptxsim.Memory()
+    params, where = [], []
+    for x, ld in arrays:
+        address = mem.alloc(_bits(x))
+        where.append((address, x))
+        params += [address, ld]
+    for ptr, count in aux:
+        params += [mem.alloc(ptr) if isinstance(ptr, np.ndarray) else ptr, count]
+    d = kernel.descriptor
+    blocks = grid or -(-gemm_mma.launch_threads(d.m, d.n) // gemm_mma.THREADS)
+    ptxsim.launch(_ptx(kernel), mem, params, grid=blocks, block=gemm_mma.THREADS)
+    return [mem.array(address, x.shape, _bits(x).dtype).view(x.dtype) for address, x in where]
+
+
+def ints(rng, shape, dtype=BF16, low=-3, high=4):
+    """Small integers: every product and sum is exact in f32, so results compare exactly."""
+    return rng.integers(low, high, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("m,n,k", [(37, 70, 29), (16, 8, 16), (130, 260, 70)])
+def test_tensor_core_gemm(m, n, k, rng):
+    kern = tpp.gemm(m, n, k, "bf16", beta=0.0, target=TARGET)
+    assert _ptx(kern).count("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") >= 16
+    a, b = ints(rng, (m, k)), ints(rng, (k, n))
+    c = np.full((m, n), np.nan, np.float32)
+    grid = 2 if m * n > 128 * 128 else None         # fewer blocks than tiles: the grid-stride loop
+    got = run(kern, [(a, k), (b, n), (c, n)], grid=grid)[-1]
+    np.testing.assert_array_equal(got, a.astype(np.float64) @ b.astype(np.float64))
+
+
+def test_unaligned_rows_and_the_epilogue(rng):
+    # lda 35 and ldb 77: rows start off 16-byte boundaries, so staging goes element by
+    # element; C is bf16 with beta 1, a bias, a residual and relu
+    m, n, k = 50, 72, 33
+    kern = tpp.gemm(m, n, k, "bf16", beta=1.0, lda=35, ldb=77, out_dtype="bf16",
+                    epilogue=("bias", "residual", "relu"), target=TARGET)
+    a = ints(rng, (m, 35))
+    b = ints(rng, (k, 77))
+    bias = ints(rng, (n,), BF16)
+    residual = ints(rng, (m, n), BF16)
+    c = ints(rng, (m, n), BF16)
+    ref = np.maximum(c.astype(np.float64) + a[:, :k].astype(np.float64) @ b[:, :n].astype(np.float64)
+                     + bias.astype(np.float64) + residual.astype(np.float64), 0)
+    got = run(kern, [(a, 35), (b, 77), (bias, n), (residual, n), (c, n)])[-1]
+    np.testing.assert_array_equal(got.astype(np.float64), ref.astype(BF16).astype(np.float64))
+
+
+@pytest.mark.parametrize("variant", ["stride", "offset", "address"])
+def test_tensor_core_brgemm(variant, rng):
+    m, n, k, batch = 40, 24, 20, 3
+    kern = tpp.brgemm(m, n, k, "bf16", variant=variant, beta=0.0, target=TARGET)
+    a, b = ints(rng, (batch, m, k)), ints(rng, (batch, k, n))
+    want = sum(a[i].astype(np.float64) @ b[i].astype(np.float64) for i in range(batch))
+    c = np.zeros((m, n), np.float32)
+    if variant == "stride":
+        got = run(kern, [(a, k), (b, n), (c, n)], aux=[(0, batch)])[-1]
+    elif variant == "offset":
+        # the blocks in reverse order inside the buffers
+        offsets_a = np.array([(batch - 1 - i) * m * k for i in range(batch)], np.int64)
+        offsets_b = np.array([(batch - 1 - i) * k * n for i in range(batch)], np.int64)
+        got = run(kern, [(a[::-1].copy(), k), (b[::-1].copy(), n), (c, n)],
+                  aux=[(offsets_a, batch), (offsets_b, batch)])[-1]
+    else:
+        mem = ptxsim.Memory()
+        pa = [mem.alloc(a[i].view(np.uint16)) for i in range(batch)]
+        pb = [mem.alloc(b[i].view(np.uint16)) for i in range(batch)]
+        table_a, table_b = mem.alloc(np.array(pa, np.int64)), mem.alloc(np.array(pb, np.int64))
+        pc = mem.alloc(c)
+        ptxsim.launch(_ptx(kern), mem, [table_a, k, table_b, n, pc, n, 0, batch], grid=1,
+                      block=gemm_mma.THREADS)
+        got = mem.array(pc, (m, n), np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_the_interpreter_notices_a_wrong_fragment(rng, monkeypatch):
+    # swap the two n8 tiles an ldmatrix.x4.trans returns: the product must come out wrong
+    m, n, k = 32, 32, 16
+    a, b = ints(rng, (m, k)), ints(rng, (k, n))
+    original = ptxsim._ldmatrix
+
+    def swapped(blk, lanes, ins):
+        original(blk, lanes, ins)
+        if "trans" in ins.op:
+            regs = ptxsim._vector(ins.args[0])
+            for lane in lanes:
+                r = [lane.regs.get(x, 0) for x in regs]
+                for x, val in zip(regs, r[2:] + r[:2]):
+                    lane.regs[x] = val
+    monkeypatch.setattr(ptxsim, "_ldmatrix", swapped)
+    monkeypatch.setitem(ptxsim._WARP_OPS, "ldmatrix", swapped)
+    kern = tpp.gemm(m, n, k, "bf16", beta=0.0, target=TARGET)
+    got = run(kern, [(a, k), (b, n), (np.zeros((m, n), np.float32), n)])[-1]
+    assert not np.array_equal(got, a.astype(np.float64) @ b.astype(np.float64))
+
+
+def test_the_simt_gemm_takes_the_rest(rng):
+    # transposes (and other dtypes) stay on the one-thread-per-element kernel
+    kern = tpp.gemm(20, 12, 9, "bf16", trans_b=True, beta=0.0, target=TARGET)
+    assert "mma.sync" not in _ptx(kern)
