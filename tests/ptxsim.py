@@ -43,6 +43,22 @@ def f32_bits(value) -> int:
     return struct.unpack("<I", np.float32(value).tobytes())[0]
 
 
+def f64(bits: int) -> np.float64:
+    return np.frombuffer(struct.pack("<Q", bits & _mask(64)), np.float64)[0]
+
+
+def f64_bits(value) -> int:
+    return struct.unpack("<Q", np.float64(value).tobytes())[0]
+
+
+def fload(bits: int, ty: str):
+    return f64(bits) if ty == "f64" else f32(bits)
+
+
+def fstore(value, ty: str) -> int:
+    return f64_bits(value) if ty == "f64" else f32_bits(np.float32(value))
+
+
 def bf16_to_f32(bits: int) -> np.float32:
     return f32((bits & 0xFFFF) << 16)
 
@@ -315,8 +331,8 @@ def _int_op(fn):
             t.regs[ins.args[0]] = int(fn(*vals, bits=1, signed=False)) & 1
             return
         if ty.startswith("f"):
-            vals = [f32(t.value(a, 32)) for a in ins.args[1:]]
-            t.set(ins.args[0], 32, f32_bits(_FLOAT[ins.op[0]](*vals)))
+            vals = [fload(t.value(a, bits), ty) for a in ins.args[1:]]
+            t.set(ins.args[0], bits, fstore(_FLOAT[ins.op[0]](*vals, ty=ty), ty))
             return
         signed = ty.startswith("s")
         vals = [t.value(a, bits) for a in ins.args[1:]]
@@ -326,12 +342,16 @@ def _int_op(fn):
     return run
 
 
-_FLOAT = {"add": lambda a, b: np.float32(a + b), "sub": lambda a, b: np.float32(a - b),
-          "mul": lambda a, b: np.float32(a * b), "max": lambda a, b: np.float32(max(a, b)),
-          "min": lambda a, b: np.float32(min(a, b)), "neg": lambda a: np.float32(-a),
-          "abs": lambda a: np.float32(abs(a)),
-          "fma": lambda a, b, c: np.float32(np.float64(a) * np.float64(b) + np.float64(c)),
-          "div": lambda a, b: np.float32(a / b)}
+def _fma(a, b, c, ty):
+    if ty == "f64":       # exact product and sum, one rounding (fractions are exact)
+        from fractions import Fraction
+        return float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+    return np.float32(np.float64(a) * np.float64(b) + np.float64(c))   # f32 product exact in f64
+
+
+_FLOAT = {"add": lambda a, b, ty: a + b, "sub": lambda a, b, ty: a - b, "mul": lambda a, b, ty: a * b,
+          "max": lambda a, b, ty: max(a, b), "min": lambda a, b, ty: min(a, b), "neg": lambda a, ty: -a,
+          "abs": lambda a, ty: abs(a), "fma": _fma, "div": lambda a, b, ty: a / b}
 
 
 def _mul(ins, t, blk):
@@ -358,9 +378,10 @@ def _op_mul(blk, t, ins):
 
 
 def _op_mad(blk, t, ins):
-    if _type(ins).startswith("f"):
-        a, b_, c = (f32(t.value(x, 32)) for x in ins.args[1:4])
-        t.set(ins.args[0], 32, f32_bits(_FLOAT["fma"](a, b_, c)))
+    ty = _type(ins)
+    if ty.startswith("f"):
+        a, b_, c = (fload(t.value(x, WIDTH[ty]), ty) for x in ins.args[1:4])
+        t.set(ins.args[0], WIDTH[ty], fstore(_fma(a, b_, c, ty), ty))
         return
     product, bits = _mul(ins, t, blk)
     c = t.value(ins.args[3], bits)
@@ -372,7 +393,7 @@ def _op_setp(blk, t, ins):
     bits = WIDTH[ty]
     a, b_ = (t.value(x, bits) for x in ins.args[1:3])
     if ty.startswith("f"):
-        a, b_ = f32(a), f32(b_)
+        a, b_ = fload(a, ty), fload(b_, ty)
         unordered = bool(np.isnan(a) or np.isnan(b_))
         if cmp in ("num", "nan"):
             t.regs[ins.args[0]] = int(unordered == (cmp == "nan"))
@@ -453,6 +474,12 @@ def _op_bfe(blk, t, ins):
     t.set(ins.args[0], bits, field_)
 
 
+def _register_bits(name: str) -> int:
+    """Width of a register from LLVM's naming (%rs 16, %r 32, %rd 64, %f 32, %fd 64)."""
+    m = re.match(r"%([a-z]+)", name)
+    return {"rs": 16, "r": 32, "rd": 64, "f": 32, "fd": 64, "p": 1}.get(m.group(1) if m else "", 64)
+
+
 def _space(ins: _Instr) -> str:
     for s in ("shared", "global", "param", "local", "const"):
         if s in ins.op:
@@ -470,7 +497,10 @@ def _op_ld(blk, t, ins):
         return
     dsts = _vector(ins.args[0]) if ins.args[0].startswith("{") else [ins.args[0]]
     for k, d in enumerate(dsts):
-        t.set(d, 8 * size, blk.load(space, address + k * size, size))
+        value = blk.load(space, address + k * size, size)
+        if ty.startswith("s"):                  # a narrow signed load sign-extends into the register
+            value = _signed(value, 8 * size)
+        t.set(d, _register_bits(d), value)
 
 
 def _op_st(blk, t, ins):

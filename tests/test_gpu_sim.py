@@ -1,6 +1,7 @@
 """GPU kernels run on the CPU through the PTX interpreter (tests/ptxsim.py), against
 numpy: the tensor-core bf16 GEMM/BRGEMM (mma.sync, ldmatrix, shared-memory staging)
-is checked on every machine, not only where a GPU is lent. The interpreter itself is
+and the shared-memory SIMT GEMM for the other dtypes are checked on every machine,
+not only where a GPU is lent. The interpreter itself is
 checked to notice a kernel that reads the wrong fragment."""
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import tpp
-from tpp.kernels import gemm_mma
+from tpp.kernels import gemm_mma, gemm_simt
 
 import ptxsim
 
@@ -38,8 +39,9 @@ def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | Non
     for ptr, count in aux:
         params += [mem.alloc(ptr) if isinstance(ptr, np.ndarray) else ptr, count]
     d = kernel.descriptor
-    blocks = grid or -(-gemm_mma.launch_threads(d.m, d.n) // gemm_mma.THREADS)
-    ptxsim.launch(_ptx(kernel), mem, params, grid=blocks, block=gemm_mma.THREADS)
+    tiled = gemm_mma if gemm_mma.applies(d.dtype, d.trans_a, d.trans_b, d.b_vnni) else gemm_simt
+    blocks = grid or -(-tiled.launch_threads(d.m, d.n) // tiled.THREADS)
+    ptxsim.launch(_ptx(kernel), mem, params, grid=blocks, block=tiled.THREADS)
     return [mem.array(address, x.shape, _bits(x).dtype).view(x.dtype) for address, x in where]
 
 
@@ -124,7 +126,35 @@ def test_the_interpreter_notices_a_wrong_fragment(rng, monkeypatch):
     assert not np.array_equal(got, a.astype(np.float64) @ b.astype(np.float64))
 
 
-def test_the_simt_gemm_takes_the_rest(rng):
-    # transposes (and other dtypes) stay on the one-thread-per-element kernel
-    kern = tpp.gemm(20, 12, 9, "bf16", trans_b=True, beta=0.0, target=TARGET)
-    assert "mma.sync" not in _ptx(kern)
+@pytest.mark.parametrize("kw", [{}, {"beta": 0.0, "epilogue": ("bias", "relu")}, {"trans_a": True},
+                                {"trans_b": True, "beta": 0.0}, {"dtype": "bf16", "b_vnni": True},
+                                {"dtype": "bf16", "trans_a": True, "out_dtype": "bf16"},
+                                {"dtype": "u8s8"}, {"dtype": "f64"}])
+def test_shared_memory_simt_gemm(kw, rng):
+    # the other dtypes and layouts: 64 x 64 tiles staged through shared memory (no mma)
+    m, n, k = 70, 75, 21
+    cpu = tpp.gemm(m, n, k, **kw)
+    kern = tpp.gemm(m, n, k, target=TARGET, **kw)
+    assert "mma.sync" not in _ptx(kern) and ".shared" in _ptx(kern)
+    ops = cpu.descriptor.operands()
+    args = []
+    for op in ops:
+        shape = (op.rows, op.cols) if op.rows > 1 else (op.cols,)
+        args.append(ints(rng, shape, tpp.dtypes.to_numpy(op.dtype), 0 if op.dtype.value == "u8" else -3))
+    want = cpu(*[a.copy() for a in args])
+    grid = 2                                     # 4 tiles on 2 blocks: the grid-stride loop
+    lds = [op.ld or (op.cols if op.rows > 1 else op.cols) for op in ops]
+    got = run(kern, list(zip(args, lds)), grid=grid)[-1]
+    np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+
+
+def test_shared_memory_simt_brgemm(rng):
+    m, n, k, batch = 33, 20, 18, 2
+    kern = tpp.brgemm(m, n, k, "f32", variant="offset", target=TARGET)
+    a, b = ints(rng, (batch, m, k), np.float32), ints(rng, (batch, k, n), np.float32)
+    c = ints(rng, (m, n), np.float32)
+    want = c.astype(np.float64) + sum(a[i].astype(np.float64) @ b[i] for i in range(batch))
+    offsets_a = np.arange(batch, dtype=np.int64) * m * k
+    offsets_b = np.arange(batch, dtype=np.int64) * k * n
+    got = run(kern, [(a, k), (b, n), (c, n)], aux=[(offsets_a, batch), (offsets_b, batch)])[-1]
+    np.testing.assert_array_equal(got, want)

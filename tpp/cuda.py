@@ -22,7 +22,7 @@ from . import arrayabi, dlpack
 from .dtypes import to_numpy
 from .errors import DTypeError, ShapeError, TargetError
 from .kernel import Kernel
-from .kernels import gemm_mma
+from .kernels import gemm_mma, gemm_simt
 
 BLOCK = 256                       # threads per block (the tensor-core GEMM's block is built for this)
 _SM_COUNT = 16                    # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
@@ -174,9 +174,9 @@ class GpuKernel:
         self._sms = d.attribute(_SM_COUNT)
         desc = kernel.descriptor
         self._work = desc.m * desc.n           # threads: one per element (grid-stride kernels)
-        if desc.family in ("gemm", "brgemm") and gemm_mma.applies(desc.dtype, desc.trans_a, desc.trans_b,
-                                                                  desc.b_vnni):
-            self._work = gemm_mma.launch_threads(desc.m, desc.n)       # one block per C tile
+        if desc.family in ("gemm", "brgemm"):  # one block per C tile
+            tiled = gemm_mma if gemm_mma.applies(desc.dtype, desc.trans_a, desc.trans_b, desc.b_vnni) else gemm_simt
+            self._work = tiled.launch_threads(desc.m, desc.n)
 
     def __repr__(self) -> str:
         return f"<tpp.cuda.GpuKernel {self.kernel.descriptor} on {self.kernel.target.name}>"
