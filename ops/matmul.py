@@ -59,6 +59,8 @@ class MatmulPlan:
     #       lands in L2 instead of going through memory twice. 2048 on Zen 4: 1.02-1.04x
     #       OpenBLAS packed ahead, as "blocks" 0.99-1.02x, in place 0.77x.
     #       The ("nb", "mb") order would transpose a block row per output block.
+    #   "rows": copied the same way but not transposed, into Mb x K rows whose stride
+    #       is padded by a cache line (cheaper to make than panels; 1-2% slower to use).
     a_layout: str = "panels"
     # rows of B per iteration of the pack nest (a divisor of kb): each row is copied
     # along its length into the Nb-wide panels. Going down 16 rows for each panel
@@ -112,7 +114,7 @@ class MatmulDesc:
         return (mbs * kcs * p.mb * p.kb if p.a_ahead else 0), nbs * kcs * p.kb * p.nb
 
     def thread_scratch_bytes(self) -> int:
-        """Bytes of A panels each call of the compute nest transposes into."""
+        """Bytes of A each call of the compute nest copies its block rows into."""
         p = self.plan
         if p.a_layout == "panels":
             return p.mb * self.counts()[2] * p.kb * self.dtype.itemsize
@@ -481,7 +483,7 @@ class _Call:
         pool.run(self.compute, tensors, self.compute_extent, threads)
         if status[0]:
             raise MemoryError(f"tpp.ops.matmul: no memory for the {self.desc.thread_scratch_bytes()} bytes "
-                              "of A panels each thread transposes into")
+                              "of A each thread copies its block rows into")
 
 
 _validated: dict = {}   # (epilogue, plan, threads, target, (shape, strides, dtype) per array) -> _Call

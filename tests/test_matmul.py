@@ -86,7 +86,7 @@ resource.setrlimit(resource.RLIMIT_AS, (used + (90 << 20), hard))
 try:
     tpp.ops.matmul(a, b, threads=1)
 except MemoryError as e:
-    print("MemoryError", "A panels" in str(e))
+    print("MemoryError", "each thread copies" in str(e))
 """
     assert run_python(code).check().stdout.strip() == "MemoryError True"
 
