@@ -1,0 +1,107 @@
+"""tpp.ops.matmul's plans: the blocking, loop order and layouts a matmul is compiled
+with (data: re-tiling changes a MatmulPlan, not code), and the default plan for a
+problem on this host and thread count, with the measurements behind each choice."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from .. import host, pool
+from ..dispatch import current_target
+from ..jit.types import DType
+
+A_LAYOUTS = ("in_place", "blocks", "panels", "rows")
+
+
+@dataclass(frozen=True)
+class MatmulPlan:
+    """Blocking and loop order: tuning changes this, not the code."""
+    mb: int = 56          # 4 register tiles of 14 rows (AVX-512 f32)
+    nb: int = 32          # one tile of 2 vectors: a packed B block is then one contiguous panel
+                          # (two tiles side by side put its rows 256 B apart, on a quarter of
+                          # the L1 sets; measured 0.84 vs 0.89-0.90x OpenBLAS at 1024)
+    kb: int = 512
+    order: tuple[str, str] = ("mb", "nb")     # outer, inner parallel loop
+    # How the compute nest reads A:
+    #   "in_place": A as given. Its MR rows are broadcast one element at a time, MR
+    #       streams lda apart: on a 48 KB 12-way L1 (Emerald Rapids) this was 5-6% faster
+    #       than a copy, but on Zen 4's 32 KB 8-way L1 the 14 rows of a 4 or 8 KB stride
+    #       fall into one set and evict each other (2048: 77 GF/s vs 98 packed).
+    #   "blocks": copied into Mb x Kb blocks (row stride Kb) by the pack nest.
+    #   "panels": transposed into Kb x Mb blocks (A^T, row stride Mb) by the compute
+    #       nest, per thread, when its block row changes: the MR values a K step
+    #       broadcasts sit side by side (one stream per register tile) and the copy
+    #       lands in L2 instead of going through memory twice. 2048 on Zen 4: 1.02-1.04x
+    #       OpenBLAS packed ahead, as "blocks" 0.99-1.02x, in place 0.77x.
+    #       The ("nb", "mb") order would transpose a block row per output block.
+    #   "rows": copied the same way but not transposed, into Mb x K rows whose stride
+    #       is padded by a cache line (cheaper to make than panels; 1-2% slower to use).
+    a_layout: str = "panels"
+    # rows of B per iteration of the pack nest (a divisor of kb): each row is copied
+    # along its length into the Nb-wide panels. Going down 16 rows for each panel
+    # (16 streams 2 KB apart) packed 512^3's B at 5-8 GB/s; row by row ~2x faster.
+    b_strip: int = 1
+
+    def __post_init__(self) -> None:
+        if self.a_layout not in A_LAYOUTS:
+            raise ValueError(f"MatmulPlan.a_layout must be one of {A_LAYOUTS}, got {self.a_layout!r}")
+        if self.b_strip < 1 or self.kb % self.b_strip:
+            raise ValueError(f"MatmulPlan.b_strip must divide kb={self.kb}, got {self.b_strip}")
+
+    @property
+    def a_ahead(self) -> bool:
+        """Whether the pack nest copies A."""
+        return self.a_layout == "blocks"
+
+
+def default_plan(dtype: DType, m: int, n: int, k: int, lda: int, threads: int) -> MatmulPlan:
+    return _plan_for(current_target(), host.l1d(), dtype, m, n, k, lda, threads)
+
+
+# With several threads and A up to this size, the threads split B's columns instead of
+# A's rows, so each reads its share of B and all of A (512, 1024 on 2 threads: speed-up
+# 1.75 -> 1.90, 1.80 -> 1.87); one thread going down B's columns re-reads all of A per
+# panel, which at 2048 (16 MB) ran at 0.84x OpenBLAS.
+SPLIT_COLUMNS_MAX_A = 4 << 20
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: int, lda: int,
+              threads: int) -> MatmulPlan:
+    lanes = target.lanes(32)                             # f32 accumulators (bf16 computes in f32)
+    rows = min(16, (target.vector_registers - 3) // 2)   # the GEMM microkernel's MR for 2 vectors
+    if dtype is DType.F64:
+        lanes //= 2
+    nb = 2 * lanes
+    # A is read in place where the rows of a register tile, lda apart, fit in the L1's
+    # sets with a way to spare for B (512 on Zen 4: 2 sets of 7 rows, 1.07x OpenBLAS in
+    # place vs 1.035x as panels); at a 4 or 8 KB stride they would share one set (1024,
+    # 2048: 0.87x, 0.78x in place) and A goes into blocks (row stride Kb, 2 KB) ahead, or,
+    # when the threads split the rows, into per-thread panels. bf16's dot kernels
+    # broadcast k-pairs of one A row, contiguous in A but not in A^T: blocks.
+    in_place = dtype is not DType.BF16 and l1d.most_lines_in_one_set(rows, lda * dtype.itemsize) < l1d.ways
+    if threads > 1 and m * k * dtype.itemsize <= SPLIT_COLUMNS_MAX_A:
+        order = ("nb", "mb")
+        layout = "in_place" if in_place else "blocks"
+    else:
+        order = ("mb", "nb")
+        layout = "in_place" if in_place else "blocks" if dtype is DType.BF16 else "panels"
+    # Mb: whole register tiles (1024 with Mb 103, a 5-row tile per block, ran at 1.03x
+    # OpenBLAS, Mb 112 at 1.08x), up to 4 of them, 8 from M = 1024 on (each block reads
+    # its B panel from L3: 2048 went from 1.04 to 1.056x), chosen so that the threads'
+    # shares of the output come out even (a last block row is short: 1024 with Mb 112
+    # split by rows gave one thread 560 rows, the other 464, a 1.83x speed-up on 2)
+    tiles = 8 if m >= 1024 else 4
+    if m <= tiles * rows:
+        mb = m
+    else:
+        def imbalance(mb: int) -> float:
+            heights = [min(mb, m - i) for i in range(0, m, mb)]
+            columns = -(-n // nb)
+            per_block = ([h for _ in range(columns) for h in heights] if order[0] == "nb"
+                         else [h for h in heights for _ in range(columns)])
+            return max(sum(per_block[s:e]) for s, e in pool.shares(len(per_block), threads)) * threads / m
+        sizes = [t * rows for t in range(max(1, tiles // 2), tiles + 1)]
+        cost = {mb: imbalance(mb) for mb in sizes}
+        mb = max(mb for mb in sizes if cost[mb] <= min(cost.values()) + 0.02)
+    return MatmulPlan(mb=mb, nb=nb, order=order, a_layout=layout)
