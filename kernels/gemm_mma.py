@@ -3,14 +3,18 @@
 A thread block of 256 threads (8 warps) computes a BM x BN = 128 x 128 tile of C;
 blocks walk the tiles with a grid stride. Each warp owns a 64 x 32 piece: 4 x 4
 mma tiles of 16 x 8, 64 f32 accumulators per thread, kept in registers through
-the K loop and the batch. Per BK = 32 step of K the block stages its A (128 x 32)
-and B (32 x 128) slices in shared memory: 16-byte vector loads where a chunk of 8
-elements lies inside the operand and is aligned, element loads with zeros past
-the edges otherwise (so any M, N, K and leading dimension works), the loads for
-the next step issued before the current step's mmas. Warps then read their
-fragments with ldmatrix (x4; .trans for B, which is stored k-major) and issue 16
-mmas per 16 of K. Shared rows are padded (A: 40, B: 136 elements) so the 8 row
-addresses of an ldmatrix fall in different banks.
+the K loop and the batch.
+
+K goes by slices of BK = 32 through a ring of STAGES = 3 shared-memory stages
+(A 128 x 32 and B 32 x 128 per stage, 16 KB; 48 KB in all): slice i + 2 is
+copied in with cp.async while the warps multiply slice i, so one barrier per
+slice both publishes the slice that landed and frees the stage the next copy
+overwrites. A 16-byte chunk whose source is aligned goes by cp.async, its bytes
+past the operand's edge zero-filled (src-size); an unaligned one (a leading
+dimension that is not a multiple of 8, an odd base) element by element, zeros
+outside. Warps read their fragments with ldmatrix (x4; .trans for B, stored
+k-major). Chunks sit XOR-swizzled in their rows (A: chunk ^ (row / 2) % 4, B:
+chunk ^ row % 8) so the 8 row addresses of an ldmatrix fall in distinct banks.
 
 Fragment layouts (PTX ISA, mma.m16n8k16, .bf16): with g = lane / 4, t = lane % 4,
 A's four registers hold rows (g, g+8, g, g+8) x columns (2t, 2t+1) (+8 for the
@@ -35,12 +39,13 @@ from .epilogue import apply_epilogue, epilogue_inputs
 from .operands import batch_entry, element_ptr
 
 BM, BN, BK = 128, 128, 32
+STAGES = 3                             # slices in flight: 3 x 16 KB, the static shared-memory limit
 THREADS = 256                          # tpp.cuda launches blocks of this many (cuda.BLOCK)
 WARPS_M, WARPS_N = 2, 4                # warp grid: each warp 64 x 32
 WM, WN = BM // WARPS_M, BN // WARPS_N
 MT, NT = WM // 16, WN // 8             # mma tiles per warp: 4 x 4
-A_LD, B_LD = BK + 8, BN + 8            # padded shared rows (elements)
-SHARED = 3                             # NVPTX address space of shared memory
+A_CHUNKS, B_CHUNKS = BK // 8, BN // 8  # 16-byte chunks per shared row
+SHARED = 3                             # NVPTX address spaces
 GLOBAL = 1
 
 _V8 = ir.VectorType(I16, 8)
@@ -93,17 +98,29 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
         g.align = 16
         return g
 
-    a_smem, b_smem = shared("a", BM * A_LD), shared("b", BK * B_LD)
+    a_smem, b_smem = shared("a", STAGES * BM * BK), shared("b", STAGES * BK * BN)
     barrier = declare(module, "llvm.nvvm.barrier0", ir.VoidType(), [])
-    sptr = ir.PointerType(addrspace=SHARED)
+    sptr, gptr = ir.PointerType(addrspace=SHARED), ir.PointerType(addrspace=GLOBAL)
     ldsm = declare(module, "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16", _FRAG4, [sptr])
     ldsm_t = declare(module, "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.trans.b16", _FRAG4, [sptr])
     mma = declare(module, "llvm.nvvm.mma.m16n8k16.row.col.bf16", _ACC4, [I32] * 6 + [F32] * 4)
+    cp_async = declare(module, "llvm.nvvm.cp.async.cg.shared.global.16.s", ir.VoidType(), [sptr, gptr, I32])
+    commit = declare(module, "llvm.nvvm.cp.async.commit.group", ir.VoidType(), [])
+    wait = declare(module, "llvm.nvvm.cp.async.wait.group", ir.VoidType(), [I32])
 
     def s_at(g: ir.GlobalVariable, index: ir.Value) -> ir.Value:
         """Element `index` of a shared array, as an opaque shared pointer (llvmlite's
         bitcast keeps a typed pointer, which stores check against the array type)."""
         return b.inttoptr(b.ptrtoint(b.gep(g, [i64(0), index], source_etype=g.value_type), I64), sptr)
+
+    # where chunk q of a stage's row lives (elements from the stage's start): swizzled
+    def a_slot(stage, row: ir.Value, q: ir.Value) -> ir.Value:
+        q = b.xor(q, b.and_(b.lshr(row, i64(1)), i64(3)))
+        return b.add(b.mul(stage, i64(BM * BK)), b.add(b.mul(row, i64(BK)), b.mul(q, i64(8))))
+
+    def b_slot(stage, row: ir.Value, q: ir.Value) -> ir.Value:
+        q = b.xor(q, b.and_(row, i64(7)))
+        return b.add(b.mul(stage, i64(BK * BN)), b.add(b.mul(row, i64(BN)), b.mul(q, i64(8))))
 
     tid = sreg("tid.x")
     lane, warp = b.urem(tid, i64(32)), b.udiv(tid, i64(32))
@@ -111,66 +128,58 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
     w_col = b.mul(b.urem(warp, i64(WARPS_N)), i64(WN))
     tiles_n = -(-n // BN)
 
-    # ---- staging: chunks of 8 elements, two per thread for each operand --------------
-    def chunk_load(base: ir.Value, ld: int, row: ir.Value, col: ir.Value, rows: int, cols: int) -> ir.Value:
-        """8 elements of a rows x cols operand from (row, col) on, as <8 x i16>: one
-        16-byte load where they are all inside and aligned, else element by element
-        (zeros outside)."""
+    # ---- copying a slice in: 16-byte chunks, two per thread for each operand -----------
+    def chunk_in(base: ir.Value, ld: int, row: ir.Value, col: ir.Value, rows: int, cols: int,
+                 dst: ir.Value) -> None:
+        """The 8 elements of a rows x cols operand from (row, col) on into shared `dst`:
+        cp.async with the bytes past the edge zero-filled where the source is aligned,
+        else element by element (zeros outside)."""
         ptr = element_ptr(b, base, DType.BF16, b.add(b.mul(row, i64(ld)), col))
         row_ok = b.icmp_signed("<", row, i64(rows))
-        inside = b.and_(row_ok, b.icmp_signed("<=", b.add(col, i64(8)), i64(cols)))
         aligned = b.icmp_unsigned("==", b.and_(b.ptrtoint(ptr, I64), i64(15)), i64(0))
+        with b.if_else(aligned) as (fast, slow):
+            with fast:
+                left = b.mul(b.sub(i64(cols), col), i64(2))          # bytes before the row's end
+                nbytes = b.select(row_ok, b.select(b.icmp_signed("<", left, i64(16)), left, i64(16)), i64(0))
+                nbytes = b.select(b.icmp_signed("<", nbytes, i64(0)), i64(0), nbytes)
+                # nothing is read when nbytes is 0; the operand's base keeps the address valid
+                src = b.select(b.icmp_signed(">", nbytes, i64(0)), ptr, base)
+                b.call(cp_async, [dst, b.addrspacecast(src, gptr), b.trunc(nbytes, I32)])
+            with slow:
+                vec = ir.Constant(_V8, None)
+                for e in range(8):
+                    ok = b.and_(row_ok, b.icmp_signed("<", b.add(col, i64(e)), i64(cols)))
+                    x = _branch_value(b, ok, lambda e=e: b.load(element_ptr(b, ptr, DType.BF16, i64(e)), typ=I16),
+                                      lambda: ir.Constant(I16, 0))
+                    vec = b.insert_element(vec, x, ir.Constant(I32, e))
+                st = b.store(vec, dst)
+                st.align = 16
 
-        def vector() -> ir.Value:
-            value = b.load(b.addrspacecast(ptr, ir.PointerType(addrspace=GLOBAL)), typ=_V8)
-            value.align = 16
-            return value
+    a_chunks = [b.add(tid, i64(u * THREADS)) for u in range(BM * A_CHUNKS // THREADS)]
+    b_chunks = [b.add(tid, i64(u * THREADS)) for u in range(BK * B_CHUNKS // THREADS)]
 
-        def elements() -> ir.Value:
-            vec = ir.Constant(_V8, None)
-            for e in range(8):
-                ok = b.and_(row_ok, b.icmp_signed("<", b.add(col, i64(e)), i64(cols)))
-                x = _branch_value(b, ok, lambda e=e: b.load(element_ptr(b, ptr, DType.BF16, i64(e)), typ=I16),
-                                  lambda: ir.Constant(I16, 0))
-                vec = b.insert_element(vec, x, ir.Constant(I32, e))
-            return vec
-        return _branch_value(b, b.and_(inside, aligned), vector, elements)
-
-    # chunk c of A's slice: row c / 4, columns (c % 4) * 8; of B's: row c / 16, columns (c % 16) * 8
-    a_chunks = [b.add(tid, i64(u * THREADS)) for u in range(BM * BK // 8 // THREADS)]
-    b_chunks = [b.add(tid, i64(u * THREADS)) for u in range(BK * BN // 8 // THREADS)]
-
-    def fetch(a_base, b_base, row0, col0, k0) -> list:
-        """This thread's chunks of the A and B slices at k0 (registers)."""
-        vals = []
+    def copy_in(a_base, b_base, row0, col0, k0, stage) -> None:
+        """Start copying the slice at k0 into `stage` (one cp.async group per slice)."""
         for c in a_chunks:
-            r, q = b.udiv(c, i64(BK // 8)), b.urem(c, i64(BK // 8))
-            vals.append(chunk_load(a_base, lda, b.add(row0, r), b.add(k0, b.mul(q, i64(8))), m, k))
+            r, q = b.udiv(c, i64(A_CHUNKS)), b.urem(c, i64(A_CHUNKS))
+            chunk_in(a_base, lda, b.add(row0, r), b.add(k0, b.mul(q, i64(8))), m, k,
+                     s_at(a_smem, a_slot(stage, r, q)))
         for c in b_chunks:
-            r, q = b.udiv(c, i64(BN // 8)), b.urem(c, i64(BN // 8))
-            vals.append(chunk_load(b_base, ldb, b.add(k0, r), b.add(col0, b.mul(q, i64(8))), k, n))
-        return vals
+            r, q = b.udiv(c, i64(B_CHUNKS)), b.urem(c, i64(B_CHUNKS))
+            chunk_in(b_base, ldb, b.add(k0, r), b.add(col0, b.mul(q, i64(8))), k, n,
+                     s_at(b_smem, b_slot(stage, r, q)))
+        b.call(commit, [])
 
-    def stage(vals: list) -> None:
-        for c, val in zip(a_chunks, vals[:len(a_chunks)]):
-            r, q = b.udiv(c, i64(BK // 8)), b.urem(c, i64(BK // 8))
-            st = b.store(val, s_at(a_smem, b.add(b.mul(r, i64(A_LD)), b.mul(q, i64(8)))))
-            st.align = 16
-        for c, val in zip(b_chunks, vals[len(a_chunks):]):
-            r, q = b.udiv(c, i64(BN // 8)), b.urem(c, i64(BN // 8))
-            st = b.store(val, s_at(b_smem, b.add(b.mul(r, i64(B_LD)), b.mul(q, i64(8)))))
-            st.align = 16
-
-    # ---- the warp's mmas on the staged slice ------------------------------------------
-    def mmas(accs: list) -> list:
+    # ---- the warp's mmas on one stage ---------------------------------------------------
+    def mmas(stage, accs: list) -> list:
         accs = list(accs)
         for kk in range(0, BK, 16):
             a_frags = []
             for i in range(MT):
-                # lane L: row L % 16 of the m16 tile, columns kk + 8 (L / 16)
+                # lane L: row L % 16 of the m16 tile, chunk kk / 8 + L / 16
                 row = b.add(w_row, b.add(i64(i * 16), b.urem(lane, i64(16))))
-                col = b.add(i64(kk), b.mul(b.udiv(lane, i64(16)), i64(8)))
-                frag = b.call(ldsm, [s_at(a_smem, b.add(b.mul(row, i64(A_LD)), col))])
+                q = b.add(i64(kk // 8), b.udiv(lane, i64(16)))
+                frag = b.call(ldsm, [s_at(a_smem, a_slot(stage, row, q))])
                 a_frags.append([b.extract_value(frag, r) for r in range(4)])
             b_frags = []
             for p in range(NT // 2):
@@ -178,7 +187,7 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
                 mat = b.udiv(lane, i64(8))
                 krow = b.add(i64(kk), b.add(b.mul(b.urem(mat, i64(2)), i64(8)), b.urem(lane, i64(8))))
                 ncol = b.add(w_col, b.add(i64(p * 16), b.mul(b.udiv(mat, i64(2)), i64(8))))
-                frag = b.call(ldsm_t, [s_at(b_smem, b.add(b.mul(krow, i64(B_LD)), ncol))])
+                frag = b.call(ldsm_t, [s_at(b_smem, b_slot(stage, krow, b.udiv(ncol, i64(8))))])
                 regs = [b.extract_value(frag, r) for r in range(4)]
                 b_frags += [regs[0:2], regs[2:4]]
             for i in range(MT):
@@ -197,17 +206,19 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
 
         def k_loop(a_base, b_base, accs: list) -> list:
             steps = -(-k // BK)
-            first = fetch(a_base, b_base, row0, col0, i64(0))
-            with Loop(b, 0, i64(steps), carry=accs + first, name="k") as kl:
-                acc_in, staged = kl.vars[:len(accs)], kl.vars[len(accs):]
-                b.call(barrier, [])                    # the previous slice is no longer read
-                stage(staged)
+            b.call(barrier, [])            # every warp is done with the stages' previous contents
+            for s_ in range(STAGES - 1):   # slices 0 .. STAGES-2 in flight (past K: zeros)
+                copy_in(a_base, b_base, row0, col0, i64(s_ * BK), i64(s_))
+            with Loop(b, 0, i64(steps), carry=accs, name="k") as kl:
+                # slice i has landed (this thread's copies), then every thread's; and every
+                # warp has finished slice i-1, whose stage the copy below refills
+                b.call(wait, [ir.Constant(I32, STAGES - 2)])
                 b.call(barrier, [])
-                # the next slice's loads go out before this slice's mmas (past K they
-                # read nothing: every chunk is outside and comes back as zeros)
-                nxt = fetch(a_base, b_base, row0, col0, b.mul(b.add(kl.i, i64(1)), i64(BK)))
-                kl.next(*(mmas(acc_in) + nxt))
-            return kl.vars[:len(accs)]
+                ahead = b.add(kl.i, i64(STAGES - 1))
+                copy_in(a_base, b_base, row0, col0, b.mul(ahead, i64(BK)), b.urem(ahead, i64(STAGES)))
+                kl.next(*mmas(b.urem(kl.i, i64(STAGES)), list(kl.vars)))
+            b.call(wait, [ir.Constant(I32, 0)])   # no copy outlives the loop into the next one
+            return list(kl.vars)
 
         if batch == "none":
             accs = k_loop(a_arg, b_arg, accs)

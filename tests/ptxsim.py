@@ -5,7 +5,7 @@ It covers the instructions LLVM's NVPTX backend produces for tpp's kernels (inte
 and f32 arithmetic, compares, selects, conversions, loads and stores in the param,
 global and shared spaces, branches) and the collective ones: bar.sync (the block),
 ldmatrix and mma.sync m16n8k16 with bf16 inputs (the warp), executed as the PTX ISA
-defines their fragments. Each thread is a generator that runs until it reaches a
+defines their fragments; cp.async copies at once. Each thread is a generator that runs until it reaches a
 collective; when every thread the collective needs is waiting there, it runs for
 all of them at once. An instruction it does not know raises NotImplementedError, so
 a kernel that grows new instructions fails loudly rather than passing wrongly.
@@ -513,6 +513,23 @@ def _op_st(blk, t, ins):
         blk.store(space, address + k * size, size, t.value(s, 8 * size))
 
 
+def _op_cp(blk, t, ins):
+    """cp.async: the copy happens at once (so the interpreter cannot see a missing
+    wait); src-size bytes are copied and the rest of cp-size zero-filled. The group
+    instructions have nothing left to do."""
+    if ins.op[:2] != ["cp", "async"]:
+        raise NotImplementedError(ins.line)
+    if ins.op[2] in ("commit_group", "wait_group", "wait_all"):
+        return
+    if "shared" not in ins.op or "global" not in ins.op:
+        raise NotImplementedError(ins.line)
+    dst, src = t.address(ins.args[0]), t.address(ins.args[1])
+    size = int(ins.args[2])
+    given = t.value(ins.args[3], 32) if len(ins.args) > 3 else size
+    data = blk.load("global", src, given) if given else 0
+    blk.store("shared", dst, size, data)
+
+
 def _op_cvta(blk, t, ins):
     t.set(ins.args[0], 64, t.value(ins.args[1], 64))      # one address space model: identity
 
@@ -534,7 +551,7 @@ _OPS = {
     "div": _int_op(lambda a, b, bits, signed: int(a / b) if b else 0),
     "rem": _int_op(lambda a, b, bits, signed: a - int(a / b) * b if b else 0),
     "mul": _op_mul, "mad": _op_mad, "setp": _op_setp, "selp": _op_selp, "mov": _op_mov, "cvt": _op_cvt,
-    "bfe": _op_bfe, "ld": _op_ld, "st": _op_st, "cvta": _op_cvta,
+    "bfe": _op_bfe, "ld": _op_ld, "st": _op_st, "cvta": _op_cvta, "cp": _op_cp,
 }
 
 
