@@ -238,6 +238,21 @@ def test_gemm_reduce_transpose_ptx_assembles(target, arch, tmp_path):
         ptxas(k.code, arch, tmp_path)
 
 
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("m,n,k,kw", [(300, 260, 100, {}), (129, 65, 47, {}),
+                                      (64, 200, 96, {"out_dtype": "bf16", "epilogue": ("bias", "relu")})])
+def test_tensor_core_gemm_on_the_gpu(m, n, k, kw, rng):
+    cpu = tpp.gemm(m, n, k, "bf16", beta=0.0, **kw)
+    gk = tpp.cuda.load(tpp.gemm(m, n, k, "bf16", beta=0.0, target=_gpu_target(), **kw))
+    ops = cpu.descriptor.operands()
+    args = [rng.integers(-3, 4, (op.rows, op.cols) if op.rows > 1 else op.cols).astype(tpp.dtypes.to_numpy(op.dtype))
+            for op in ops]
+    want = cpu(*[a.copy() for a in args])
+    got = gk(*args[:-1], out=args[-1])
+    np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+
+
 @pytest.mark.skipif(PTXAS is None, reason="ptxas (the CUDA toolkit) is not installed")
 @pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
 def test_tensor_core_gemm_ptx(target, arch, tmp_path):
