@@ -191,6 +191,8 @@ class _Thread:
             return int(text[2:], 16)
         if text.startswith("0d"):
             return int(text[2:], 16)
+        if text.endswith("U") and (text[:-1].isdigit() or text.startswith("0x")):
+            text = text[:-1]
         if text.startswith("0x"):
             return int(text, 16) & _mask(bits)
         if re.fullmatch(r"-?\d+", text):
@@ -438,22 +440,75 @@ def _op_mov(blk, t, ins):
     t.set(dst, bits, t.value(src, bits))
 
 
+_ROUND = {"rni": np.rint, "rzi": np.trunc, "rmi": np.floor, "rpi": np.ceil}
+
+
 def _op_cvt(blk, t, ins):
     types = [p for p in ins.op if p in WIDTH]
     dst_t, src_t = types[0], types[1]
     value = t.value(ins.args[1], WIDTH[src_t])
+    mode = next((p for p in ins.op if p in ("rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi")), None)
     if src_t == "f32" and dst_t == "bf16":
-        x = f32(value)
-        t.set(ins.args[0], 16, _round_bf16(x))
+        t.set(ins.args[0], 16, _round_bf16(f32(value)))
         return
     if src_t == "bf16" and dst_t == "f32":
         t.set(ins.args[0], 32, (value & 0xFFFF) << 16)
         return
-    if src_t.startswith("f") or dst_t.startswith("f"):
-        raise NotImplementedError(ins.line)
+    if src_t in ("f32", "f64") and dst_t in ("f32", "f64"):
+        x = fload(value, src_t)
+        if mode in _ROUND:
+            x = _ROUND[mode](x)
+        t.set(ins.args[0], WIDTH[dst_t], fstore(x, dst_t))
+        return
+    if dst_t in ("f32", "f64"):                  # integer -> float, rounded to nearest
+        x = _signed(value, WIDTH[src_t]) if src_t.startswith("s") else value
+        t.set(ins.args[0], WIDTH[dst_t], fstore(np.float64(x) if dst_t == "f64" else np.float32(x), dst_t))
+        return
+    if src_t in ("f32", "f64"):                  # float -> integer, saturating, NaN -> 0
+        x = fload(value, src_t)
+        x = 0 if np.isnan(x) else _ROUND.get(mode, np.trunc)(x)
+        bits = WIDTH[dst_t]
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if dst_t.startswith("s") else (0, (1 << bits) - 1)
+        t.set(ins.args[0], bits, int(min(max(x, lo), hi)))
+        return
     if src_t.startswith("s"):
         value = _signed(value, WIDTH[src_t])
     t.set(ins.args[0], WIDTH[dst_t], value)
+
+
+def _op_prmt(blk, t, ins):
+    """prmt.b32 d, a, b, c (default mode): result byte i is byte (c >> 4i) & 7 of the
+    pool b:a (a's bytes 0-3, b's 4-7), or that byte's sign replicated if bit 3 is set."""
+    if len(ins.op) != 2:
+        raise NotImplementedError(ins.line)
+    a, b_, c = (t.value(x, 32) for x in ins.args[1:4])
+    pool = a | (b_ << 32)
+    out = 0
+    for i in range(4):
+        sel = (c >> (4 * i)) & 0xF
+        byte = (pool >> (8 * (sel & 7))) & 0xFF
+        if sel & 8:
+            byte = 0xFF if byte & 0x80 else 0
+        out |= byte << (8 * i)
+    t.set(ins.args[0], 32, out)
+
+
+def _op_shf(blk, t, ins):
+    """shf.{l,r}.{wrap,clamp}.b32 d, a, b, c: funnel shift of the 64-bit b:a."""
+    a, b_, c = (t.value(x, 32) for x in ins.args[1:4])
+    c = c & 31 if "wrap" in ins.op else min(c, 32)
+    pair = a | (b_ << 32)
+    t.set(ins.args[0], 32, (pair << c) >> 32 if ins.op[1] == "l" else pair >> c)
+
+
+def _float_unary(fn):
+    def run(blk, t, ins):
+        ty = _type(ins)
+        x = fload(t.value(ins.args[1], WIDTH[ty]), ty)
+        with np.errstate(all="ignore"):
+            y = fn(np.float64(x)) if ty == "f64" else fn(np.float32(x))
+        t.set(ins.args[0], WIDTH[ty], fstore(y, ty))
+    return run
 
 
 def _round_bf16(x) -> int:
@@ -551,7 +606,9 @@ _OPS = {
     "div": _int_op(lambda a, b, bits, signed: int(a / b) if b else 0),
     "rem": _int_op(lambda a, b, bits, signed: a - int(a / b) * b if b else 0),
     "mul": _op_mul, "mad": _op_mad, "setp": _op_setp, "selp": _op_selp, "mov": _op_mov, "cvt": _op_cvt,
-    "bfe": _op_bfe, "ld": _op_ld, "st": _op_st, "cvta": _op_cvta, "cp": _op_cp,
+    "bfe": _op_bfe, "ld": _op_ld, "st": _op_st, "cvta": _op_cvta, "cp": _op_cp, "prmt": _op_prmt, "shf": _op_shf,
+    "rcp": _float_unary(lambda x: type(x)(1) / x), "sqrt": _float_unary(np.sqrt),
+    "rsqrt": _float_unary(lambda x: type(x)(1) / np.sqrt(x)),
 }
 
 

@@ -1,7 +1,8 @@
 """GPU kernels run on the CPU through the PTX interpreter (tests/ptxsim.py), against
-numpy: the tensor-core bf16 GEMM/BRGEMM (mma.sync, ldmatrix, shared-memory staging)
-and the shared-memory SIMT GEMM for the other dtypes are checked on every machine,
-not only where a GPU is lent. The interpreter itself is
+the CPU kernels and numpy: the tensor-core bf16 GEMM/BRGEMM (mma.sync, ldmatrix,
+cp.async stages), the shared-memory SIMT GEMM for the other dtypes, and the
+elementwise, reduction and transpose kernels are checked on every machine, not
+only where a GPU is lent. The interpreter itself is
 checked to notice a kernel that reads the wrong fragment."""
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 import tpp
+from tpp.descriptors import BINARY_KINDS, UNARY_KINDS
 from tpp.kernels import gemm_mma, gemm_simt
+from tpp.kernels import reduce as reduce_k
 
 import ptxsim
 
@@ -158,3 +161,85 @@ def test_shared_memory_simt_brgemm(rng):
     offsets_b = np.arange(batch, dtype=np.int64) * k * n
     got = run(kern, [(a, k), (b, n), (c, n)], aux=[(offsets_a, batch), (offsets_b, batch)])[-1]
     np.testing.assert_array_equal(got, want)
+
+
+# ---- the rest of the catalog: grid-stride kernels, one thread per element or result ----
+ELTWISE_UNARY = sorted(k for k in UNARY_KINDS if k not in reduce_k.KINDS and k not in ("transpose", "vnni_pack"))
+
+
+def run_plain(kernel, inputs: list[np.ndarray], lds: list[int] | None = None, offset: int = 0,
+              grid: int = 1) -> list[np.ndarray]:
+    """Launch a kernel whose parameters are one (pointer, ld) pair per operand; outputs
+    are allocated here (zeros). `offset` bytes shift every buffer off its 256-byte
+    boundary (the kernels' unaligned path)."""
+    mem = ptxsim.Memory()
+    ops = kernel.descriptor.operands()
+    params, outs, it = [], [], iter(inputs)
+    for k_, op in enumerate(ops):
+        dt = tpp.dtypes.to_numpy(op.dtype)
+        ld = lds[k_] if lds else op.cols
+        x = np.zeros((op.rows, ld), dt) if op.output else next(it)
+        raw = np.zeros(x.nbytes + offset, np.uint8)
+        raw[offset:] = np.frombuffer(np.ascontiguousarray(x).tobytes(), np.uint8)
+        address = mem.alloc(raw) + offset
+        params += [address, ld]
+        if op.output:
+            outs.append((address, op, ld, dt))
+    ptxsim.launch(_ptx(kernel), mem, params, grid=grid, block=256)
+    return [mem.array(a, (op.rows, ld), dt)[:, :op.cols] for a, op, ld, dt in outs]
+
+
+@pytest.mark.parametrize("kind", ELTWISE_UNARY)
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_unary_kernels(kind, dtype, rng):
+    m, n = 3, 70
+    extra = {"out_dtype": "bf16" if dtype == "f32" else "f32"} if kind == "cast" else {}
+    try:
+        kern = tpp.unary(kind, m, n, dtype, target=TARGET, **extra)
+    except tpp.DTypeError:
+        pytest.skip(f"{kind} has no {dtype}")
+    ops = kern.descriptor.operands()
+    ins = [rng.uniform(0.1, 2.0, (op.rows, op.cols)).astype(tpp.dtypes.to_numpy(op.dtype))
+           for op in ops if not op.output]
+    want = tpp.unary(kind, m, n, dtype, **extra)(*ins)
+    want = want if isinstance(want, tuple) else (want,)
+    tol = 1e-6 if dtype == "f32" else 1e-2
+    for got, w in zip(run_plain(kern, ins), want):
+        np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(w, np.float64), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kind", sorted(BINARY_KINDS))
+@pytest.mark.parametrize("bc", ["none", "row", "col", "scalar"])
+def test_binary_kernels(kind, bc, rng):
+    m, n = 3, 45
+    kern = tpp.binary(kind, m, n, broadcast=bc, target=TARGET)
+    shapes = {"none": (m, n), "row": (1, n), "col": (m, 1), "scalar": (1, 1)}
+    a = rng.uniform(0.5, 2, (m, n)).astype(np.float32)
+    b = rng.uniform(0.5, 2, shapes[bc]).astype(np.float32)
+    want = tpp.binary(kind, m, n, broadcast=bc)(a, b.reshape({"none": (m, n), "row": (1, n), "col": (m, 1),
+                                                             "scalar": ()}[bc]))
+    np.testing.assert_array_equal(run_plain(kern, [a, b])[0], want)
+
+
+@pytest.mark.parametrize("lds,offset", [([57, 60], 0), (None, 4)])
+def test_strided_and_unaligned_elementwise(lds, offset, rng):
+    # row strides past the width (the row/column path) and buffers off 16 bytes (the
+    # scalar path) next to the vector path of the tests above
+    m, n = 4, 50
+    kern = tpp.unary("relu", m, n, target=TARGET)
+    x = rng.uniform(-1, 1, (m, lds[0] if lds else n)).astype(np.float32)
+    got = run_plain(kern, [x], lds=lds, offset=offset, grid=2)[0]
+    np.testing.assert_array_equal(got, np.maximum(x[:, :n], 0))
+
+
+@pytest.mark.parametrize("kind,axis", [("reduce_sum", 0), ("reduce_sum", 1), ("reduce_max", 1), ("reduce_min", 0)])
+def test_reductions_and_transpose(kind, axis, rng):
+    m, n = 9, 40
+    x = rng.integers(-50, 50, (m, n)).astype(np.float32)
+    argidx = kind != "reduce_sum"
+    kern = tpp.unary(kind, m, n, axis=axis, argidx=argidx, target=TARGET)
+    want = tpp.unary(kind, m, n, axis=axis, argidx=argidx)(x)
+    for got, w in zip(run_plain(kern, [x]), want if argidx else (want,)):
+        np.testing.assert_array_equal(got.reshape(np.shape(w)), w)
+    xt = run_plain(tpp.unary("transpose", m, n, "bf16", target=TARGET), [x.astype(BF16)])[0]
+    np.testing.assert_array_equal(xt, x.T.astype(BF16))
