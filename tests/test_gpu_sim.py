@@ -16,6 +16,7 @@ from tpp.kernels import gemm_mma, gemm_simt
 from tpp.kernels import reduce as reduce_k
 
 import ptxsim
+import ptxsim_isa
 
 BF16 = ml_dtypes.bfloat16
 TARGET = "nvptx-sm80"
@@ -112,18 +113,17 @@ def test_the_interpreter_notices_a_wrong_fragment(rng, monkeypatch):
     # swap the two n8 tiles an ldmatrix.x4.trans returns: the product must come out wrong
     m, n, k = 32, 32, 16
     a, b = ints(rng, (m, k)), ints(rng, (k, n))
-    original = ptxsim._ldmatrix
+    original = ptxsim_isa._ldmatrix
 
     def swapped(blk, lanes, ins):
         original(blk, lanes, ins)
         if "trans" in ins.op:
-            regs = ptxsim._vector(ins.args[0])
+            regs = ptxsim_isa._vector(ins.args[0])
             for lane in lanes:
                 r = [lane.regs.get(x, 0) for x in regs]
                 for x, val in zip(regs, r[2:] + r[:2]):
                     lane.regs[x] = val
-    monkeypatch.setattr(ptxsim, "_ldmatrix", swapped)
-    monkeypatch.setitem(ptxsim._WARP_OPS, "ldmatrix", swapped)
+    monkeypatch.setitem(ptxsim_isa.WARP_OPS, "ldmatrix", swapped)
     kern = tpp.gemm(m, n, k, "bf16", beta=0.0, target=TARGET)
     got = run(kern, [(a, k), (b, n), (np.zeros((m, n), np.float32), n)])[-1]
     assert not np.array_equal(got, a.astype(np.float64) @ b.astype(np.float64))
