@@ -2,15 +2,17 @@
 GPU kernels are checked against numpy on machines without a GPU (CI has none).
 
 It covers the instructions LLVM's NVPTX backend produces for tpp's kernels (integer
-and f32 arithmetic, compares, selects, conversions, loads and stores in the param,
-global and shared spaces, branches) and the collective ones: bar.sync (the block),
-ldmatrix and mma.sync m16n8k16 with bf16 inputs (the warp), executed as the PTX ISA
-defines their fragments; cp.async copies at once. Each thread is a generator that runs until it reaches a
-collective; when every thread the collective needs is waiting there, it runs for
-all of them at once. An instruction it does not know raises NotImplementedError, so
-a kernel that grows new instructions fails loudly rather than passing wrongly.
+and float arithmetic, compares, selects, conversions, loads and stores in the
+param, global and shared spaces, branches) and the collective ones: bar.sync (the
+block), ldmatrix and mma.sync m16n8k16 with bf16 inputs (the warp), executed as the
+PTX ISA defines their fragments; cp.async copies at once, so a missing wait goes
+unseen. Each thread is a generator that runs until it reaches a collective; when
+every thread the collective needs is waiting there, it runs for all of them at
+once. An instruction it does not know raises NotImplementedError, so a kernel that
+grows new instructions fails loudly rather than passing wrongly. The instructions'
+semantics are in ptxsim_isa.py; this file is the machine.
 
-The instructions' semantics are in ptxsim_isa.py. Memory: `Memory.alloc` hands out global buffers at fake addresses; `launch` runs a
+Memory: `Memory.alloc` hands out global buffers at fake addresses; `launch` runs a
 grid block after block (shared memory fresh per block).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ptxsim_isa import OPS, WARP_OPS, _mask
+
 
 class Memory:
     """Global memory: buffers at fake, 256-byte aligned addresses."""
