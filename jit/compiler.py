@@ -18,7 +18,7 @@ from .targets import Target
 _lock = threading.RLock()
 _initialised = False
 _machines: dict[tuple[Target, int], llvm.TargetMachine] = {}
-_engines: dict[Target, llvm.ExecutionEngine] = {}
+_engines: list[llvm.ExecutionEngine] = []
 _loaded: dict[tuple[Target, str], int] = {}     # symbols already linked, per engine
 
 
@@ -139,18 +139,29 @@ def emit_code(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
 
 
 def load_object(obj: bytes, target: Target, symbols: list[str]) -> dict[str, int]:
-    """Link object code into the target's engine; returns each symbol's address.
+    """Link object code into an engine of its own; returns each symbol's address.
     Engines live for the whole process, so returned addresses stay valid."""
     if not target.runs_on_host:
         raise RuntimeError(f"tpp: target {target.name} cannot run on this machine")
     with _lock:
         if all((target, s) in _loaded for s in symbols):   # same code linked before
             return {s: _loaded[(target, s)] for s in symbols}
-        engine = _engines.get(target)
-        if engine is None:
-            _init()
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target))
-            _engines[target] = engine
+        # An engine (and so a memory manager) per object: a manager maps code and
+        # constants in separate blocks, each placed near its own kind's last block.
+        # Once something holds large address ranges (CUDA does), a long-lived manager's
+        # code and constant blocks drift more than 2 GB apart, past the reach of the
+        # small code model's 32-bit offsets, and RuntimeDyldELF aborts the process
+        # (`isInt<32>(RealOffset)`; tests/test_jit_placement.py). A fresh manager maps
+        # an object's blocks one after the other. It costs ~0.6 ms per object (the
+        # engine compiles its own empty module once); the large code model avoids the
+        # abort too, but keeps constants in registers: 7x the spill slots in AVX2's math
+        # kernels.
+        _init()
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target))
+        # Every engine takes ownership of the one cached target machine; engines are
+        # never disposed (the code lives as long as the process), so none frees it.
+        engine._owned = True
+        _engines.append(engine)
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
         addrs = {s: engine.get_function_address(s) for s in symbols}
