@@ -18,7 +18,7 @@ from .targets import Target
 _lock = threading.RLock()
 _initialised = False
 _machines: dict[tuple[Target, int], llvm.TargetMachine] = {}
-_engines: list[llvm.ExecutionEngine] = []
+_engines: dict[Target, llvm.ExecutionEngine] = {}
 _loaded: dict[tuple[Target, str], int] = {}     # symbols already linked, per engine
 
 
@@ -40,17 +40,21 @@ def _init(target: Target | None = None) -> None:
         _all_targets = True
 
 
-def target_machine(target: Target, opt: int = 3) -> llvm.TargetMachine:
+def target_machine(target: Target, opt: int = 3, jit: bool = True) -> llvm.TargetMachine:
     """The (cached) LLVM target machine. The CPU name and full feature string are
-    always given: with cpu='generic' vector FMAs become scalar `fmaf` calls."""
-    key = (target, opt)
+    always given: with cpu='generic' vector FMAs become scalar `fmaf` calls.
+    jit: code for this process's MCJIT engine (static relocations and the target's
+    code model, Target.code_model; large+pic crashed in RuntimeDyld), else code to link
+    into libraries (position independent, the default code model)."""
+    key = (target, opt, jit)
     with _lock:
         tm = _machines.get(key)
         if tm is None:
             _init(target)
             llvm_target = llvm.Target.from_triple(target.triple)
+            reloc, model = ("static", target.code_model) if jit else ("pic", "default")
             tm = llvm_target.create_target_machine(cpu=target.cpu, features=target.features,
-                                                   opt=opt, reloc="pic", codemodel="default")
+                                                   opt=opt, reloc=reloc, codemodel=model)
             _machines[key] = tm
         return tm
 
@@ -121,9 +125,10 @@ def _codegen_flags(target: Target):
             llvm.set_option("tpp", off)
 
 
-def emit_object(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
+def emit_object(mod: llvm.ModuleRef, target: Target, opt: int = 3, jit: bool = True) -> bytes:
+    """Object code for load_object, or (jit=False) for linking into a library."""
     with _lock, _codegen_flags(target):
-        return target_machine(target, opt).emit_object(mod)
+        return target_machine(target, opt, jit).emit_object(mod)
 
 
 def emit_assembly(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> str:
@@ -139,29 +144,18 @@ def emit_code(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
 
 
 def load_object(obj: bytes, target: Target, symbols: list[str]) -> dict[str, int]:
-    """Link object code into an engine of its own; returns each symbol's address.
+    """Link object code into the target's engine; returns each symbol's address.
     Engines live for the whole process, so returned addresses stay valid."""
     if not target.runs_on_host:
         raise RuntimeError(f"tpp: target {target.name} cannot run on this machine")
     with _lock:
         if all((target, s) in _loaded for s in symbols):   # same code linked before
             return {s: _loaded[(target, s)] for s in symbols}
-        # An engine (and so a memory manager) per object: a manager maps code and
-        # constants in separate blocks, each placed near its own kind's last block.
-        # Once something holds large address ranges (CUDA does), a long-lived manager's
-        # code and constant blocks drift more than 2 GB apart, past the reach of the
-        # small code model's 32-bit offsets, and RuntimeDyldELF aborts the process
-        # (`isInt<32>(RealOffset)`; tests/test_jit_placement.py). A fresh manager maps
-        # an object's blocks one after the other. It costs ~0.6 ms per object (the
-        # engine compiles its own empty module once); the large code model avoids the
-        # abort too, but keeps constants in registers: 7x the spill slots in AVX2's math
-        # kernels.
-        _init()
-        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target))
-        # Every engine takes ownership of the one cached target machine; engines are
-        # never disposed (the code lives as long as the process), so none frees it.
-        engine._owned = True
-        _engines.append(engine)
+        engine = _engines.get(target)
+        if engine is None:
+            _init()
+            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target))
+            _engines[target] = engine
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
         addrs = {s: engine.get_function_address(s) for s in symbols}

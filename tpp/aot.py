@@ -101,7 +101,7 @@ def _object(named: list[tuple[str, object]], target: Target) -> bytes:
             merged = mod
         else:
             merged.link_in(mod)
-    return compiler.emit_object(merged, target)
+    return compiler.emit_object(merged, target, jit=False)       # position independent: linked into .so
 
 
 def _operand_doc(op) -> str:

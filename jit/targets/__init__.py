@@ -49,6 +49,13 @@ class Target:
     # Textual IR of helper functions (for what llvmlite's builder cannot write, such as
     # scalable vectors); a module that declares one gets its definition instead.
     ir_helpers: str = ""
+    # LLVM code model of code for the JIT (see compiler.target_machine). x86's default
+    # ("small") reaches an object's constants through 32-bit offsets from its code, and
+    # MCJIT maps the two in separate blocks: once large address ranges sit between them
+    # (CUDA reserves hundreds of GB), the offset overflows and RuntimeDyldELF aborts the
+    # process (`isInt<32>(RealOffset)`; tests/test_jit_placement.py). "large" addresses
+    # them with 64-bit values.
+    code_model: str = "default"
 
     def lanes(self, bits: int) -> int:
         """How many elements of `bits` width fill one vector register."""

@@ -44,7 +44,8 @@ def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
         table += (("bf16_dot.v16f32", "llvm.x86.avx512bf16.dpbf16ps.512|plain"),)   # vdpbf16ps
     if feats.get("avx512vnni"):
         table += (("u8s8_dot.v16i32", "llvm.x86.avx512.vpdpbusd.512|plain"),)       # vpdpbusd
-    return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, table, codegen_flags=NO_LSR)
+    return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, table, codegen_flags=NO_LSR,
+                  code_model="large")
 
 
 def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
@@ -52,7 +53,8 @@ def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
     table = _AVX2_INTRINSICS
     if feats.get("avxvnni"):       # VEX-encoded vpdpbusd (AVX-VNNI)
         table += (("u8s8_dot.v8i32", "llvm.x86.avx512.vpdpbusd.256|plain"),)
-    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, table, codegen_flags=NO_LSR)
+    return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, table, codegen_flags=NO_LSR,
+                  code_model="large")
 
 
 def probe_host() -> Target | None:
