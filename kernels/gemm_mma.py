@@ -45,8 +45,6 @@ WARPS_M, WARPS_N = 2, 4                # warp grid: each warp 64 x 32
 WM, WN = BM // WARPS_M, BN // WARPS_N
 MT, NT = WM // 16, WN // 8             # mma tiles per warp: 4 x 4
 A_CHUNKS, B_CHUNKS = BK // 8, BN // 8  # 16-byte chunks per shared row
-SHARED = 3                             # NVPTX address spaces
-GLOBAL = 1
 
 _V8 = ir.VectorType(I16, 8)
 _FRAG4 = ir.LiteralStructType([I32] * 4)
@@ -89,18 +87,12 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
     v = VecBuilder(b, 1, target)
 
     def sreg(reg: str) -> ir.Value:
-        return b.zext(b.call(declare(module, f"llvm.nvvm.read.ptx.sreg.{reg}", I32, []), []), I64)
+        return simt.sreg(module, b, reg)
 
-    def shared(name_: str, count: int) -> ir.GlobalVariable:
-        g = ir.GlobalVariable(module, ir.ArrayType(I16, count), f"{name}_{name_}", addrspace=SHARED)
-        g.linkage = "internal"
-        g.initializer = ir.Constant(g.type.pointee, None)
-        g.align = 16
-        return g
-
-    a_smem, b_smem = shared("a", STAGES * BM * BK), shared("b", STAGES * BK * BN)
+    a_smem = simt.shared_array(module, f"{name}_a", I16, STAGES * BM * BK)
+    b_smem = simt.shared_array(module, f"{name}_b", I16, STAGES * BK * BN)
     barrier = declare(module, "llvm.nvvm.barrier0", ir.VoidType(), [])
-    sptr, gptr = ir.PointerType(addrspace=SHARED), ir.PointerType(addrspace=GLOBAL)
+    sptr, gptr = ir.PointerType(addrspace=simt.SHARED), ir.PointerType(addrspace=simt.GLOBAL)
     ldsm = declare(module, "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16", _FRAG4, [sptr])
     ldsm_t = declare(module, "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.trans.b16", _FRAG4, [sptr])
     mma = declare(module, "llvm.nvvm.mma.m16n8k16.row.col.bf16", _ACC4, [I32] * 6 + [F32] * 4)
@@ -109,9 +101,7 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
     wait = declare(module, "llvm.nvvm.cp.async.wait.group", ir.VoidType(), [I32])
 
     def s_at(g: ir.GlobalVariable, index: ir.Value) -> ir.Value:
-        """Element `index` of a shared array, as an opaque shared pointer (llvmlite's
-        bitcast keeps a typed pointer, which stores check against the array type)."""
-        return b.inttoptr(b.ptrtoint(b.gep(g, [i64(0), index], source_etype=g.value_type), I64), sptr)
+        return simt.shared_at(b, g, index)
 
     # where chunk q of a stage's row lives (elements from the stage's start): swizzled
     def a_slot(stage, row: ir.Value, q: ir.Value) -> ir.Value:

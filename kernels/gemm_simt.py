@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..jit.loops import I64, Loop, i64
+from ..jit.loops import Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import I32, VecBuilder, declare
@@ -30,7 +30,6 @@ BM, BN, BK = 64, 64, 16
 THREADS = 256
 TY, TX = 16, 16                       # thread grid; each thread 4 x 4 outputs
 RM, RN = BM // TY, BN // TX
-SHARED = 3
 
 
 def launch_threads(m: int, n: int) -> int:
@@ -53,24 +52,16 @@ def emit(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, d
     acc_t = acc_dtype.storage               # float, double or i32
 
     def sreg(reg: str) -> ir.Value:
-        return b.zext(b.call(declare(module, f"llvm.nvvm.read.ptx.sreg.{reg}", I32, []), []), I64)
-
-    def shared(tag: str, count: int) -> ir.GlobalVariable:
-        g = ir.GlobalVariable(module, ir.ArrayType(acc_t, count), f"{name}_{tag}", addrspace=SHARED)
-        g.linkage = "internal"
-        g.initializer = ir.Constant(g.type.pointee, None)
-        g.align = 16
-        return g
+        return simt.sreg(module, b, reg)
 
     # A slice stored [row][k] and B slice [k][col], one padding element per row
     a_ld, b_ld = BK + 1, BN + 1
-    a_smem, b_smem = shared("a", BM * a_ld), shared("b", BK * b_ld)
+    a_smem = simt.shared_array(module, f"{name}_a", acc_t, BM * a_ld)
+    b_smem = simt.shared_array(module, f"{name}_b", acc_t, BK * b_ld)
     barrier = declare(module, "llvm.nvvm.barrier0", ir.VoidType(), [])
-    sptr = ir.PointerType(addrspace=SHARED)
 
     def s_at(g: ir.GlobalVariable, index: ir.Value) -> ir.Value:
-        # an opaque shared pointer (llvmlite's bitcast would keep the array's typed pointer)
-        return b.inttoptr(b.ptrtoint(b.gep(g, [i64(0), index], source_etype=g.value_type), I64), sptr)
+        return simt.shared_at(b, g, index)
 
     def widen(value: ir.Value, dt: DType) -> ir.Value:
         """A loaded element as the accumulator type (v.load already made bf16 f32)."""

@@ -37,14 +37,36 @@ def define_simt_kernel(module: ir.Module, name: str, count: int) -> tuple[ir.Fun
     return fn, ir.IRBuilder(fn.append_basic_block("entry")), pairs
 
 
+SHARED = 3                       # NVPTX address spaces
+GLOBAL = 1
+
+
+def sreg(module: ir.Module, b: ir.IRBuilder, reg: str) -> ir.Value:
+    """A special register (tid.x, ctaid.x, ...) as i64."""
+    return b.zext(b.call(declare(module, f"llvm.nvvm.read.ptx.sreg.{reg}", I32, []), []), I64)
+
+
 def thread_index(module: ir.Module, b: ir.IRBuilder) -> tuple[ir.Value, ir.Value]:
     """(global thread index, total threads in the grid) along x, as i64."""
-    regs = {}
-    for reg in SREGS:
-        f = declare(module, f"llvm.nvvm.read.ptx.sreg.{reg}", I32, [])
-        regs[reg] = b.zext(b.call(f, []), I64)
+    regs = {reg: sreg(module, b, reg) for reg in SREGS}
     first = b.add(b.mul(regs["ctaid.x"], regs["ntid.x"]), regs["tid.x"])
     return first, b.mul(regs["nctaid.x"], regs["ntid.x"])
+
+
+def shared_array(module: ir.Module, name: str, elem: ir.Type, count: int) -> ir.GlobalVariable:
+    """A block's shared-memory array of `count` elements, 16-byte aligned."""
+    g = ir.GlobalVariable(module, ir.ArrayType(elem, count), name, addrspace=SHARED)
+    g.linkage = "internal"
+    g.initializer = ir.Constant(g.type.pointee, None)
+    g.align = 16
+    return g
+
+
+def shared_at(b: ir.IRBuilder, g: ir.GlobalVariable, index: ir.Value) -> ir.Value:
+    """Element `index` of a shared array as an opaque shared pointer (llvmlite's bitcast
+    keeps the array's typed pointer, which loads and stores check against)."""
+    element = b.gep(g, [ir.Constant(I64, 0), index], source_etype=g.value_type)
+    return b.inttoptr(b.ptrtoint(element, I64), ir.PointerType(addrspace=SHARED))
 
 
 def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
