@@ -87,6 +87,12 @@ def block_vectors(target: Target, lanes: int, n: int) -> int:
     return 1 if n <= lanes else 2
 
 
+def simt_kernel(dtype: DType, trans_a: bool, trans_b: bool, b_vnni: bool):
+    """The GPU GEMM a descriptor compiles to (its module has launch_threads(m, n) and
+    THREADS): tensor cores for plain bf16, shared-memory tiles for the rest."""
+    return gemm_mma if gemm_mma.applies(dtype, trans_a, trans_b, b_vnni) else gemm_simt
+
+
 BATCH_VARIANTS = ("none", "stride", "offset", "address")
 # tpp_tensor entries a kernel of each batch variant takes (see emit_gemm)
 ARG_COUNT = {"none": 3, "stride": 4, "offset": 5, "address": 4}
@@ -111,7 +117,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
     then a constant offset from one pointer that moves with k."""
     if target.model == "simt":
-        if gemm_mma.applies(dtype, trans_a, trans_b, b_vnni):
+        if simt_kernel(dtype, trans_a, trans_b, b_vnni) is gemm_mma:
             return gemm_mma.emit(module, name, m, n, k, lda, ldb, ldc, beta, batch, stride_a or 0, stride_b or 0,
                                  out_dtype or DType.F32, epilogue, ARG_COUNT[batch], target)
         return gemm_simt.emit(module, name, target, m, n, k, dtype, B_DTYPE[dtype], ACCUMULATOR.get(dtype, dtype),

@@ -51,20 +51,6 @@ _FRAG4 = ir.LiteralStructType([I32] * 4)
 _ACC4 = ir.LiteralStructType([F32] * 4)
 
 
-def _branch_value(b: ir.IRBuilder, cond: ir.Value, then, otherwise) -> ir.Value:
-    """then() where cond holds, otherwise() elsewhere, as one value (a phi): each side
-    runs only on its branch (a load past an operand's end must not run)."""
-    with b.if_else(cond) as (yes, no):
-        with yes:
-            t_val, t_block = then(), b.block
-        with no:
-            f_val, f_block = otherwise(), b.block
-    phi = b.phi(t_val.type)
-    phi.add_incoming(t_val, t_block)
-    phi.add_incoming(f_val, f_block)
-    return phi
-
-
 def applies(dtype: DType, trans_a: bool, trans_b: bool, b_vnni: bool) -> bool:
     """Whether the tensor-core kernel takes this GEMM (else the SIMT one does)."""
     return dtype is DType.BF16 and not (trans_a or trans_b or b_vnni)
@@ -139,7 +125,7 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
                 vec = ir.Constant(_V8, None)
                 for e in range(8):
                     ok = b.and_(row_ok, b.icmp_signed("<", b.add(col, i64(e)), i64(cols)))
-                    x = _branch_value(b, ok, lambda e=e: b.load(element_ptr(b, ptr, DType.BF16, i64(e)), typ=I16),
+                    x = simt.branch_value(b, ok, lambda e=e: b.load(element_ptr(b, ptr, DType.BF16, i64(e)), typ=I16),
                                       lambda: ir.Constant(I16, 0))
                     vec = b.insert_element(vec, x, ir.Constant(I32, e))
                 st = b.store(vec, dst)

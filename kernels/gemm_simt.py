@@ -74,15 +74,7 @@ def emit(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, d
 
     def element(ptr: ir.Value, dt: DType, ok: ir.Value) -> ir.Value:
         """The element at ptr where ok holds, else zero (nothing is read outside)."""
-        with b.if_else(ok) as (yes, no):
-            with yes:
-                value, yes_block = widen(v.load(ptr, dt), dt), b.block
-            with no:
-                no_block = b.block
-        phi = b.phi(acc_t)
-        phi.add_incoming(value, yes_block)
-        phi.add_incoming(ir.Constant(acc_t, 0), no_block)
-        return phi
+        return simt.branch_value(b, ok, lambda: widen(v.load(ptr, dt), dt), lambda: ir.Constant(acc_t, 0))
 
     def a_index(i: ir.Value, kk: ir.Value) -> ir.Value:
         return b.add(b.mul(kk, i64(lda)), i) if trans_a else b.add(b.mul(i, i64(lda)), kk)
@@ -99,23 +91,20 @@ def emit(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, d
     tx, ty = b.urem(tid, i64(TX)), b.udiv(tid, i64(TX))
     tiles_n = -(-n // BN)
     # staging: element e = tid + 256 u of a slice; A as (row e / BK, k e % BK), B as (k e / BN, col e % BN)
-    per_thread = BM * BK // THREADS
+    per_thread = BM * BK // THREADS          # elements of each slice per thread (BM == BN)
 
     def stage(a_base, b_base, row0, col0, k0) -> None:
-        for u in range(per_thread):
-            e = b.add(tid, i64(u * THREADS))
-            r, q = b.udiv(e, i64(BK)), b.urem(e, i64(BK))
-            i, kk = b.add(row0, r), b.add(k0, q)
-            ok = b.and_(b.icmp_signed("<", i, i64(m)), b.icmp_signed("<", kk, i64(k)))
-            b.store(element(element_ptr(b, a_base, dtype, a_index(i, kk)), dtype, ok),
-                    s_at(a_smem, b.add(b.mul(r, i64(a_ld)), q)))
-        for u in range(per_thread):
-            e = b.add(tid, i64(u * THREADS))
-            r, q = b.udiv(e, i64(BN)), b.urem(e, i64(BN))
-            kk, j = b.add(k0, r), b.add(col0, q)
-            ok = b.and_(b.icmp_signed("<", kk, i64(k)), b.icmp_signed("<", j, i64(n)))
-            b.store(element(element_ptr(b, b_base, b_dtype, b_index(kk, j)), b_dtype, ok),
-                    s_at(b_smem, b.add(b.mul(r, i64(b_ld)), q)))
+        # (slice width, shared array and row, source, dtype, its index, slice origin, operand extent)
+        slices = ((BK, a_smem, a_ld, a_base, dtype, a_index, (row0, k0), (m, k)),
+                  (BN, b_smem, b_ld, b_base, b_dtype, b_index, (k0, col0), (k, n)))
+        for width, smem, ld, base, dt, index, (r0, c0), (rows, cols) in slices:
+            for u in range(per_thread):
+                e = b.add(tid, i64(u * THREADS))
+                r, q = b.udiv(e, i64(width)), b.urem(e, i64(width))
+                i, j = b.add(r0, r), b.add(c0, q)
+                ok = b.and_(b.icmp_signed("<", i, i64(rows)), b.icmp_signed("<", j, i64(cols)))
+                b.store(element(element_ptr(b, base, dt, index(i, j)), dt, ok),
+                        s_at(smem, b.add(b.mul(r, i64(ld)), q)))
 
     def multiply(accs: list) -> list:
         accs = list(accs)

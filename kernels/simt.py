@@ -53,6 +53,20 @@ def thread_index(module: ir.Module, b: ir.IRBuilder) -> tuple[ir.Value, ir.Value
     return first, b.mul(regs["nctaid.x"], regs["ntid.x"])
 
 
+def branch_value(b: ir.IRBuilder, cond: ir.Value, then, otherwise) -> ir.Value:
+    """then() where cond holds, otherwise() elsewhere, as one value (a phi): each side
+    runs only on its branch (a load past an operand's end must not run)."""
+    with b.if_else(cond) as (yes, no):
+        with yes:
+            t_val, t_block = then(), b.block
+        with no:
+            f_val, f_block = otherwise(), b.block
+    phi = b.phi(t_val.type)
+    phi.add_incoming(t_val, t_block)
+    phi.add_incoming(f_val, f_block)
+    return phi
+
+
 def shared_array(module: ir.Module, name: str, elem: ir.Type, count: int) -> ir.GlobalVariable:
     """A block's shared-memory array of `count` elements, 16-byte aligned."""
     g = ir.GlobalVariable(module, ir.ArrayType(elem, count), name, addrspace=SHARED)

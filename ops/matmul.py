@@ -72,17 +72,7 @@ class MatmulDesc:
     def thread_scratch_bytes(self) -> int:
         """Bytes of A each call of the compute nest copies its block rows into."""
         p = self.plan
-        if p.a_layout == "panels":
-            return p.mb * self.counts()[2] * p.kb * self.dtype.itemsize
-        if p.a_layout == "rows":
-            return p.mb * self.rows_stride() * self.dtype.itemsize
-        return 0
-
-    def rows_stride(self) -> int:
-        """Row stride of the "rows" layout: K rounded up to a cache line, plus a line, so
-        that consecutive rows start in different L1 sets."""
-        line = 64 // self.dtype.itemsize
-        return -(-self.k // line) * line + line
+        return p.mb * self.counts()[2] * p.kb * self.dtype.itemsize if p.a_layout == "panels" else 0
 
     def compute_nest(self) -> Nest:
         mbs, nbs, _ = self.counts()
@@ -104,10 +94,10 @@ class MatmulDesc:
         """`name(args, start, end)` computes output blocks, `name_pack(...)` packs;
         args = [a, b, (bias), (residual), c, packed A, packed B, status] (loopnest.py)."""
         count = len(self.operands()) + 3
-        # copy / transpose primitives, each size emitted once for both nests
-        unary = {kind: _unary_maker(module, name, target, kind, self.dtype) for kind in ("copy", "transpose")}
-        emit_nest(module, name + "_pack", self.pack_nest(), count, self._pack_body(unary["copy"]))
-        emit_nest(module, name, self.compute_nest(), count, self._compute_body(module, name, target, unary),
+        copy = _unary_maker(module, name, target, "copy", self.dtype)            # the pack nest's
+        transpose = _unary_maker(module, name, target, "transpose", self.dtype)  # the compute nest's
+        emit_nest(module, name + "_pack", self.pack_nest(), count, self._pack_body(copy))
+        emit_nest(module, name, self.compute_nest(), count, self._compute_body(module, name, target, transpose),
                   self.thread_scratch_bytes())
 
     def _pack_body(self, copy):
@@ -158,13 +148,13 @@ class MatmulDesc:
                             pieces(strip)
         return body
 
-    def _compute_body(self, module, name, target, unary):
+    def _compute_body(self, module, name, target, transpose):
         p, dt, odt = self.plan, self.dtype, self.out_dtype
         mbs, nbs, kcs = self.counts()
         m_edge, n_edge, k_edge = self.edges()
         # A's row stride and the distance between its K chunks, packed or in place
         a_ld, a_chunk = {"in_place": (self.lda, p.kb), "blocks": (p.kb, p.mb * p.kb),
-                         "panels": (p.mb, p.mb * p.kb), "rows": (self.rows_stride(), p.kb)}[p.a_layout]
+                         "panels": (p.mb, p.mb * p.kb)}[p.a_layout]
         trans_a = p.a_layout == "panels"
         kernels = {}
         for mr in {min(p.mb, self.m), m_edge}:
@@ -179,7 +169,6 @@ class MatmulDesc:
                                    target, tag + "_br")
                 kernels[(mr, nr)] = (br, primitive(module, last, target, tag + "_last"))
         steps = epilogue_inputs(self.epilogue)
-        transpose, copy = unary["transpose"], unary["copy"]
 
         def body(ctx) -> None:
             b = ctx.b
@@ -211,15 +200,6 @@ class MatmulDesc:
                             panels(m_edge)
                         with inner_r:
                             panels(min(p.mb, self.m))
-                    b.store(mb, ctx.memo)
-            elif p.a_layout == "rows":
-                a_blk = ctx.scratch
-                with b.if_then(b.icmp_signed("!=", b.load(ctx.memo, typ=I64), mb)):
-                    a_rows = at(ctx.args[0][0], dt, b.mul(i0, i64(self.lda)))
-                    with b.if_else(last_row) as (edge_r, inner_r):
-                        for flag, rows in ((edge_r, m_edge), (inner_r, min(p.mb, self.m))):
-                            with flag:
-                                ctx.call(copy(rows, self.k), [(a_rows, self.lda), (a_blk, a_ld)])
                     b.store(mb, ctx.memo)
             elif p.a_layout == "blocks":
                 a_blk = at(ap, dt, b.mul(mb, i64(kcs * p.mb * p.kb)))
@@ -281,17 +261,18 @@ def _aligned(count: int, dtype: np.dtype, alignment: int = 64) -> np.ndarray:
     return raw[start:start + count * dtype.itemsize].view(dtype)
 
 
-def _scratch_entries(desc: MatmulDesc) -> tuple[tuple[int, int], ...]:
+def _scratch_entries(desc: MatmulDesc) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
     """This thread's packed A and B buffers and status word for `desc`, as tpp_tensor
-    entries (data address, ld); kept until the thread's next call needs other sizes."""
+    entries (data address, ld), and the status word; kept until the thread's next
+    call needs other sizes."""
     cache = getattr(_scratch, "entries", None)
     if cache is None or (cache[0] is not desc and cache[0] != desc):
         sa, sb = desc.scratch_sizes()
         np_dtype = to_numpy(desc.dtype)
         arrays = (_aligned(sa, np_dtype), _aligned(sb, np_dtype), np.zeros(1, np.int64))
-        cache = (desc, arrays, tuple((cabi.data_address(x), 1) for x in arrays))
+        cache = (desc, tuple((cabi.data_address(x), 1) for x in arrays), arrays[2], arrays)
         _scratch.entries = cache
-    return cache[2]
+    return cache[1], cache[2]
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilogue=(),
@@ -306,8 +287,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     threads = threads or pool.threads()
     if out is not None and all(type(x) is np.ndarray for x in arrays):
         # the arrays' geometry validated before: only their addresses are new
-        key = (epilogue, plan, threads, current_target(), *((x.shape, x.strides, x.dtype) for x in arrays))
-        call = _validated.get(key)
+        call = _validated.get(_geometry(epilogue, plan, threads, current_target(), arrays))
         if call is not None and out.flags.writeable:
             addresses = [cabi.data_address(x) for x in arrays]
             if call.fits(addresses):
@@ -342,7 +322,7 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     if all(type(x) is np.ndarray for x in given_arrays):
         if len(_validated) >= 1024:
             _validated.clear()
-        _validated[(epilogue, plan, threads, target, *((x.shape, x.strides, x.dtype) for x in arrays))] = call
+        _validated[_geometry(epilogue, plan, threads, target, arrays)] = call
     call.run([cabi.data_address(x) for x in arrays], threads)
     return out
 
@@ -366,7 +346,7 @@ class _Call:
     def make(desc: MatmulDesc, target, ops, arrays) -> _Call:
         compute, pack = (cabi.ffi.cast(cabi.NEST, f) for f in get_functions(desc, target, ("", "_pack")))
         lds = tuple(_row_stride(x) for x in arrays)
-        spans = tuple(((op.rows - 1) * ld + op.cols) * x.itemsize for op, ld, x in zip(ops, lds, arrays))
+        spans = tuple(checks.span_bytes(op, ld, x.itemsize) for op, ld, x in zip(ops, lds, arrays))
         return _Call(desc, lds, spans, tuple(x.itemsize for x in arrays), compute, pack,
                      desc.compute_nest().parallel_extent, desc.pack_nest().parallel_extent)
 
@@ -378,8 +358,7 @@ class _Call:
                 and all(hi <= p or p + span <= lo for p, span in zip(addresses[:-1], self.spans)))
 
     def run(self, addresses: list[int], threads: int | None) -> None:
-        scratch = _scratch_entries(self.desc)
-        status = _scratch.entries[1][2]
+        scratch, status = _scratch_entries(self.desc)
         status[0] = 0
         tensors = cabi.tensors([*zip(addresses, self.lds), *scratch])
         pool.run(self.pack, tensors, self.pack_extent, threads)
@@ -389,7 +368,12 @@ class _Call:
                               "of A each thread copies its block rows into")
 
 
-_validated: dict = {}   # (epilogue, plan, threads, target, (shape, strides, dtype) per array) -> _Call
+_validated: dict = {}   # _geometry(...) -> _Call
+
+
+def _geometry(epilogue, plan, threads, target, arrays) -> tuple:
+    """What a call's validation depends on besides the arrays' addresses."""
+    return (epilogue, plan, threads, target, *((x.shape, x.strides, x.dtype) for x in arrays))
 
 
 def _row_stride(x: np.ndarray) -> int:

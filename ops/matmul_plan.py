@@ -10,7 +10,7 @@ from .. import host, pool
 from ..dispatch import current_target
 from ..jit.types import DType
 
-A_LAYOUTS = ("in_place", "blocks", "panels", "rows")
+A_LAYOUTS = ("in_place", "blocks", "panels")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class MatmulPlan:
     #       lands in L2 instead of going through memory twice. 2048 on Zen 4: 1.02-1.04x
     #       OpenBLAS packed ahead, as "blocks" 0.99-1.02x, in place 0.77x.
     #       The ("nb", "mb") order would transpose a block row per output block.
-    #   "rows": copied the same way but not transposed, into Mb x K rows whose stride
-    #       is padded by a cache line (cheaper to make than panels; 1-2% slower to use).
+    #   (Copying the rows untransposed, with a row stride padded by a cache line, was
+    #   cheaper to make but 1-2% slower to use at 2048; dropped.)
     a_layout: str = "panels"
     # rows of B per iteration of the pack nest (a divisor of kb): each row is copied
     # along its length into the Nb-wide panels. Going down 16 rows for each panel

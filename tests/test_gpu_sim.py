@@ -12,7 +12,8 @@ import pytest
 
 import tpp
 from tpp.descriptors import BINARY_KINDS, UNARY_KINDS
-from tpp.kernels import gemm_mma, gemm_simt
+from tpp.kernels import gemm as gemm_k
+from tpp.kernels import gemm_mma
 from tpp.kernels import reduce as reduce_k
 
 import ptxsim
@@ -43,7 +44,7 @@ def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | Non
     for ptr, count in aux:
         params += [mem.alloc(ptr) if isinstance(ptr, np.ndarray) else ptr, count]
     d = kernel.descriptor
-    tiled = gemm_mma if gemm_mma.applies(d.dtype, d.trans_a, d.trans_b, d.b_vnni) else gemm_simt
+    tiled = gemm_k.simt_kernel(d.dtype, d.trans_a, d.trans_b, d.b_vnni)
     blocks = grid or -(-tiled.launch_threads(d.m, d.n) // tiled.THREADS)
     ptxsim.launch(_ptx(kernel), mem, params, grid=blocks, block=tiled.THREADS)
     return [mem.array(address, x.shape, _bits(x).dtype).view(x.dtype) for address, x in where]

@@ -44,7 +44,7 @@ def test_retiling_changes_only_the_plan(plan, rng):
 
 
 @pytest.mark.parametrize("plan", [MatmulPlan(28, 32, 40, b_strip=8), MatmulPlan(14, 16, 24, a_layout="blocks"),
-                                  MatmulPlan(42, 32, 24, a_layout="rows", b_strip=3)])
+                                  MatmulPlan(42, 32, 24, a_layout="panels", b_strip=3)])
 def test_pack_strips_and_layouts_at_odd_sizes(plan, rng):
     # K = 97 leaves a short last strip of B and a short last K chunk
     a = rng.uniform(-1, 1, (45, 97)).astype(np.float32)

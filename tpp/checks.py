@@ -55,10 +55,15 @@ def as_array(what: str, op: Operand, value, dtype: np.dtype) -> np.ndarray:
     return arr
 
 
+def span_bytes(op: Operand, ld: int, itemsize: int) -> int:
+    """Bytes from an operand's first element to the end of its last, rows ld apart."""
+    return ((op.rows - 1) * ld + op.cols) * itemsize
+
+
 def _extent(op: Operand, arr: np.ndarray) -> tuple[int, int, int]:
     lo = data_address(arr)
     ld = row_stride(arr, op.cols)
-    return lo, lo + ((op.rows - 1) * ld + op.cols) * arr.itemsize, ld
+    return lo, lo + span_bytes(op, ld, arr.itemsize), ld
 
 
 def check_overlap(what: str, operands: list[Operand], arrays: list[np.ndarray], allow_alias: bool) -> None:

@@ -22,7 +22,7 @@ from . import arrayabi, dlpack
 from .dtypes import to_numpy
 from .errors import DTypeError, ShapeError, TargetError
 from .kernel import Kernel
-from .kernels import gemm_mma, gemm_simt
+from .kernels import gemm as gemm_k
 
 BLOCK = 256                       # threads per block (the tensor-core GEMM's block is built for this)
 _SM_COUNT = 16                    # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
@@ -175,7 +175,7 @@ class GpuKernel:
         desc = kernel.descriptor
         self._work = desc.m * desc.n           # threads: one per element (grid-stride kernels)
         if desc.family in ("gemm", "brgemm"):  # one block per C tile
-            tiled = gemm_mma if gemm_mma.applies(desc.dtype, desc.trans_a, desc.trans_b, desc.b_vnni) else gemm_simt
+            tiled = gemm_k.simt_kernel(desc.dtype, desc.trans_a, desc.trans_b, desc.b_vnni)
             self._work = tiled.launch_threads(desc.m, desc.n)
 
     def __repr__(self) -> str:
