@@ -4,6 +4,8 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tpp
 from tpp.ops import MatmulPlan, matmul
@@ -20,6 +22,18 @@ def test_matmul_matches_numpy(m, n, k, rng):
     b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
     got = matmul(a, b)
     assert got.shape == (m, n) and got.dtype == np.float32
+    assert np.all(np.abs(got - a.astype(np.float64) @ b) <= bound(a, b, k))
+
+
+@settings(max_examples=20)
+@given(m=st.integers(1, 260), n=st.integers(1, 200), k=st.integers(1, 300), threads=st.sampled_from([1, 2]),
+       pad=st.integers(0, 9), seed=st.integers(0, 2**32 - 1))
+def test_default_plans_at_any_size(m, n, k, threads, pad, seed):
+    # the default plan's single K chunk is K rounded up to the B strip: every K mod 8
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1, 1, (m, k + pad)).astype(np.float32)[:, :k]     # row stride k + pad
+    b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+    got = matmul(a, b, threads=threads)
     assert np.all(np.abs(got - a.astype(np.float64) @ b) <= bound(a, b, k))
 
 
