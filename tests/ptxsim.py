@@ -5,10 +5,15 @@ It covers the instructions LLVM's NVPTX backend produces for tpp's kernels (inte
 and float arithmetic, compares, selects, conversions, loads and stores in the
 param, global and shared spaces, branches) and the collective ones: bar.sync (the
 block), ldmatrix and mma.sync m16n8k16 with bf16 inputs (the warp), executed as the
-PTX ISA defines their fragments; cp.async copies at once, so a missing wait goes
-unseen. Each thread is a generator that runs until it reaches a collective; when
+PTX ISA defines their fragments; cp.async's bytes land in shared memory at the
+wait that retires their group (or, on request, at once: the two extremes a GPU
+may show, so a missing wait or a stage overwritten too early changes the result).
+Each thread is a generator that runs until it reaches a collective; when
 every thread the collective needs is waiting there, it runs for all of them at
-once. An instruction it does not know raises NotImplementedError, so a kernel that
+once. By default one warp runs ahead until a barrier stops it (a missing barrier
+changes the result); on request the warps move in lockstep, collective by
+collective.
+An instruction it does not know raises NotImplementedError, so a kernel that
 grows new instructions fails loudly rather than passing wrongly. The instructions'
 semantics are in ptxsim_isa.py; this file is the machine.
 
@@ -143,6 +148,8 @@ class _Thread:
         self.regs: dict[str, int] = {}
         self.pc = 0
         self.done = False
+        self.cp_copies: list[tuple] = []          # cp.async copies not yet committed
+        self.cp_groups: list[list[tuple]] = []    # committed groups, oldest first
 
     # ---- operands ----------------------------------------------------------------------
     def value(self, text: str, bits: int) -> int:
@@ -181,8 +188,9 @@ class _Block:
     """One thread block: its threads, shared memory and the scheduler."""
 
     def __init__(self, kernel: Kernel, memory: Memory, params: list[int], block: int, block_dim: int,
-                 grid_dim: int):
+                 grid_dim: int, cp_async_lands: str = "at_wait", schedule: str = "greedy"):
         self.kernel, self.memory = kernel, memory
+        self.cp_async_lands, self.schedule = cp_async_lands, schedule
         self.shared = {}
         self.symbols = {p: i for i, p in enumerate(kernel.params)}       # param "addresses": indexes
         self.param_values = params
@@ -221,9 +229,8 @@ class _Block:
         gens = {t.tid: self._execute(t) for t in self.threads}
         waiting: dict[int, tuple] = {}
         while gens:
-            for tid in list(gens):
-                if tid in waiting:
-                    continue
+            runnable = self._runnable(gens, waiting)
+            for tid in runnable:
                 try:
                     waiting[tid] = next(gens[tid])
                 except StopIteration:
@@ -231,10 +238,20 @@ class _Block:
             if not gens:
                 break
             released = self._collectives(waiting, gens)
-            if not released:
+            if not released and not runnable:
                 raise RuntimeError(f"deadlock: threads wait at {sorted(set(w[1] for w in waiting.values()))}")
             for tid in released:
                 del waiting[tid]
+
+    def _runnable(self, gens: dict, waiting: dict) -> list[int]:
+        """The threads that run to their next collective in this round: all of them
+        ("lockstep"), or only the lowest warp that can move ("greedy": one warp runs
+        ahead until a barrier stops it, so shared data used without one is wrong)."""
+        ready = [tid for tid in gens if tid not in waiting]
+        if self.schedule == "lockstep" or not ready:
+            return ready
+        first = min(tid // 32 for tid in ready)
+        return [tid for tid in ready if tid // 32 == first]
 
     def _collectives(self, waiting: dict, live: dict) -> list[int]:
         released = []
@@ -276,10 +293,15 @@ class _Block:
                 handler(self, t, ins)
 
 
-def launch(ptx: str, memory: Memory, params: list[int], grid: int, block: int) -> None:
-    """Run the kernel in `ptx` on a 1-D grid (blocks one after another)."""
+def launch(ptx: str, memory: Memory, params: list[int], grid: int, block: int,
+           cp_async_lands: str = "at_wait", schedule: str = "greedy") -> None:
+    """Run the kernel in `ptx` on a 1-D grid (blocks one after another). cp_async_lands:
+    "at_wait" or "at_issue" (see ptxsim_isa._op_cp); schedule: "lockstep" or "greedy"
+    (see _Block._runnable)."""
+    if cp_async_lands not in ("at_wait", "at_issue") or schedule not in ("lockstep", "greedy"):
+        raise ValueError(f"cp_async_lands {cp_async_lands!r}, schedule {schedule!r}")
     kernel = parse(ptx)
     if len(params) != len(kernel.params):
         raise TypeError(f"{kernel.name} takes {len(kernel.params)} parameters, got {len(params)}")
     for blk in range(grid):
-        _Block(kernel, memory, params, blk, block, grid).run()
+        _Block(kernel, memory, params, blk, block, grid, cp_async_lands, schedule).run()

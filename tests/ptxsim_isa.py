@@ -309,20 +309,41 @@ def _op_st(blk, t, ins):
 
 
 def _op_cp(blk, t, ins):
-    """cp.async: the copy happens at once (so the interpreter cannot see a missing
-    wait); src-size bytes are copied and the rest of cp-size zero-filled. The group
-    instructions have nothing left to do."""
+    """cp.async: the source is read at the copy; src-size bytes are copied and the rest
+    of cp-size zero-filled. Where the bytes land in shared memory depends on
+    blk.cp_async_lands: "at_wait" (the default) holds them until the wait_group or
+    wait_all that retires their group, the latest the PTX ISA allows, so a read before
+    the wait sees the stage's old contents; "at_issue" writes them at once, the
+    earliest, so a copy into a stage other warps still read overwrites it. A copy to
+    bytes that an unwaited copy of the same thread also writes raises: the two may
+    land in either order."""
     if ins.op[:2] != ["cp", "async"]:
         raise NotImplementedError(ins.line)
-    if ins.op[2] in ("commit_group", "wait_group", "wait_all"):
+    kind = ins.op[2]
+    if kind in ("commit_group", "wait_all"):
+        t.cp_groups.append(t.cp_copies)
+        t.cp_copies = []
+    if kind in ("wait_group", "wait_all"):
+        keep = t.value(ins.args[0], 32) if kind == "wait_group" else 0
+        while len(t.cp_groups) > keep:
+            for copy in t.cp_groups.pop(0):
+                blk.store("shared", *copy)
+    if kind in ("commit_group", "wait_group", "wait_all"):
         return
     if "shared" not in ins.op or "global" not in ins.op:
         raise NotImplementedError(ins.line)
     dst, src = t.address(ins.args[0]), t.address(ins.args[1])
     size = int(ins.args[2])
     given = t.value(ins.args[3], 32) if len(ins.args) > 3 else size
-    data = blk.load("global", src, given) if given else 0
-    blk.store("shared", dst, size, data)
+    copy = (dst, size, blk.load("global", src, given) if given else 0)
+    for pending in [*t.cp_copies, *(c for group in t.cp_groups for c in group)]:
+        if pending[0] < dst + size and dst < pending[0] + pending[1]:
+            # two copies in flight to the same bytes may land in either order
+            raise RuntimeError(f"cp.async to shared {dst:#x} while an unwaited copy writes there: {ins.line}")
+    if blk.cp_async_lands == "at_issue":
+        blk.store("shared", *copy)
+    else:
+        t.cp_copies.append(copy)
 
 
 def _op_cvta(blk, t, ins):

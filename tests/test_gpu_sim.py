@@ -3,8 +3,11 @@ the CPU kernels and numpy: the tensor-core bf16 GEMM/BRGEMM (mma.sync, ldmatrix,
 cp.async stages), the shared-memory SIMT GEMM for the other dtypes, and the
 elementwise, reduction and transpose kernels are checked on every machine, not
 only where a GPU is lent. The interpreter itself is
-checked to notice a kernel that reads the wrong fragment."""
+checked to notice a kernel that reads the wrong fragment or leaves out a wait or a
+barrier of its cp.async stage ring."""
 from __future__ import annotations
+
+import re
 
 import ml_dtypes
 import numpy as np
@@ -31,10 +34,12 @@ def _bits(x: np.ndarray) -> np.ndarray:
     return x.view(np.uint16) if x.dtype == BF16 else x
 
 
-def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | None = None) -> list[np.ndarray]:
-    """Launch `kernel` (an NVPTX GEMM/BRGEMM) on the interpreter with (array, ld) operands
-    in the kernel's order and BRGEMM's (pointer or array, count) entries; returns the
-    arrays as the kernel left them."""
+def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | None = None, ptx: str | None = None,
+        **schedule) -> list[np.ndarray]:
+    """Launch `kernel` (an NVPTX GEMM/BRGEMM; or `ptx` in its place) on the interpreter
+    with (array, ld) operands in the kernel's order and BRGEMM's (pointer or array,
+    count) entries, `schedule` passed to ptxsim.launch; returns the arrays as the
+    kernel left them."""
     mem = ptxsim.Memory()
     params, where = [], []
     for x, ld in arrays:
@@ -46,7 +51,7 @@ def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | Non
     d = kernel.descriptor
     tiled = gemm_k.simt_kernel(d.dtype, d.trans_a, d.trans_b, d.b_vnni)
     blocks = grid or -(-tiled.launch_threads(d.m, d.n) // tiled.THREADS)
-    ptxsim.launch(_ptx(kernel), mem, params, grid=blocks, block=tiled.THREADS)
+    ptxsim.launch(ptx or _ptx(kernel), mem, params, grid=blocks, block=tiled.THREADS, **schedule)
     return [mem.array(address, x.shape, _bits(x).dtype).view(x.dtype) for address, x in where]
 
 
@@ -108,6 +113,47 @@ def test_tensor_core_brgemm(variant, rng):
                       block=gemm_mma.THREADS)
         got = mem.array(pc, (m, n), np.float32)
     np.testing.assert_array_equal(got, want)
+
+
+# The orders a GPU may run the stage ring in: cp.async's bytes landing at the wait
+# that retires them or at once, the warps in lockstep or one running ahead to each
+# barrier (ptxsim.launch).
+SCHEDULES = [{"cp_async_lands": "at_wait", "schedule": "lockstep"},
+             {"cp_async_lands": "at_issue", "schedule": "greedy"},
+             {"cp_async_lands": "at_wait", "schedule": "greedy"}]
+
+
+def ring_case(rng):
+    """A BRGEMM whose K loop wraps the ring (4 slices through 3 stages) twice over,
+    on a tile every warp has a share of (rows past 64, columns past 96)."""
+    m, n, k, batch = 72, 100, 100, 2
+    kern = tpp.brgemm(m, n, k, "bf16", variant="stride", beta=0.0, target=TARGET)
+    a, b = ints(rng, (batch, m, k)), ints(rng, (batch, k, n))
+    want = sum(a[i].astype(np.float64) @ b[i].astype(np.float64) for i in range(batch))
+    return kern, [(a, k), (b, n), (np.zeros((m, n), np.float32), n)], [(0, batch)], want
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: "-".join(s.values()))
+def test_the_stage_ring_under_every_schedule(schedule, rng):
+    kern, arrays, aux, want = ring_case(rng)
+    np.testing.assert_array_equal(run(kern, arrays, aux, **schedule)[-1], want)
+
+
+def test_the_interpreter_notices_each_missing_wait_or_barrier(rng):
+    # drop one synchronisation of the K loop at a time: the late-landing, greedy
+    # schedule must give a wrong product or see two copies in flight to one stage
+    kern, arrays, aux, want = ring_case(rng)
+    ptx = _ptx(kern)
+    syncs = list(re.finditer(r"(cp\.async\.wait_group|bar\.sync)[^;]*;", ptx))
+    assert len(syncs) >= 3
+    for sync in syncs:
+        broken = ptx[:sync.start()] + ptx[sync.end():]
+        try:
+            got = run(kern, arrays, aux, ptx=broken, **SCHEDULES[2])[-1]
+        except RuntimeError as error:
+            assert "unwaited copy" in str(error)
+        else:
+            assert not np.array_equal(got, want), f"the ring works without {sync.group(0)!r}"
 
 
 def test_the_interpreter_notices_a_wrong_fragment(rng, monkeypatch):
