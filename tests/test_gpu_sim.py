@@ -34,8 +34,8 @@ def _bits(x: np.ndarray) -> np.ndarray:
     return x.view(np.uint16) if x.dtype == BF16 else x
 
 
-def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | None = None, ptx: str | None = None,
-        **schedule) -> list[np.ndarray]:
+def run(kernel, arrays: list[np.ndarray], aux: list[tuple] = (), grid: int | None = None,
+        ptx: str | None = None, **schedule) -> list[np.ndarray]:
     """Launch `kernel` (an NVPTX GEMM/BRGEMM; or `ptx` in its place) on the interpreter
     with (array, ld) operands in the kernel's order and BRGEMM's (pointer or array,
     count) entries, `schedule` passed to ptxsim.launch; returns the arrays as the
