@@ -26,13 +26,16 @@ from .. import cabi, checks, pool
 from ..descriptors import BrgemmDesc, GemmDesc, UnaryDesc
 from ..dispatch import current_target, get_functions
 from ..dtypes import parse as parse_dtype, to_numpy
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError
 from ..jit.loops import I64, Loop as IRLoop, i64
 from ..jit.types import DType
 from ..kernels.epilogue import epilogue_inputs, epilogue_operands
 from ..kernels.operands import Operand
 from ..loopnest import Loop, Nest, emit_nest, primitive
 from .matmul_plan import MatmulPlan, default_plan
+
+
+DTYPES = (DType.F32, DType.F64, DType.BF16)
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     epilogue = (epilogue,) if isinstance(epilogue, str) else tuple(epilogue)
     given = {"bias": bias, "residual": residual}
     arrays = [a, b, *(given.get(step) for step in epilogue_inputs(epilogue)), out]
-    threads = threads or pool.threads()
+    if threads is None:
+        threads = pool.threads()
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"tpp.ops.matmul: threads must be a positive int or None, got {threads!r}")
     if out is not None and all(type(x) is np.ndarray for x in arrays):
         # the arrays' geometry validated before: only their addresses are new
         call = _validated.get(_geometry(epilogue, plan, threads, current_target(), arrays))
@@ -309,6 +315,9 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     if min(m, n, k) == 0:
         raise ShapeError(f"{what}: empty operands {a.shape} @ {b.shape}")
     dtype = parse_dtype(a.dtype, "a.dtype")
+    if dtype not in DTYPES:
+        raise DTypeError(f"{what}: dtype {a.dtype} is not supported (supported: "
+                         f"{', '.join(str(to_numpy(d)) for d in DTYPES)}; bf16 gives float32)")
     if out is None:
         out = np.empty((m, n), to_numpy(DType.F32 if dtype is DType.BF16 else dtype))
     desc = MatmulDesc(m, n, k, dtype, _row_stride(a), _row_stride(b), _row_stride(out), epilogue,

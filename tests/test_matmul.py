@@ -131,6 +131,16 @@ def test_other_dtypes(rng):
     np.testing.assert_allclose(got, ab.astype(np.float64) @ bb.astype(np.float64), rtol=1e-5, atol=1e-4)
 
 
+def test_bad_dtypes_and_thread_counts(rng):
+    a = rng.uniform(-1, 1, (20, 30)).astype(np.float32)
+    b = rng.uniform(-1, 1, (30, 10)).astype(np.float32)
+    with pytest.raises(tpp.DTypeError, match="tpp.ops.matmul: dtype int32 is not supported"):
+        matmul(a.astype(np.int32), b.astype(np.int32))
+    for threads in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            matmul(a, b, threads=threads)
+
+
 def test_bad_input(rng):
     a = rng.uniform(-1, 1, (4, 5)).astype(np.float32)
     with pytest.raises(tpp.ShapeError, match="inner dimensions differ"):
