@@ -66,6 +66,7 @@ def default_plan(dtype: DType, m: int, n: int, k: int, lda: int, threads: int) -
 # 1.75 -> 1.90, 1.80 -> 1.87); one thread going down B's columns re-reads all of A per
 # panel, which at 2048 (16 MB) ran at 0.84x OpenBLAS.
 SPLIT_COLUMNS_MAX_A = 4 << 20
+BLOCK_ROW_BYTES = 2048          # the longest row of a packed A block
 
 
 @functools.lru_cache(maxsize=256)
@@ -110,9 +111,15 @@ def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: 
     # One K chunk where A's layout does not depend on Kb: each block is then a single
     # GEMM, not a BRGEMM over the first chunks plus a GEMM that reloads C for the last
     # (1024 on Zen 4: 1.055 -> 1.077x OpenBLAS, interleaved; 2048 unchanged). "blocks"
-    # keeps Kb 512: it is their row stride (2 KB of f32 fits the L1 sets).
+    # has Kb for its row stride: one chunk while that is at most 2 KB (bf16 1024^2: 198
+    # -> 207-212 GF/s), else 2 KB (a 4 KB stride puts a tile's rows on one L1 set: bf16
+    # 2048^2 with Kb 2048 ran at 154 GF/s, with 512 or 1024 at 198-207).
     # The single chunk's Kb is K rounded up to the B strip of 8 rows (a chunk past K is
     # never read: its block rows are padding).
     strip = 8
-    kb = -(-k // strip) * strip if layout in ("in_place", "panels") else 512
+    one_chunk = -(-k // strip) * strip
+    if layout == "blocks" and one_chunk * dtype.itemsize > BLOCK_ROW_BYTES:
+        kb = BLOCK_ROW_BYTES // dtype.itemsize
+    else:
+        kb = one_chunk
     return MatmulPlan(mb=mb, nb=nb, kb=kb, order=order, a_layout=layout, b_strip=strip)

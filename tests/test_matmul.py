@@ -131,6 +131,27 @@ def test_other_dtypes(rng):
     np.testing.assert_allclose(got, ab.astype(np.float64) @ bb.astype(np.float64), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("m,n,k,threads", [(1, 1, 1, 1), (37, 70, 37, 1), (130, 33, 1100, 2), (60, 95, 1030, 1),
+                                           (240, 64, 2050, 2)])
+def test_bf16_packs_b_in_pairs_at_any_depth(m, n, k, threads, rng):
+    # small integers: every product and sum is exact in the f32 accumulators. Odd K
+    # pads the last pair; K past 1024 makes 2 KB K chunks with a short last one.
+    a = rng.integers(-3, 4, (m, k)).astype(ml_dtypes.bfloat16)
+    b = rng.integers(-3, 4, (k, n)).astype(ml_dtypes.bfloat16)
+    got = matmul(a, b, threads=threads)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, a.astype(np.float64) @ b.astype(np.float64))
+
+
+def test_bf16_plans_pack_whole_pairs(rng):
+    a = rng.integers(-3, 4, (45, 97)).astype(ml_dtypes.bfloat16)
+    b = rng.integers(-3, 4, (97, 75)).astype(ml_dtypes.bfloat16)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_array_equal(matmul(a, b, plan=MatmulPlan(28, 32, 40, a_layout="blocks", b_strip=8)), want)
+    with pytest.raises(ValueError, match="b_strip must be a multiple of 2"):
+        matmul(a, b, plan=MatmulPlan(42, 32, 24, a_layout="blocks", b_strip=3))
+
+
 def test_bad_dtypes_and_thread_counts(rng):
     a = rng.uniform(-1, 1, (20, 30)).astype(np.float32)
     b = rng.uniform(-1, 1, (30, 10)).astype(np.float32)
