@@ -134,6 +134,9 @@ def _matmul(sub, common) -> None:
                    help="comma-separated N or MxNxK (default 512,1024,2048)")
     p.add_argument("--threads", type=_list(int, "thread count"), default=[1, 2],
                    help="comma-separated thread counts (default 1,2; the speed-up is over the first if 1)")
+    p.add_argument("--dtype", choices=matmul_suite.DTYPES, default="f32",
+                   help="f32, f64, or bf16 (C f32; numpy, which has no bf16 BLAS, multiplies float32 "
+                        "copies of the same values) (default f32)")
 
 
 def _capi(sub, common) -> None:
@@ -275,11 +278,14 @@ def main(argv: list[str] | None = None) -> int:
                 info["peak"] = info["peaks"][0]
             if args.command == "matmul":
                 info["threads"] = ",".join(map(str, plan[1]))
+                info["dtype"] = plan[2]
                 info["blas_threads"] = "same as tpp's"
                 info["topology"] = matmul_suite.describe_topology(matmul_suite.topology())
                 info["legend"] = ("tpp = tpp.ops.matmul(a, b, out=c, threads=T), np = np.matmul(a, b, out=c) on T "
                                   "BLAS threads, interleaved; tpp/np = median of per-repetition ratios (> 1: tpp "
-                                  "faster); speed-up = median of tpp's 1-thread time / its T-thread time")
+                                  "faster); speed-up = median of tpp's 1-thread time / its T-thread time"
+                                  + ("; bf16: numpy multiplies float32 copies of the bf16 a, b (no bf16 BLAS)"
+                                     if plan[2] == "bf16" else ""))
             if not args.json:
                 print(report.header(info, opts), flush=True)
             rows = _all_rows(args, plan, opts) if args.command else _rows(args, plan, opts)
@@ -321,7 +327,7 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
             p.error("--threads must be >= 1")
         if args.cpu is not None:
             p.error("matmul runs several threads and is not pinned; --cpu does not apply")
-        return args.sizes, args.threads
+        return args.sizes, args.threads, args.dtype
     return _family_plan(p, args)
 
 

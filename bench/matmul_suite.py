@@ -36,14 +36,16 @@ import numpy as np
 import tpp.ops
 
 import tpp
+from tpp.dtypes import parse as parse_dtype
+from tpp.dtypes import to_numpy
 
 from . import blas, peak, timing
 from .gemm_suite import ALIGN, aligned_empty
 
 QUICK_SIZES = (512, 1024, 2048)
+DTYPES = ("f32", "f64", "bf16")
 SETTLE = 0.2            # seconds after a multi-thread numpy repetition (see above)
 TOPOLOGY_TRIALS = 7     # the 2-CPU FMA scaling varies (1.2x-2.1x seen within a minute on the VM)
-_EPS = float(np.finfo(np.float32).eps)
 
 
 def _read(path: str) -> str | None:
@@ -124,20 +126,25 @@ def _settled(fn):
     return run
 
 
-def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0) -> list[dict]:
-    """Rows for one size: tpp.ops.matmul and np.matmul at each thread count, interleaved."""
+def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0, dtype: str = "f32") -> list[dict]:
+    """Rows for one size: tpp.ops.matmul and np.matmul at each thread count, interleaved.
+    bf16: tpp multiplies the bf16 arrays (C f32), numpy float32 copies of them (it has
+    no bf16 BLAS; the copies are made once, untimed)."""
     thread_counts = list(dict.fromkeys(thread_counts))
     rng = np.random.default_rng(seed)
-    a, b = aligned_empty((m, k), np.float32), aligned_empty((k, n), np.float32)
+    in_type = to_numpy(parse_dtype(dtype))
+    out_type = np.float64 if dtype == "f64" else np.float32
+    a, b = aligned_empty((m, k), in_type), aligned_empty((k, n), in_type)
     a[...] = rng.uniform(-1, 1, a.shape)
     b[...] = rng.uniform(-1, 1, b.shape)
+    a_np, b_np = (a, b) if in_type == out_type else (a.astype(out_type), b.astype(out_type))
     runs, prepare, outs = {}, {}, {}
     one_blas = blas.setter(1)
     for t in thread_counts:
-        c_tpp, c_np = outs[f"tpp_t{t}"], outs[f"np_t{t}"] = (aligned_empty((m, n), np.float32),
-                                                               aligned_empty((m, n), np.float32))
+        c_tpp, c_np = outs[f"tpp_t{t}"], outs[f"np_t{t}"] = (aligned_empty((m, n), out_type),
+                                                               aligned_empty((m, n), out_type))
         runs[f"tpp_t{t}"] = timing.loop(lambda c=c_tpp, t=t: tpp.ops.matmul(a, b, out=c, threads=t))
-        runs[f"np_t{t}"] = timing.loop(lambda c=c_np: np.matmul(a, b, out=c))
+        runs[f"np_t{t}"] = timing.loop(lambda c=c_np: np.matmul(a_np, b_np, out=c))
         prepare[f"tpp_t{t}"], prepare[f"np_t{t}"] = one_blas, blas.setter(t)
     order = list(runs)
     for name, before in zip(order, order[-1:] + order[:-1]):     # cyclic: repetitions go round
@@ -146,7 +153,7 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0) -> list
     for c in outs.values():
         c.fill(np.nan)
     head = {"suite": "matmul", "op": "matmul", "m": m, "n": n, "k": k, "shape": f"{m}x{n}x{k}",
-            "dtype": "f32", "flops": 2 * m * n * k, "align_bytes": ALIGN}
+            "dtype": dtype, "flops": 2 * m * n * k, "align_bytes": ALIGN}
     try:
         counts, per_op = timing.sample_many(runs, **opts.timing(), prepare=prepare)
     except tpp.TppError as exc:
@@ -156,7 +163,7 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0) -> list
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     ref, scale = a64 @ b64, np.abs(a64) @ np.abs(b64) + np.finfo(np.float64).tiny
     errors = {name: float(np.max(np.abs(c - ref) / scale)) for name, c in outs.items()}
-    tol = k * _EPS
+    tol = k * float(np.finfo(out_type).eps)       # bf16: both sides add in f32
     rows = []
     for t in thread_counts:
         st = {x: timing.stats_of(per_op[f"{x}_t{t}"], counts[f"{x}_t{t}"]) for x in ("tpp", "np")}
@@ -165,7 +172,8 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0) -> list
         for x, key in (("tpp", "tpp"), ("np", "numpy")):
             row[key] = {**st[x].as_dict(), "ms_per_call": st[x].median * 1e3,
                         "gflops": row["flops"] / st[x].median / 1e9}
-        row["numpy"]["expr"] = f"np.matmul(a, b, out=c)  [BLAS threads {t}]"
+        copies = "" if a_np is a else f" on {np.dtype(out_type).name} copies of the {dtype} a, b"
+        row["numpy"]["expr"] = f"np.matmul(a, b, out=c){copies}  [BLAS threads {t}]"
         ratios = [tn / tt for tn, tt in zip(per_op[f"np_t{t}"], per_op[f"tpp_t{t}"])]
         row["ratio"], row["ratio_min"], row["ratio_max"] = statistics.median(ratios), min(ratios), max(ratios)
         base = thread_counts[0]
@@ -179,5 +187,5 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0) -> list
     return rows
 
 
-def sizes_rows(sizes, thread_counts, opts) -> list[dict]:
-    return [row for m, n, k in sizes for row in run_case(m, n, k, thread_counts, opts)]
+def sizes_rows(sizes, thread_counts, dtype, opts) -> list[dict]:
+    return [row for m, n, k in sizes for row in run_case(m, n, k, thread_counts, opts, dtype=dtype)]

@@ -250,6 +250,14 @@ def test_matmul_rows_and_table(capsys):
         cli.main(["matmul", "--cpu", "0"])
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "f64"])
+def test_matmul_other_dtypes(dtype, capsys):
+    rows = _run(capsys, ["matmul", "--sizes", "40x30x20", "--threads", "1", "--dtype", dtype, *FAST])
+    (r,) = rows
+    assert r["dtype"] == dtype and r["result_ok"] and r["baseline_agrees"], r["max_rel_err"]
+    assert ("float32 copies" in r["numpy"]["expr"]) == (dtype == "bf16")
+
+
 def test_topology_facts():
     from tpp.bench import matmul_suite
     info = matmul_suite.topology(measure=False)
