@@ -300,6 +300,7 @@ def _scratch_entries(desc: MatmulDesc) -> tuple[tuple[tuple[int, int], ...], np.
         arrays = (_aligned(sa, np_dtype), _aligned(sb, np_dtype), np.zeros(1, np.int64))
         cache = (desc, tuple((cabi.data_address(x), 1) for x in arrays), arrays[2], arrays)
         _scratch.entries = cache
+        _scratch.last = None          # its argument table pointed into the old buffers
     return cache[1], cache[2]
 
 
@@ -321,6 +322,12 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
         call = _validated.get(_geometry(epilogue, plan, threads, current_target(), arrays))
         if call is not None and out.flags.writeable:
             addresses = [cabi.data_address(x) for x in arrays]
+            last = getattr(_scratch, "last", None)
+            if last is not None and last[0] is call and last[1] == addresses:
+                # this thread's last call, with the same arrays: its argument table
+                # stands (at 512^3 this path had cost ~50-70 us with cold caches)
+                call.launch(last[2], last[3], threads)
+                return out
             if call.fits(addresses):
                 call.run(addresses, threads)
                 return out
@@ -392,9 +399,15 @@ class _Call:
                 and all(hi <= p or p + span <= lo for p, span in zip(addresses[:-1], self.spans)))
 
     def run(self, addresses: list[int], threads: int | None) -> None:
+        """Pack and compute for operands at these addresses; remembered as this
+        thread's last call (the table points into its scratch buffers)."""
         scratch, status = _scratch_entries(self.desc)
-        status[0] = 0
         tensors = cabi.tensors([*zip(addresses, self.lds), *scratch])
+        _scratch.last = (self, addresses, tensors, status)
+        self.launch(tensors, status, threads)
+
+    def launch(self, tensors, status: np.ndarray, threads: int | None) -> None:
+        status[0] = 0
         pool.run(self.pack, tensors, self.pack_extent, threads)
         pool.run(self.compute, tensors, self.compute_extent, threads)
         if status[0]:

@@ -88,6 +88,23 @@ def test_a_remembered_geometry_still_checks_each_call(rng):
     np.testing.assert_allclose(matmul(a, b, out=np.empty((6, 6), np.float32)), a @ b, rtol=1e-5, atol=1e-6)
 
 
+def test_repeated_calls_reuse_only_the_argument_table(rng):
+    # the same arrays again take the remembered table; new contents, other shapes in
+    # between and a read-only out are still seen
+    a = rng.uniform(-1, 1, (70, 90)).astype(np.float32)
+    b = rng.uniform(-1, 1, (90, 40)).astype(np.float32)
+    out = np.empty((70, 40), np.float32)
+    for _ in range(2):
+        np.testing.assert_allclose(matmul(a, b, out=out), a @ b, rtol=1e-5, atol=1e-5)
+        a *= -2
+    other = rng.uniform(-1, 1, (30, 20)).astype(np.float32)
+    np.testing.assert_allclose(matmul(other, other.T.copy()), other @ other.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(matmul(a, b, out=out), a @ b, rtol=1e-5, atol=1e-5)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        matmul(a, b, out=out)
+
+
 def test_no_memory_for_a_panels_raises(run_python):
     # each thread's A panels are malloc'ed by the compute nest: a failure must become
     # MemoryError, not a crash (the packed B, 64 MB, still fits under the limit)
