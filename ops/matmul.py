@@ -52,6 +52,11 @@ class MatmulDesc:
     plan: MatmulPlan = MatmulPlan()
     kind = "matmul"
 
+    def __post_init__(self) -> None:
+        if self.plan.b_strip % self.b_group:
+            raise ValueError(f"tpp.ops.matmul: {self.dtype.value} packs B in groups of {self.b_group} rows, "
+                             f"so MatmulPlan.b_strip must be a multiple of {self.b_group}, got {self.plan.b_strip}")
+
     @property
     def out_dtype(self) -> DType:
         return DType.F32 if self.dtype is DType.BF16 else self.dtype
@@ -66,11 +71,6 @@ class MatmulDesc:
         mbs, nbs, kcs = self.counts()
         p = self.plan
         return self.m - (mbs - 1) * p.mb, self.n - (nbs - 1) * p.nb, self.k - (kcs - 1) * p.kb
-
-    def __post_init__(self) -> None:
-        if self.plan.b_strip % self.b_group:
-            raise ValueError(f"tpp.ops.matmul: {self.dtype.value} packs B in groups of {self.b_group} rows, "
-                             f"so MatmulPlan.b_strip must be a multiple of {self.b_group}, got {self.plan.b_strip}")
 
     @property
     def b_group(self) -> int:
