@@ -344,12 +344,12 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     (m, k), (k2, n) = a.shape, b.shape
     if k != k2:
         raise ShapeError(f"{what}: inner dimensions differ: a is {a.shape}, b is {b.shape}")
-    if min(m, n, k) == 0:
-        raise ShapeError(f"{what}: empty operands {a.shape} @ {b.shape}")
     dtype = parse_dtype(a.dtype, "a.dtype")
     if dtype not in DTYPES:
         raise DTypeError(f"{what}: dtype {a.dtype} is not supported (supported: "
                          f"{', '.join(str(to_numpy(d)) for d in DTYPES)}; bf16 gives float32)")
+    if min(m, n, k) == 0:
+        return _empty(a, b, out, epilogue, given, plan, threads, dtype)
     if out is None:
         out = np.empty((m, n), to_numpy(DType.F32 if dtype is DType.BF16 else dtype))
     desc = MatmulDesc(m, n, k, dtype, _row_stride(a), _row_stride(b), _row_stride(out), epilogue,
@@ -365,6 +365,24 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
             _validated.clear()
         _validated[_geometry(epilogue, plan, threads, target, arrays)] = call
     call.run([cabi.data_address(x) for x in arrays], threads)
+    return out
+
+
+def _empty(a, b, out, epilogue, given, plan, threads, dtype: DType) -> np.ndarray:
+    """np.matmul's answers where a dimension is 0: an empty C for M or N = 0; for K = 0
+    the epilogue of a zero product, which the kernels compute on a 1-deep one."""
+    what = "tpp.ops.matmul"
+    (m, k), n = a.shape, b.shape[1]
+    if b.dtype != a.dtype:
+        raise DTypeError(f"{what}: argument 'b' must have dtype {a.dtype}, got {b.dtype}")
+    if k == 0 and m and n:
+        return _checked(np.zeros((m, 1), a.dtype), np.zeros((1, n), b.dtype), out, epilogue, given, plan, threads)
+    out_type = to_numpy(DType.F32 if dtype is DType.BF16 else dtype)
+    if out is None:
+        return np.empty((m, n), out_type)
+    if not isinstance(out, np.ndarray) or out.shape != (m, n) or out.dtype != out_type:
+        raise ShapeError(f"{what}: out must be a ({m}, {n}) {np.dtype(out_type)} array, got "
+                         f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
     return out
 
 

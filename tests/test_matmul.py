@@ -169,6 +169,22 @@ def test_bf16_plans_pack_whole_pairs(rng):
         matmul(a, b, plan=MatmulPlan(42, 32, 24, a_layout="blocks", b_strip=3))
 
 
+def test_empty_dimensions_give_numpys_answers(rng):
+    a = rng.uniform(-1, 1, (7, 0)).astype(np.float32)
+    b = rng.uniform(-1, 1, (0, 5)).astype(np.float32)
+    bias = rng.uniform(-1, 1, 5).astype(np.float32)
+    np.testing.assert_array_equal(matmul(a, b), np.zeros((7, 5), np.float32))      # K = 0: zeros
+    got = matmul(a, b, epilogue=("bias", "relu"), bias=bias)                       # ... then the epilogue
+    np.testing.assert_array_equal(got, np.broadcast_to(np.maximum(bias, 0), (7, 5)))
+    assert matmul(np.zeros((0, 4), np.float32), np.zeros((4, 3), np.float32)).shape == (0, 3)
+    out = np.zeros((6, 0))
+    assert matmul(np.zeros((6, 4)), np.zeros((4, 0)), out=out) is out
+    with pytest.raises(tpp.ShapeError, match=r"out must be a \(6, 0\) float64"):
+        matmul(np.zeros((6, 4)), np.zeros((4, 0)), out=np.zeros((6, 1)))
+    with pytest.raises(tpp.DTypeError, match="'b' must have dtype float32"):
+        matmul(a, b.astype(np.float64))
+
+
 def test_bad_dtypes_and_thread_counts(rng):
     a = rng.uniform(-1, 1, (20, 30)).astype(np.float32)
     b = rng.uniform(-1, 1, (30, 10)).astype(np.float32)
