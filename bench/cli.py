@@ -137,6 +137,8 @@ def _matmul(sub, common) -> None:
     p.add_argument("--dtype", choices=matmul_suite.DTYPES, default="f32",
                    help="f32, f64, or bf16 (C f32; numpy, which has no bf16 BLAS, multiplies float32 "
                         "copies of the same values) (default f32)")
+    p.add_argument("--trans-a", action="store_true", help="a is the .T view of a C-order k x m array")
+    p.add_argument("--trans-b", action="store_true", help="b is the .T view of a C-order n x k array (x @ w.T)")
 
 
 def _capi(sub, common) -> None:
@@ -327,7 +329,7 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
             p.error("--threads must be >= 1")
         if args.cpu is not None:
             p.error("matmul runs several threads and is not pinned; --cpu does not apply")
-        return args.sizes, args.threads, args.dtype
+        return args.sizes, args.threads, args.dtype, args.trans_a, args.trans_b
     return _family_plan(p, args)
 
 

@@ -126,17 +126,21 @@ def _settled(fn):
     return run
 
 
-def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0, dtype: str = "f32") -> list[dict]:
+def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0, dtype: str = "f32",
+             trans_a: bool = False, trans_b: bool = False) -> list[dict]:
     """Rows for one size: tpp.ops.matmul and np.matmul at each thread count, interleaved.
     bf16: tpp multiplies the bf16 arrays (C f32), numpy float32 copies of them (it has
-    no bf16 BLAS; the copies are made once, untimed)."""
+    no bf16 BLAS; the copies are made once, untimed). trans_a / trans_b: both sides get
+    a / b as the .T views of C-order (k x m) / (n x k) arrays."""
     thread_counts = list(dict.fromkeys(thread_counts))
     rng = np.random.default_rng(seed)
     in_type = to_numpy(parse_dtype(dtype))
     out_type = np.float64 if dtype == "f64" else np.float32
-    a, b = aligned_empty((m, k), in_type), aligned_empty((k, n), in_type)
+    a = aligned_empty((k, m), in_type).T if trans_a else aligned_empty((m, k), in_type)
+    b = aligned_empty((n, k), in_type).T if trans_b else aligned_empty((k, n), in_type)
     a[...] = rng.uniform(-1, 1, a.shape)
     b[...] = rng.uniform(-1, 1, b.shape)
+    # astype keeps each view's order (K: the copies are stored like the originals)
     a_np, b_np = (a, b) if in_type == out_type else (a.astype(out_type), b.astype(out_type))
     runs, prepare, outs = {}, {}, {}
     one_blas = blas.setter(1)
@@ -153,7 +157,8 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0, dtype: 
     for c in outs.values():
         c.fill(np.nan)
     head = {"suite": "matmul", "op": "matmul", "m": m, "n": n, "k": k, "shape": f"{m}x{n}x{k}",
-            "dtype": dtype, "flops": 2 * m * n * k, "align_bytes": ALIGN}
+            "dtype": dtype, "flops": 2 * m * n * k, "align_bytes": ALIGN,
+            "layout": f"{'A^T' if trans_a else 'A'} {'B^T' if trans_b else 'B'}"}
     try:
         counts, per_op = timing.sample_many(runs, **opts.timing(), prepare=prepare)
     except tpp.TppError as exc:
@@ -173,7 +178,8 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0, dtype: 
             row[key] = {**st[x].as_dict(), "ms_per_call": st[x].median * 1e3,
                         "gflops": row["flops"] / st[x].median / 1e9}
         copies = "" if a_np is a else f" on {np.dtype(out_type).name} copies of the {dtype} a, b"
-        row["numpy"]["expr"] = f"np.matmul(a, b, out=c){copies}  [BLAS threads {t}]"
+        views = "".join(f", {x} = {x}t.T" for x, flag in (("a", trans_a), ("b", trans_b)) if flag)
+        row["numpy"]["expr"] = f"np.matmul(a, b, out=c){copies}{views}  [BLAS threads {t}]"
         ratios = [tn / tt for tn, tt in zip(per_op[f"np_t{t}"], per_op[f"tpp_t{t}"])]
         row["ratio"], row["ratio_min"], row["ratio_max"] = statistics.median(ratios), min(ratios), max(ratios)
         base = thread_counts[0]
@@ -187,5 +193,6 @@ def run_case(m: int, n: int, k: int, thread_counts, opts, seed: int = 0, dtype: 
     return rows
 
 
-def sizes_rows(sizes, thread_counts, dtype, opts) -> list[dict]:
-    return [row for m, n, k in sizes for row in run_case(m, n, k, thread_counts, opts, dtype=dtype)]
+def sizes_rows(sizes, thread_counts, dtype, trans_a, trans_b, opts) -> list[dict]:
+    return [row for m, n, k in sizes
+            for row in run_case(m, n, k, thread_counts, opts, dtype=dtype, trans_a=trans_a, trans_b=trans_b)]

@@ -177,6 +177,7 @@ _MATMUL_COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
     ("op", lambda r: r["op"], False),
     ("M", lambda r: str(r["m"]), True), ("N", lambda r: str(r["n"]), True), ("K", lambda r: str(r["k"]), True),
     ("dtype", lambda r: r["dtype"], False),
+    ("layout", lambda r: r["layout"], False),
     ("threads", lambda r: str(r["threads"]), True),
     ("tpp GF/s", lambda r: _f(_get(r, "tpp", "gflops")), True),
     ("tpp ms", lambda r: _f(_get(r, "tpp", "ms_per_call"), "{:.2f}"), True),

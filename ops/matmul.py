@@ -4,14 +4,17 @@ Two loop nests, compiled into one module:
   pack:    B is copied, block by block, into Kb x Nb blocks (row stride Nb), each
            block contiguous: a block's rows are whole vector loads, and a large row
            stride would map them onto the same cache sets (matmul at 2048 ran at
-           35 GF/s unpacked). With a_layout="blocks" A is copied too (Mb x Kb blocks).
+           35 GF/s unpacked); for bf16 the blocks are VNNI-2 packed, and a B given
+           as B^T is transposed strip by strip into them. With a_layout="blocks" A
+           is copied too (Mb x Kb blocks).
   compute: over Mb x Nb output blocks (the parallel loop): one BRGEMM (stride
            variant) over the full K chunks and one GEMM for the last chunk, which
            carries the epilogue. Edge blocks (remainders of M, N and K) use kernels
            compiled for their sizes, chosen per block at run time. With the default
            a_layout="panels" each thread transposes the Mb x K rows of A it is about
            to use into its own buffer (Kb x Mb panels), once per block row: the
-           panels stay in L2 for the whole row of output blocks.
+           panels stay in L2 for the whole row of output blocks. An A given as A^T
+           is already that layout: read in place.
 The worker pool runs the pack nest, then the compute nest, each split across
 TPP_NUM_THREADS threads.
 """
@@ -21,6 +24,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from llvmlite import ir
 
 from .. import cabi, checks, pool
 from ..descriptors import BrgemmDesc, GemmDesc, UnaryDesc
@@ -50,6 +54,8 @@ class MatmulDesc:
     ldc: int
     epilogue: tuple[str, ...] = ()
     plan: MatmulPlan = MatmulPlan()
+    trans_a: bool = False       # A given as A^T (k x m, row stride lda), e.g. x.T of a C-order x
+    trans_b: bool = False       # B given as B^T (n x k, row stride ldb), e.g. w.T
     kind = "matmul"
 
     def __post_init__(self) -> None:
@@ -107,7 +113,9 @@ class MatmulDesc:
         return Nest((Loop("blk", a_blocks + -(-self.k // self.plan.b_strip)),), parallel=1)
 
     def operands(self) -> list[Operand]:
-        return [Operand("a", self.dtype, self.m, self.k), Operand("b", self.dtype, self.k, self.n),
+        a_shape = (self.k, self.m) if self.trans_a else (self.m, self.k)
+        b_shape = (self.n, self.k) if self.trans_b else (self.k, self.n)
+        return [Operand("a", self.dtype, *a_shape), Operand("b", self.dtype, *b_shape),
                 *epilogue_operands(self.epilogue, self.m, self.n, self.out_dtype),
                 Operand("c", self.out_dtype, self.m, self.n, output=True)]
 
@@ -116,14 +124,19 @@ class MatmulDesc:
         """`name(args, start, end)` computes output blocks, `name_pack(...)` packs;
         args = [a, b, (bias), (residual), c, packed A, packed B, status] (loopnest.py)."""
         count = len(self.operands()) + 3
-        copy = _unary_maker(module, name, target, "copy", self.dtype)            # the pack nest's
-        transpose = _unary_maker(module, name, target, "transpose", self.dtype)  # the compute nest's
+        copy = _unary_maker(module, name, target, "copy", self.dtype)
+        transpose = _unary_maker(module, name, target, "transpose", self.dtype)
         b_pack = copy if self.b_group == 1 else _unary_maker(module, name, target, "vnni_pack", self.dtype)
-        emit_nest(module, name + "_pack", self.pack_nest(), count, self._pack_body(copy, b_pack))
-        emit_nest(module, name, self.compute_nest(), count, self._compute_body(module, name, target, transpose),
-                  self.thread_scratch_bytes())
+        emit_nest(module, name + "_pack", self.pack_nest(), count, self._pack_body(copy, transpose, b_pack))
+        emit_nest(module, name, self.compute_nest(), count,
+                  self._compute_body(module, name, target, copy, transpose), self.thread_scratch_bytes())
 
-    def _pack_body(self, copy, b_pack):
+    def a_at(self, b, a, i, kk):
+        """Address of A[i, kk], as stored (A or A^T)."""
+        row, col = (kk, i) if self.trans_a else (i, kk)
+        return b.gep(a, [b.add(b.mul(row, i64(self.lda)), col)], source_etype=self.dtype.storage)
+
+    def _pack_body(self, copy, transpose, b_pack):
         p, dt = self.plan, self.dtype
         b_ld, b_chunk = self.b_chunk()
         mbs, nbs, kcs = self.counts()
@@ -140,28 +153,48 @@ class MatmulDesc:
             def at(ptr, index):
                 return b.gep(ptr, [index], source_etype=dt.storage)
 
+            b_rows = None
+            if self.trans_b and b_pack is not copy:
+                # a strip of B, rows as they are, on its way from B^T to the VNNI panels
+                with b.goto_block(b.function.entry_basic_block):
+                    slot = b.alloca(ir.ArrayType(dt.storage, strip * p.nb))
+                    slot.align = 64
+                b_rows = b.bitcast(slot, b.function.args[0].type)
+
             a_blocks = mbs * kcs if p.a_ahead else 0
             with b.if_else(b.icmp_signed("<", blk, i64(a_blocks))) as (pack_a, pack_b):
                 with pack_a:
                     mb, kc = b.sdiv(blk, i64(kcs)), b.srem(blk, i64(kcs))
-                    src = at(a, b.add(b.mul(b.mul(mb, i64(p.mb)), i64(self.lda)), b.mul(kc, i64(p.kb))))
+                    src = self.a_at(b, a, b.mul(mb, i64(p.mb)), b.mul(kc, i64(p.kb)))
                     dst = at(ap, b.mul(blk, i64(p.mb * p.kb)))
+
+                    def block(r: int, c: int) -> None:     # r x c of A from A, or c x r of A^T
+                        make = transpose(c, r) if self.trans_a else copy(r, c)
+                        ctx.call(make, [(src, self.lda), (dst, p.kb)])
                     _by_edges(b, b.icmp_signed("==", mb, i64(mbs - 1)), b.icmp_signed("==", kc, i64(kcs - 1)),
-                         (p.mb, p.kb), (m_edge, k_edge),
-                         lambda r, c: ctx.call(copy(r, c), [(src, self.lda), (dst, p.kb)]))
+                              (p.mb, p.kb), (m_edge, k_edge), block)
                 with pack_b:
                     # rows [r0, r0 + strip) of B, one Nb-wide piece after another into
                     # the Kb x Nb block of each panel (a strip never crosses a K chunk;
                     # it starts a VNNI group: the strip is a multiple of the group)
                     r0 = b.mul(b.sub(blk, i64(a_blocks)), i64(strip))
                     kc, row_in = b.sdiv(r0, i64(p.kb)), b.srem(r0, i64(p.kb))
-                    src = at(bb, b.mul(r0, i64(self.ldb)))
+                    # B[r, j] is at r ldb + j, or (B^T) at j ldb + r
+                    row_step, col_step = (1, self.ldb) if self.trans_b else (self.ldb, 1)
+                    src = at(bb, b.mul(r0, i64(row_step)))
                     dst = at(bp, b.add(b.mul(kc, i64(b_chunk)), b.mul(b.sdiv(row_in, i64(self.b_group)), i64(b_ld))))
 
                     def pieces(rows: int) -> None:
                         def piece(nb, cols: int) -> None:
-                            ctx.call(b_pack(rows, cols), [(at(src, b.mul(nb, i64(p.nb))), self.ldb),
-                                                          (at(dst, b.mul(nb, i64(kcs * b_chunk))), b_ld)])
+                            given = (at(src, b.mul(nb, i64(p.nb * col_step))), self.ldb)
+                            out = (at(dst, b.mul(nb, i64(kcs * b_chunk))), b_ld)
+                            if not self.trans_b:
+                                ctx.call(b_pack(rows, cols), [given, out])
+                            elif b_pack is copy:
+                                ctx.call(transpose(cols, rows), [given, out])
+                            else:       # B^T's cols x rows block, transposed, then VNNI packed
+                                ctx.call(transpose(cols, rows), [given, (b_rows, p.nb)])
+                                ctx.call(b_pack(rows, cols), [(b_rows, p.nb), out])
                         with IRLoop(b, 0, nbs - 1, name="nb") as nb:
                             piece(nb.i, p.nb)
                         piece(i64(nbs - 1), n_edge)
@@ -173,14 +206,15 @@ class MatmulDesc:
                             pieces(strip)
         return body
 
-    def _compute_body(self, module, name, target, transpose):
+    def _compute_body(self, module, name, target, copy, transpose):
         p, dt, odt = self.plan, self.dtype, self.out_dtype
         mbs, nbs, kcs = self.counts()
         m_edge, n_edge, k_edge = self.edges()
         # A's row stride and the distance between its K chunks, packed or in place
-        a_ld, a_chunk = {"in_place": (self.lda, p.kb), "blocks": (p.kb, p.mb * p.kb),
-                         "panels": (p.mb, p.mb * p.kb)}[p.a_layout]
-        trans_a = p.a_layout == "panels"
+        a_ld, a_chunk = {"in_place": (self.lda, p.kb * (self.lda if self.trans_a else 1)),
+                         "blocks": (p.kb, p.mb * p.kb), "panels": (p.mb, p.mb * p.kb)}[p.a_layout]
+        # the GEMMs read A^T where it is the panels, or the given A^T in place
+        trans_a = p.a_layout == "panels" or (p.a_layout == "in_place" and self.trans_a)
         b_ld, b_chunk = self.b_chunk()
         vnni = self.b_group > 1
         kernels = {}
@@ -213,11 +247,11 @@ class MatmulDesc:
             if p.a_layout == "panels":
                 a_blk = ctx.scratch
                 with b.if_then(b.icmp_signed("!=", b.load(ctx.memo, typ=I64), mb)):
-                    a_rows = at(ctx.args[0][0], dt, b.mul(i0, i64(self.lda)))
-
                     def chunk(rows: int, cols: int, kc) -> None:
-                        ctx.call(transpose(rows, cols), [(at(a_rows, dt, b.mul(kc, i64(p.kb))), self.lda),
-                                                         (at(a_blk, dt, b.mul(kc, i64(a_chunk))), p.mb)])
+                        # rows x cols of A from A (transposed), or cols x rows of A^T (copied)
+                        make = copy(cols, rows) if self.trans_a else transpose(rows, cols)
+                        ctx.call(make, [(self.a_at(b, ctx.args[0][0], i0, b.mul(kc, i64(p.kb))), self.lda),
+                                        (at(a_blk, dt, b.mul(kc, i64(a_chunk))), p.mb)])
 
                     def panels(rows: int) -> None:
                         with IRLoop(b, 0, kcs - 1, name="kc") as kc:
@@ -232,7 +266,7 @@ class MatmulDesc:
             elif p.a_layout == "blocks":
                 a_blk = at(ap, dt, b.mul(mb, i64(kcs * p.mb * p.kb)))
             else:
-                a_blk = at(ctx.args[0][0], dt, b.mul(i0, i64(self.lda)))
+                a_blk = self.a_at(b, ctx.args[0][0], i0, i64(0))
             b_blk = at(bp, dt, b.mul(nb, i64(kcs * b_chunk)))
             c_blk = at(c, odt, b.add(b.mul(i0, i64(self.ldc)), j0))
 
@@ -309,7 +343,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
            plan: MatmulPlan | None = None, threads: int | None = None) -> np.ndarray:
     """C = A @ B for 2-D arrays of any sizes (f32, f64; bf16 inputs give f32), with an
     optional fused epilogue, e.g. matmul(a, b, epilogue=("bias", "relu"), bias=b0).
-    Runs on TPP_NUM_THREADS threads (or `threads`)."""
+    a and b may be row-major views or transposed ones (x.T, w.T: stored by columns),
+    read as they are stored. Runs on TPP_NUM_THREADS threads (or `threads`)."""
     epilogue = (epilogue,) if isinstance(epilogue, str) else tuple(epilogue)
     given = {"bias": bias, "residual": residual}
     arrays = [a, b, *(given.get(step) for step in epilogue_inputs(epilogue)), out]
@@ -352,18 +387,24 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
         return _empty(a, b, out, epilogue, given, plan, threads, dtype)
     if out is None:
         out = np.empty((m, n), to_numpy(DType.F32 if dtype is DType.BF16 else dtype))
-    desc = MatmulDesc(m, n, k, dtype, _row_stride(a), _row_stride(b), _row_stride(out), epilogue,
-                      plan or default_plan(dtype, m, n, k, _row_stride(a), threads))
+    trans_a, trans_b = _by_columns(a), _by_columns(b)
+    stored_a, stored_b = a.T if trans_a else a, b.T if trans_b else b
+    desc = MatmulDesc(m, n, k, dtype, _row_stride(stored_a), _row_stride(stored_b), _row_stride(out), epilogue,
+                      plan or default_plan(dtype, m, n, k, _row_stride(stored_a), threads, trans_a, trans_b),
+                      trans_a, trans_b)
     target = current_target()
     ops = desc.operands()
     given_arrays = [a, b, *(given[step] for step in epilogue_inputs(epilogue)), out]
-    arrays = [checks.as_array(what, op, x, to_numpy(op.dtype)) for op, x in zip(ops, given_arrays)]
+    arrays = [checks.as_array(what, op, x, to_numpy(op.dtype))
+              for op, x in zip(ops, [stored_a, stored_b, *given_arrays[2:]])]
     checks.check_overlap(what, ops, arrays, False)
     call = _Call.make(desc, target, ops, arrays)
     if all(type(x) is np.ndarray for x in given_arrays):
+        # as_array made no copies (the arrays are the given ones or their .T views): a
+        # later call on arrays of the same geometry takes this one
         if len(_validated) >= 1024:
             _validated.clear()
-        _validated[_geometry(epilogue, plan, threads, target, arrays)] = call
+        _validated[_geometry(epilogue, plan, threads, target, given_arrays)] = call
     call.run([cabi.data_address(x) for x in arrays], threads)
     return out
 
@@ -439,6 +480,15 @@ _validated: dict = {}   # _geometry(...) -> _Call
 def _geometry(epilogue, plan, threads, target, arrays) -> tuple:
     """What a call's validation depends on besides the arrays' addresses."""
     return (epilogue, plan, threads, target, *((x.shape, x.strides, x.dtype) for x in arrays))
+
+
+def _by_columns(x: np.ndarray) -> bool:
+    """Whether x is stored column by column (x.T is row-major: w.T of a C-order w, or a
+    Fortran-order array): then matmul reads x.T, transposed. Rows of one element are
+    row-major whatever their stride."""
+    rows, cols = x.shape
+    return (cols > 1 and x.strides[1] != x.itemsize and x.strides[1] > 0
+            and (rows == 1 or x.strides[0] == x.itemsize))
 
 
 def _row_stride(x: np.ndarray) -> int:

@@ -57,8 +57,11 @@ class MatmulPlan:
         return self.a_layout == "blocks"
 
 
-def default_plan(dtype: DType, m: int, n: int, k: int, lda: int, threads: int) -> MatmulPlan:
-    return _plan_for(current_target(), host.l1d(), dtype, m, n, k, lda, threads)
+def default_plan(dtype: DType, m: int, n: int, k: int, lda: int, threads: int, trans_a: bool = False,
+                 trans_b: bool = False) -> MatmulPlan:
+    """trans_a / trans_b: the operand is stored transposed (A^T, B^T row-major, lda / ldb
+    their row strides)."""
+    return _plan_for(current_target(), host.l1d(), dtype, m, n, k, lda, threads, trans_a, trans_b)
 
 
 # With several threads and A up to this size, the threads split B's columns instead of
@@ -71,7 +74,7 @@ BLOCK_ROW_BYTES = 2048          # the longest row of a packed A block
 
 @functools.lru_cache(maxsize=256)
 def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: int, lda: int,
-              threads: int) -> MatmulPlan:
+              threads: int, trans_a: bool, trans_b: bool) -> MatmulPlan:
     lanes = target.lanes(32)                             # f32 accumulators (bf16 computes in f32)
     rows = min(16, (target.vector_registers - 3) // 2)   # the GEMM microkernel's MR for 2 vectors
     if dtype is DType.F64:
@@ -82,7 +85,11 @@ def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: 
     # place vs 1.035x as panels); at a 4 or 8 KB stride they would share one set (1024,
     # 2048: 0.87x, 0.78x in place) and A goes into blocks (row stride Kb, 2 KB) ahead, or,
     # when the threads split the rows, into per-thread panels. bf16's dot kernels
-    # broadcast k-pairs of one A row, contiguous in A but not in A^T: blocks.
+    # broadcast k-pairs of one A row, contiguous in A but not in A^T: blocks. An A stored
+    # transposed (A^T) is the panels' layout already, but read in place its K rows, lda
+    # apart, alias the same way (1024 / 2048 on Zen 4: 1.06 / 1.03-1.06x numpy in place,
+    # 1.09-1.10 / 1.06-1.07x copied into panels; 512 the same either way), so the same
+    # rule decides; its panels are copies of A^T's rows.
     in_place = dtype is not DType.BF16 and l1d.most_lines_in_one_set(rows, lda * dtype.itemsize) < l1d.ways
     if threads > 1 and m * k * dtype.itemsize <= SPLIT_COLUMNS_MAX_A:
         order = ("nb", "mb")
@@ -116,7 +123,9 @@ def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: 
     # 2048^2 with Kb 2048 ran at 154 GF/s, with 512 or 1024 at 198-207).
     # The single chunk's Kb is K rounded up to the B strip of 8 rows (a chunk past K is
     # never read: its block rows are padding).
-    strip = 8
+    # A transposed B is packed by transposing strips of its columns: 16 of them read a
+    # whole cache line of each B^T row.
+    strip = 16 if trans_b else 8
     one_chunk = -(-k // strip) * strip
     if layout == "blocks" and one_chunk * dtype.itemsize > BLOCK_ROW_BYTES:
         kb = BLOCK_ROW_BYTES // dtype.itemsize

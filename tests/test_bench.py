@@ -258,6 +258,12 @@ def test_matmul_other_dtypes(dtype, capsys):
     assert ("float32 copies" in r["numpy"]["expr"]) == (dtype == "bf16")
 
 
+def test_matmul_transposed_views(capsys):
+    (r,) = _run(capsys, ["matmul", "--sizes", "40x30x20", "--threads", "1", "--trans-a", "--trans-b", *FAST])
+    assert r["layout"] == "A^T B^T" and r["result_ok"] and r["baseline_agrees"], r["max_rel_err"]
+    assert "a = at.T, b = bt.T" in r["numpy"]["expr"]
+
+
 def test_topology_facts():
     from tpp.bench import matmul_suite
     info = matmul_suite.topology(measure=False)

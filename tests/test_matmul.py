@@ -169,6 +169,45 @@ def test_bf16_plans_pack_whole_pairs(rng):
         matmul(a, b, plan=MatmulPlan(42, 32, 24, a_layout="blocks", b_strip=3))
 
 
+@settings(max_examples=25)
+@given(m=st.integers(1, 150), n=st.integers(1, 120), k=st.integers(1, 140), trans_a=st.booleans(),
+       trans_b=st.booleans(), dtype=st.sampled_from(["f32", "f64", "bf16"]), threads=st.sampled_from([1, 2]),
+       pad=st.integers(0, 5), seed=st.integers(0, 2**32 - 1))
+def test_transposed_views_are_read_as_stored(m, n, k, trans_a, trans_b, dtype, threads, pad, seed):
+    # x.T / w.T of C-order arrays (the Linear layer's x @ w.T), with padded row strides:
+    # read in place or packed by transposing, never copied by numpy first. Small
+    # integers: every dtype's product is exact.
+    rng = np.random.default_rng(seed)
+    np_type = {"f32": np.float32, "f64": np.float64, "bf16": ml_dtypes.bfloat16}[dtype]
+    a = rng.integers(-3, 4, (m, k)).astype(np_type)
+    b = rng.integers(-3, 4, (k, n)).astype(np_type)
+
+    def stored(x, transposed):
+        if not transposed:
+            return x
+        held = np.zeros((x.shape[1], x.shape[0] + pad), np_type)[:, :x.shape[0]]
+        held[...] = x.T
+        return held.T
+    got = matmul(stored(a, trans_a), stored(b, trans_b), threads=threads)
+    np.testing.assert_array_equal(got, a.astype(np.float64) @ b.astype(np.float64))
+
+
+@pytest.mark.parametrize("plan", [MatmulPlan(28, 32, 40, a_layout="panels", b_strip=8),
+                                  MatmulPlan(14, 16, 24, a_layout="blocks", b_strip=8),
+                                  MatmulPlan(56, 64, 128, ("nb", "mb"), a_layout="in_place", b_strip=16),
+                                  MatmulPlan(42, 32, 24, a_layout="in_place", b_strip=8)])
+def test_transposed_views_under_every_layout(plan, rng):
+    a = rng.uniform(-1, 1, (97, 45)).astype(np.float32).T         # 45 x 97, stored by columns
+    b = rng.uniform(-1, 1, (75, 97)).astype(np.float32).T         # 97 x 75
+    assert np.all(np.abs(matmul(a, b, plan=plan) - a.astype(np.float64) @ b) <= bound(a, b, 97))
+
+
+def test_operands_strided_both_ways_are_refused(rng):
+    a = rng.uniform(-1, 1, (40, 60)).astype(np.float32)
+    with pytest.raises(tpp.ShapeError, match="unit element stride"):
+        matmul(a[::2, ::2], a[:30, :10])
+
+
 def test_empty_dimensions_give_numpys_answers(rng):
     a = rng.uniform(-1, 1, (7, 0)).astype(np.float32)
     b = rng.uniform(-1, 1, (0, 5)).astype(np.float32)
