@@ -14,7 +14,8 @@ Two loop nests, compiled into one module:
            a_layout="panels" each thread transposes the Mb x K rows of A it is about
            to use into its own buffer (Kb x Mb panels), once per block row: the
            panels stay in L2 for the whole row of output blocks. An A given as A^T
-           is already that layout: read in place.
+           is that layout already: its rows are copied into the panels, or read in
+           place where their stride does not alias in the cache sets.
 The worker pool runs the pack nest, then the compute nest, each split across
 TPP_NUM_THREADS threads.
 """
@@ -33,6 +34,7 @@ from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import DTypeError, ShapeError
 from ..jit.loops import I64, Loop as IRLoop, i64
 from ..jit.types import DType
+from ..jit.vec import PTR
 from ..kernels.epilogue import epilogue_inputs, epilogue_operands
 from ..kernels import vnni as vnni_k
 from ..kernels.operands import Operand
@@ -159,7 +161,7 @@ class MatmulDesc:
                 with b.goto_block(b.function.entry_basic_block):
                     slot = b.alloca(ir.ArrayType(dt.storage, strip * p.nb))
                     slot.align = 64
-                b_rows = b.bitcast(slot, b.function.args[0].type)
+                    b_rows = b.inttoptr(b.ptrtoint(slot, I64), PTR)
 
             a_blocks = mbs * kcs if p.a_ahead else 0
             with b.if_else(b.icmp_signed("<", blk, i64(a_blocks))) as (pack_a, pack_b):
