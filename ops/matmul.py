@@ -45,6 +45,11 @@ from .matmul_plan import MatmulPlan, default_plan
 DTYPES = (DType.F32, DType.F64, DType.BF16)
 
 
+def c_dtype(dtype: DType) -> DType:
+    """C's dtype for inputs of `dtype`: bf16 products are accumulated and kept in f32."""
+    return DType.F32 if dtype is DType.BF16 else dtype
+
+
 @dataclass(frozen=True)
 class MatmulDesc:
     m: int
@@ -67,7 +72,7 @@ class MatmulDesc:
 
     @property
     def out_dtype(self) -> DType:
-        return DType.F32 if self.dtype is DType.BF16 else self.dtype
+        return c_dtype(self.dtype)
 
     def counts(self) -> tuple[int, int, int]:
         """(M blocks, N blocks, K chunks)."""
@@ -156,7 +161,7 @@ class MatmulDesc:
                 return b.gep(ptr, [index], source_etype=dt.storage)
 
             b_rows = None
-            if self.trans_b and b_pack is not copy:
+            if self.trans_b and self.b_group > 1:
                 # a strip of B, rows as they are, on its way from B^T to the VNNI panels
                 with b.goto_block(b.function.entry_basic_block):
                     slot = b.alloca(ir.ArrayType(dt.storage, strip * p.nb))
@@ -192,7 +197,7 @@ class MatmulDesc:
                             out = (at(dst, b.mul(nb, i64(kcs * b_chunk))), b_ld)
                             if not self.trans_b:
                                 ctx.call(b_pack(rows, cols), [given, out])
-                            elif b_pack is copy:
+                            elif self.b_group == 1:
                                 ctx.call(transpose(cols, rows), [given, out])
                             else:       # B^T's cols x rows block, transposed, then VNNI packed
                                 ctx.call(transpose(cols, rows), [given, (b_rows, p.nb)])
@@ -388,7 +393,7 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     if min(m, n, k) == 0:
         return _empty(a, b, out, epilogue, given, plan, threads, dtype)
     if out is None:
-        out = np.empty((m, n), to_numpy(DType.F32 if dtype is DType.BF16 else dtype))
+        out = np.empty((m, n), to_numpy(c_dtype(dtype)))
     trans_a, trans_b = _by_columns(a), _by_columns(b)
     stored_a, stored_b = a.T if trans_a else a, b.T if trans_b else b
     desc = MatmulDesc(m, n, k, dtype, _row_stride(stored_a), _row_stride(stored_b), _row_stride(out), epilogue,
@@ -420,7 +425,7 @@ def _empty(a, b, out, epilogue, given, plan, threads, dtype: DType) -> np.ndarra
         raise DTypeError(f"{what}: argument 'b' must have dtype {a.dtype}, got {b.dtype}")
     if k == 0 and m and n:
         return _checked(np.zeros((m, 1), a.dtype), np.zeros((1, n), b.dtype), out, epilogue, given, plan, threads)
-    out_type = to_numpy(DType.F32 if dtype is DType.BF16 else dtype)
+    out_type = to_numpy(c_dtype(dtype))
     if out is None:
         return np.empty((m, n), out_type)
     if not isinstance(out, np.ndarray) or out.shape != (m, n) or out.dtype != out_type:
