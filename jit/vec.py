@@ -76,6 +76,11 @@ def f32_to_bf16_wide(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("uno", value, value), quiet_nan, rounded)
 
 
+def _significand_bits(t: ir.Type) -> int:
+    """Precision of a float type in bits, the implicit one included."""
+    return {F32: 24, F64: 53}[t]
+
+
 def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
     fn = module.globals.get(name)
     if fn is None:
@@ -248,7 +253,7 @@ class VecBuilder:
         spec = self.target.intrinsic(f"{op}.{_suffix(args[0].type)}") if self.target else None
         if spec is None:
             return None
-        name, _, convention = spec.partition("|")
+        name, convention = spec.split("|")[:2]
         t = args[0].type
         extra = {
             "plain": [],
@@ -260,20 +265,39 @@ class VecBuilder:
         fn = declare(self.module, name, t, [a.type for a in all_args])
         return self.b.call(fn, all_args)
 
+    def estimate_bits(self, op: str, t: ir.Type) -> int:
+        """How many correct bits the target's estimate instruction for `op` gives at type
+        t (the third field of its table entry: "intrinsic|convention|bits"); 0: none."""
+        spec = self.target.intrinsic(f"{op}.{_suffix(t)}") if self.target else None
+        fields = spec.split("|") if spec else []
+        return int(fields[2]) if len(fields) > 2 else 0
+
     def recip(self, d: ir.Value) -> ir.Value:
-        """1/d to about 1 ulp: the target's reciprocal estimate and one Newton step
-        (a vector divide costs 10-16 cycles; this costs ~3). Finite d only."""
-        r0 = self.target_op("rcp", d)
-        if r0 is None:
-            return self.b.fdiv(ir.Constant(d.type, [ir.Constant(d.type.element, 1.0)] * self.lanes), d)
+        """1/d to about 1 ulp: the target's reciprocal estimate and as many Newton steps
+        as its precision needs (a vector divide costs 10-16 cycles; an estimate and a
+        step ~3; exact IEEE division where the target has no estimate). Finite d only.
+
+        Each step squares the relative error. The result must be within half an ulp of
+        the value below a power of two (2^-(p+1) for p significand bits) for the
+        reciprocal of a power of two to come out exact (sigmoid(0) = 0.5, 1/1 = 1):
+        p + 2 bits, 26 for f32. AVX-512's vrcp14ps (14 bits) gets there in one step;
+        AVX2's vrcpps (11 bits: its error bound is 1.5 * 2^-12) needs two (after one,
+        1/1 came out 0.99999994)."""
         one = self.const(1.0, d.type.element)
-        e = self.fma(self.b.fneg(d), r0, one)
-        return self.fma(r0, e, r0)
+        bits = self.estimate_bits("rcp", d.type)
+        if not bits:
+            return self.b.fdiv(one, d)
+        r = self.target_op("rcp", d)
+        needed = _significand_bits(d.type.element) + 2
+        while bits < needed:
+            r = self.fma(r, self.fma(self.b.fneg(d), r, one), r)    # r + r (1 - d r)
+            bits *= 2
+        return r
 
     def div(self, a: ir.Value, d: ir.Value) -> ir.Value:
         """a/d to about 2 ulp for finite d (see recip); exact IEEE division where the
         target has no estimate."""
-        if self.target_op("rcp", d) is None:
+        if not self.estimate_bits("rcp", d.type):
             return self.b.fdiv(a, d)
         return self.b.fmul(a, self.recip(d))
 

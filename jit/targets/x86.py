@@ -16,15 +16,17 @@ _AVX512_FAMILY = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "av
                   "avx512bitalg", "avx512vpopcntdq", "evex512", "amx-tile", "amx-bf16",
                   "amx-int8", "avx10.1-256", "avx10.1-512", "avx10.2-256", "avx10.2-512")
 
-# op.shape -> "intrinsic|calling convention" (conventions: see jit/vec.py).
+# op.shape -> "intrinsic|calling convention" (conventions: see jit/vec.py); an estimate
+# instruction adds "|bits", its correct bits, from which jit/vec.py takes the number of
+# Newton steps.
 _AVX512_INTRINSICS = (
-    ("rcp.v16f32", "llvm.x86.avx512.rcp14.ps.512|passthru_mask"),         # vrcp14ps, 14 bits
+    ("rcp.v16f32", "llvm.x86.avx512.rcp14.ps.512|passthru_mask|14"),      # vrcp14ps: 2^-14
     ("scalef.v16f32", "llvm.x86.avx512.mask.scalef.ps.512|passthru_mask_round"),   # vscalefps
     ("store_fence", "llvm.x86.sse.sfence|plain"),                         # after movnt stores
     ("spin_pause", "llvm.x86.sse2.pause|plain"),                          # in spin-wait loops
 )
 _AVX2_INTRINSICS = (
-    ("rcp.v8f32", "llvm.x86.avx.rcp.ps.256|plain"),                       # vrcpps, 12 bits
+    ("rcp.v8f32", "llvm.x86.avx.rcp.ps.256|plain|11"),                    # vrcpps: 1.5 * 2^-12
     ("store_fence", "llvm.x86.sse.sfence|plain"),
     ("spin_pause", "llvm.x86.sse2.pause|plain"),
 )
