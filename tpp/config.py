@@ -7,6 +7,9 @@
 | TPP_CACHE_DIR     | where compiled kernels are kept                             | ~/.cache/tpp (XDG) |
 | TPP_OPT_LEVEL     | LLVM optimisation level 0-3                                 | 3                  |
 | TPP_NUM_THREADS   | worker threads for parallel composites                      | cores available    |
+| TPP_HOST_LIMIT    | treat the CPU as one that runs at most this x86 target      | none               |
+|                   | (x86-avx2: an AVX-512 machine plays an AVX2-only one; the   |                    |
+|                   | host target is then x86-avx2 and x86-avx512 cannot run)     |                    |
 
 `config.override(cache=False, ...)` changes knobs for a block (tests use it).
 """
@@ -17,6 +20,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .jit import targets as _targets
+
 
 @dataclass(frozen=True)
 class Config:
@@ -25,6 +30,7 @@ class Config:
     cache_dir: Path
     opt_level: int
     num_threads: int
+    host_limit: str | None = None
 
 
 def _default_cache_dir() -> Path:
@@ -53,10 +59,20 @@ def from_environment() -> Config:
         cache_dir=Path(os.environ.get("TPP_CACHE_DIR") or _default_cache_dir()),
         opt_level=_int("TPP_OPT_LEVEL", 3, 0, 3),
         num_threads=_int("TPP_NUM_THREADS", cores, 1, 1024),
+        host_limit=os.environ.get("TPP_HOST_LIMIT") or None,
     )
 
 
-_current = from_environment()
+def _apply(cfg: Config) -> Config:
+    """Hand the knobs the jit layer acts on down to it (it reads no environment)."""
+    try:
+        _targets.set_host_limit(cfg.host_limit)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (TPP_HOST_LIMIT)") from None
+    return cfg
+
+
+_current = _apply(from_environment())
 
 
 def get() -> Config:
@@ -70,8 +86,8 @@ def override(**changes):
     saved = _current
     if "cache_dir" in changes:
         changes["cache_dir"] = Path(changes["cache_dir"])
-    _current = replace(saved, **changes)
+    _current = _apply(replace(saved, **changes))
     try:
         yield _current
     finally:
-        _current = saved
+        _current = _apply(saved)

@@ -23,17 +23,17 @@ from .kernel import Kernel
 __version__ = "0.1.0"
 _lock = threading.Lock()
 _memory: dict[tuple, Kernel] = {}
-_targets: dict[str | None, Target] = {}
+_targets: dict[tuple, Target] = {}       # (TPP_TARGET, TPP_HOST_LIMIT) -> target
 _source_hash: str | None = None
 _entries: dict[int, int] = {}             # operand count -> native Python entry address
 
 
 def current_target() -> Target:
-    name = config.get().target
-    t = _targets.get(name)
+    cfg = config.get()
+    t = _targets.get((cfg.target, cfg.host_limit))
     if t is None:
-        t = Target.named(name) if name else Target.host()
-        _targets[name] = t
+        t = Target.named(cfg.target) if cfg.target else Target.host()
+        _targets[(cfg.target, cfg.host_limit)] = t
     return t
 
 

@@ -1,8 +1,10 @@
 """Targets are data: triple, CPU, features, vector length, registers, intrinsic table.
 
 `Target.host()` is the only place that probes the CPU. Each ISA family lives in
-its own module (`x86.py`, `nvptx.py`, later `sve.py`) and lists its named
-targets in its `NAMED` table.
+its own module (`x86.py`, `nvptx.py`, `sve.py`) and lists its named targets in
+its `NAMED` table. `set_host_limit` makes the probe see a lesser CPU (an AVX-512
+machine standing in for an AVX2-only one); tpp.config sets it from
+TPP_HOST_LIMIT, since this layer reads no environment.
 """
 from __future__ import annotations
 
@@ -15,6 +17,25 @@ from dataclasses import dataclass, field
 # 1.33 us); on SVE it picked negative offsets that ld1rw cannot encode (an extra sub per
 # broadcast). The CPU targets switch it off around their codegen.
 NO_LSR = (("-disable-lsr=true", "-disable-lsr=false"),)
+
+# The best host target the probe may report (None: whatever the CPU has); see set_host_limit.
+_host_limit: str | None = None
+
+
+def set_host_limit(name: str | None) -> None:
+    """Treat the host CPU as one that runs no target above `name` (an x86 target name,
+    or None for no limit): Target.host() reports at most that target, and targets
+    above it are not runnable here. For testing what an older CPU would do."""
+    from . import x86
+
+    if name is not None and name not in x86.LADDER:
+        raise ValueError(f"tpp: host limit {name!r} is not one of {', '.join(x86.LADDER)}")
+    global _host_limit
+    _host_limit = name
+
+
+def host_limit() -> str | None:
+    return _host_limit
 
 
 @dataclass(frozen=True)
@@ -73,7 +94,7 @@ class Target:
         """The best target the CPU this process runs on can execute."""
         from . import x86
 
-        found = x86.probe_host()
+        found = x86.probe_host(_host_limit)
         if found is None:
             raise RuntimeError("tpp: this CPU is not supported (needs x86-64 with AVX2+FMA or AVX-512)")
         return found
@@ -83,7 +104,7 @@ class Target:
         """A target by its public name, tuned to the host CPU where the host can run it."""
         from . import nvptx, sve, x86
 
-        host = x86.probe_host()
+        host = x86.probe_host(_host_limit)
         if host is not None and host.name == name:
             return host
         builders = {**x86.NAMED, **nvptx.NAMED, **sve.NAMED}

@@ -59,13 +59,19 @@ def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
                   code_model="large")
 
 
-def probe_host() -> Target | None:
-    """Target for this machine's CPU, or None when it is not a usable x86-64."""
+# The x86 targets from least to most capable: a host limit (set_host_limit) names one.
+LADDER = ("x86-avx2", "x86-avx512")
+
+
+def probe_host(limit: str | None = None) -> Target | None:
+    """Target for this machine's CPU, at most `limit` (a LADDER name), or None when it
+    is not a usable x86-64."""
     if not llvm.get_process_triple().startswith("x86_64"):
         return None
     feats = _host_features()
     cpu = llvm.get_host_cpu_name()
-    if all(feats.get(f) for f in _AVX512_NEEDS):
+    avx512_allowed = limit is None or LADDER.index(limit) >= LADDER.index("x86-avx512")
+    if avx512_allowed and all(feats.get(f) for f in _AVX512_NEEDS):
         return _avx512(cpu, feats)
     if all(feats.get(f) for f in _AVX2_NEEDS):
         return _avx2(cpu, feats)
