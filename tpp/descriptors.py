@@ -6,6 +6,8 @@ kernel, and its numpy reference; dispatch needs nothing else.
 """
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -31,15 +33,73 @@ _BCAST_NAMES = {"none": Bcast.FULL, "full": Bcast.FULL, "row": Bcast.ROW, "col":
                 "scalar": Bcast.SCALAR}
 
 
-def _check_dims(kind: str, **dims: int) -> None:
-    for name, value in dims.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise DescriptorError(f"tpp {kind}: {name} must be an integer >= 1, got {value!r}")
-        if value >= 2 ** 31:
-            raise DescriptorError(f"tpp {kind}: {name}={value} is too large (limit 2**31 - 1)")
+# No operand or batch stride spans more than this many bytes: 256 TiB, more than any
+# machine's memory, and far enough below 2**63 that the kernels' int64 address arithmetic
+# inside one operand (row index times row stride, in bytes) cannot wrap.
+MAX_BYTES = 1 << 48
+
+
+def _integer(what: str, name: str, value) -> int:
+    """`value` as a Python int. Every size, stride and index field passes through here:
+    numpy integers would compute in their own width inside the code generator
+    (np.int16(200) * 200 wraps) and numpy bools print as `True` into the IR."""
+    if isinstance(value, (bool, np.bool_)):
+        raise DescriptorError(f"tpp {what}: {name} must be an integer, got the bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise DescriptorError(f"tpp {what}: {name} must be an integer, got {type(value).__name__} "
+                              f"{value!r}") from None
+
+
+def _flag(what: str, name: str, value) -> bool:
+    """A flag field as a Python bool (numpy bools included; ints and strings are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise DescriptorError(f"tpp {what}: {name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _check_dims(desc, what: str, *names: str) -> None:
+    """Set each named size field to a Python int in 1 .. 2**31 - 1, or raise naming it."""
+    for name in names:
+        value = getattr(desc, name)
+        try:
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError
+            number = operator.index(value)
+        except TypeError:
+            raise DescriptorError(f"tpp {what}: {name} must be an integer >= 1, got {value!r}") from None
+        if number < 1:
+            raise DescriptorError(f"tpp {what}: {name} must be an integer >= 1, got {number!r}")
+        if number >= 2 ** 31:
+            raise DescriptorError(f"tpp {what}: {name}={number} is too large (limit 2**31 - 1)")
+        object.__setattr__(desc, name, number)
+
+
+def _check_extents(what: str, operands: list[Operand], fields: dict[str, str]) -> None:
+    """Refuse a descriptor whose operands span more than MAX_BYTES; the message names
+    the fields that set each operand's extent (fields: operand name -> field names)."""
+    for op in operands:
+        ld = op.cols if op.ld is None else op.ld
+        extent = ((op.rows - 1) * ld + op.cols) * op.dtype.itemsize
+        if extent > MAX_BYTES:
+            raise DescriptorError(f"tpp {what}: {fields.get(op.name, 'm, n')} make operand '{op.name}' span "
+                                  f"{extent} bytes, more than the limit of 2**48")
+
+
+def _real(what: str, name: str, value) -> float:
+    """A finite real parameter (alpha, beta) as a Python float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DescriptorError(f"tpp {what}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise DescriptorError(f"tpp {what}: {name} must be finite, got {value}")
+    return value
 
 
 def _dtype_check(kind: str, dtype: DType, allowed) -> None:
+    if not isinstance(dtype, DType):
+        raise DTypeError(f"tpp {kind}: dtype must be a tpp DType (tpp.unary etc. parse names), got {dtype!r}")
     if dtype not in allowed:
         names = ", ".join(sorted(d.value for d in allowed))
         raise DTypeError(f"tpp {kind}: dtype {dtype.value} is not supported (supported: {names})")
@@ -61,12 +121,15 @@ class UnaryDesc:
         k = self.kind
         if k not in UNARY_KINDS:
             raise DescriptorError(f"tpp.unary: unknown kind {k!r}; known kinds: {', '.join(UNARY_KINDS)}")
-        _check_dims(k, m=self.m, n=self.n)
+        _check_dims(self, k, "m", "n")
+        object.__setattr__(self, "argidx", _flag(k, "argidx", self.argidx))
         if k in reduce_k.KINDS:
             _dtype_check(k, self.dtype, unary_k.ARITH)
-            if self.axis not in (0, 1):
+            axis = None if self.axis is None else _integer(k, "axis", self.axis)
+            if axis not in (0, 1):
                 raise DescriptorError(f"tpp {k}: axis must be 0 (over rows) or 1 (over columns), "
                                       f"got {self.axis!r}")
+            object.__setattr__(self, "axis", axis)
             if self.argidx and reduce_k.KINDS[k].arg_reference is None:
                 raise DescriptorError(f"tpp {k}: argidx is only offered by reduce_max and reduce_min")
         elif self.axis is not None or self.argidx:
@@ -86,6 +149,9 @@ class UnaryDesc:
         default = unary_k.KINDS[k].default_alpha if k in unary_k.KINDS else None
         if default is None and self.alpha is not None:
             raise DescriptorError(f"tpp {k}: takes no alpha")
+        if self.alpha is not None:
+            object.__setattr__(self, "alpha", _real(k, "alpha", self.alpha))
+        _check_extents(k, self.operands(), {})
 
     @property
     def family(self) -> str:
@@ -162,11 +228,12 @@ class BinaryDesc:
         if self.kind not in BINARY_KINDS:
             raise DescriptorError(f"tpp.binary: unknown kind {self.kind!r}; known kinds: "
                                   f"{', '.join(BINARY_KINDS)}")
-        _check_dims(self.kind, m=self.m, n=self.n)
+        _check_dims(self, self.kind, "m", "n")
         _dtype_check(self.kind, self.dtype, binary_k.FLOATS)
         for b in (self.bcast_a, self.bcast_b):
             if b not in (Bcast.FULL, Bcast.ROW, Bcast.COL, Bcast.SCALAR):
                 raise DescriptorError(f"tpp {self.kind}: broadcast {b!r} is not an input mode")
+        _check_extents(self.kind, self.operands(), {})
 
     elementwise = True
 
@@ -223,9 +290,14 @@ class GemmDesc:
     elementwise = False
 
     def __post_init__(self) -> None:
-        _check_dims(self.what.removeprefix("tpp "), m=self.m, n=self.n, k=self.k)
-        _dtype_check(self.what.removeprefix("tpp "), self.dtype, gemm_k.DTYPES)
+        what = self.what.removeprefix("tpp ")
+        _check_dims(self, what, "m", "n", "k")
+        for name in ("trans_a", "trans_b", "b_vnni"):
+            object.__setattr__(self, name, _flag(what, name, getattr(self, name)))
+        _dtype_check(what, self.dtype, gemm_k.DTYPES)
         allowed = gemm_k.OUT_DTYPES[self.dtype]
+        if self.out_dtype is not None and not isinstance(self.out_dtype, DType):
+            raise DTypeError(f"{self.what}: out_dtype must be a tpp DType or None, got {self.out_dtype!r}")
         if self.out_dtype is None:
             object.__setattr__(self, "out_dtype", gemm_k.ACCUMULATOR.get(self.dtype, self.dtype))
         elif self.out_dtype not in allowed:
@@ -236,8 +308,11 @@ class GemmDesc:
                                   "is already in the layout the kernel reads)")
         if self.b_vnni and self.dtype not in (DType.BF16, DType.U8):
             raise DescriptorError(f"{self.what}: b_vnni (a VNNI packed B) is for bf16 and int8 inputs")
-        if self.beta not in (0.0, 1.0):
+        if _real(what, "beta", self.beta) not in (0.0, 1.0):
             raise DescriptorError(f"{self.what}: beta must be 0 or 1, got {self.beta!r}")
+        object.__setattr__(self, "beta", float(self.beta))
+        if isinstance(self.epilogue, str) or not isinstance(self.epilogue, (tuple, list)):
+            raise DescriptorError(f"{self.what}: epilogue must be a tuple of step names, got {self.epilogue!r}")
         object.__setattr__(self, "epilogue", tuple(self.epilogue))
         known = epilogue_k.INPUT_STEPS + epilogue_k.activation_kinds()
         for step in self.epilogue:
@@ -249,10 +324,13 @@ class GemmDesc:
             raise DescriptorError(f"{self.what}: each of bias/residual may appear once in an epilogue")
         tight = self.tight_lds()
         for name, value, least in zip(("lda", "ldb", "ldc"), (self.lda, self.ldb, self.ldc), tight):
-            if value is None:
-                object.__setattr__(self, name, least)
-            elif not isinstance(value, (int, np.integer)) or value < least:
-                raise DescriptorError(f"{self.what}: {name} must be an integer >= {least}, got {value!r}")
+            if value is not None:
+                value = _integer(what, name, value)
+                if value < least:
+                    raise DescriptorError(f"{self.what}: {name} must be an integer >= {least}, got {value!r}")
+            object.__setattr__(self, name, least if value is None else value)
+        _check_extents(what, self.operands(), {"a": "m, k, lda", "b": "n, k, ldb", "c": "m, n, ldc",
+                                                "residual": "m, n"})
 
     def tight_lds(self) -> tuple[int, int, int]:
         b_cols = gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni, self.dtype)[1]
@@ -321,7 +399,8 @@ class BrgemmDesc:
         if self.variant not in gemm_k.BATCH_VARIANTS[1:]:
             raise DescriptorError(f"tpp brgemm: variant must be stride, offset or address, got {self.variant!r}")
         plain = self.gemm                       # validates the GEMM part and fills its defaults
-        for name in ("lda", "ldb", "ldc", "out_dtype", "epilogue"):
+        for name in ("m", "n", "k", "trans_a", "trans_b", "beta", "lda", "ldb", "ldc", "out_dtype", "b_vnni",
+                     "epilogue"):
             object.__setattr__(self, name, getattr(plain, name))
         a_rows = self.k if self.trans_a else self.m
         b_rows = gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni, self.dtype)[0]
@@ -333,8 +412,15 @@ class BrgemmDesc:
                 object.__setattr__(self, name, 0)
             elif value is None:
                 object.__setattr__(self, name, least)
-            elif not isinstance(value, (int, np.integer)) or value < 0:
-                raise DescriptorError(f"tpp brgemm: {name} must be an integer >= 0, got {value!r}")
+            else:
+                value = _integer("brgemm", name, value)
+                if value < 0:
+                    raise DescriptorError(f"tpp brgemm: {name} must be an integer >= 0, got {value!r}")
+                itemsize = (self.dtype, gemm_k.B_DTYPE[self.dtype])[name == "stride_b"].itemsize
+                if value * itemsize > MAX_BYTES:
+                    raise DescriptorError(f"tpp brgemm: {name}={value} puts blocks {value * itemsize} bytes "
+                                          f"apart, more than the limit of 2**48")
+                object.__setattr__(self, name, value)
 
     @property
     def gemm(self) -> GemmDesc:
