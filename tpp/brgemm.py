@@ -28,6 +28,13 @@ from .kernel import Kernel
 from .kernels.epilogue import epilogue_inputs
 
 
+# The most blocks one call takes, like every size (descriptors._check_dims). A stack of
+# zero strides can claim any batch (np.lib.stride_tricks); far beyond this, the kernel's
+# buffer for transposed blocks would be larger than any machine's memory and the call
+# would run for years.
+MAX_BATCH = 2 ** 31 - 1
+
+
 def _extent(name: str, x: np.ndarray) -> tuple[str, int, int]:
     """(name, first byte, one past the last byte) an array view can touch (strides >= 0)."""
     lo = data_address(x)
@@ -157,6 +164,12 @@ class BatchReduceKernel:
             fn = self._fns[strides] = ffi.cast(KERNEL, sibling.address)
         return fn
 
+    def _count(self, count: int) -> int:
+        if count > MAX_BATCH:
+            raise ShapeError(f"{self._what}: a batch of {count} blocks is more than the limit of "
+                             f"{MAX_BATCH} (2**31 - 1)")
+        return count
+
     def _stride_args(self, a, b):
         a = self._array("a", a, 3, self._a_np)
         b = self._array("b", b, 3, self._b_np)
@@ -166,7 +179,7 @@ class BatchReduceKernel:
                              f"and (batch, {b_shape[0]}, {b_shape[1]}), got {a.shape} and {b.shape}")
         if a.shape[0] != b.shape[0]:
             raise ShapeError(f"{self._what}: a and b must have the same batch, got {a.shape[0]} and {b.shape[0]}")
-        count = a.shape[0]
+        count = self._count(a.shape[0])
         d = self.descriptor
         lda = a.strides[1] // a.itemsize if a_shape[0] > 1 and count else d.lda
         ldb = b.strides[1] // b.itemsize if b_shape[0] > 1 and count else d.ldb
@@ -185,13 +198,20 @@ class BatchReduceKernel:
             buf = self._array(name, buf, np.ndim(buf), dtype)
             if not buf.flags.c_contiguous:
                 raise ShapeError(f"{self._what}: buffer '{name}' must be C-contiguous (offsets index it flat)")
+            offs = np.asarray(offs)
+            if offs.size and offs.dtype.kind not in "iu":       # a float offset would be truncated
+                raise DTypeError(f"{self._what}: {name}_offsets must hold integers, got dtype {offs.dtype}")
+            self._count(offs.size)                  # before a copy of an absurd zero-stride table
             offs = np.ascontiguousarray(offs, dtype=np.int64)
             if offs.ndim != 1:
                 raise ShapeError(f"{self._what}: {name}_offsets must be 1-D, got shape {offs.shape}")
             span = (shape[0] - 1) * ld + shape[1]
-            if offs.size and (offs.min() < 0 or offs.max() + span > buf.size):
-                raise ShapeError(f"{self._what}: a block of '{name}' at offset {int(offs.max())} with row stride "
-                                 f"{ld} would end past the buffer's {buf.size} elements")
+            # in Python ints: offs.max() + span in int64 wraps for offsets near 2**63
+            lo, hi = (int(offs.min()), int(offs.max())) if offs.size else (0, buf.size - span)
+            if lo < 0 or hi > buf.size - span:
+                raise ShapeError(f"{self._what}: a block of '{name}' at offset {lo if lo < 0 else hi} with row "
+                                 f"stride {ld} would start before or end past the buffer's {buf.size} elements "
+                                 f"({name}_offsets must lie in 0 .. {buf.size - span})")
             keep += [buf, offs]
             args.append((data_address(buf), ld, offs))
         if args[0][2].size != args[1][2].size:
@@ -205,7 +225,7 @@ class BatchReduceKernel:
         if not isinstance(a, (list, tuple)) or not isinstance(b, (list, tuple)) or len(a) != len(b):
             raise TypeError(f"{self._what}: the address variant is called {self._signature} "
                             f"with lists of the same length")
-        count = len(a)
+        count = self._count(len(a))
         d = self.descriptor
         lds = [d.lda, d.ldb]
         pointers, extents = [], []
