@@ -1,4 +1,7 @@
-"""tpp.ops: composite operators, each one JIT-compiled loop nest over primitives."""
+"""tpp.ops: composite operators, each ONE JIT-compiled function on the composition
+layer (tpp.compose) whose loop bodies inline primitives."""
+from .bias_act import bias_act
 from .matmul import MatmulPlan, matmul
+from .segment import segment_sum
 
-__all__ = ["matmul", "MatmulPlan"]
+__all__ = ["bias_act", "matmul", "MatmulPlan", "segment_sum"]

@@ -229,3 +229,23 @@ def run(fn, args, total: int, workers: int | None = None) -> None:
         fn(args, *parts[0])
         for worker in helpers:
             wait(worker.slot)
+
+
+def run_team(fn, args, count: int) -> None:
+    """Run f(args, k, count) for k = 0 .. count-1 at once, one thread each: a
+    composite's team (its barriers need every member running). The calling thread is
+    member 0."""
+    if count <= 1:
+        fn(args, 0, 1)
+        return
+    serve, post, wait = _functions()
+    fn_addr = int(ffi.cast("intptr_t", fn))
+    args_addr = int(ffi.cast("intptr_t", args))
+    with _run_lock:
+        helpers = _take(count - 1, serve)
+        for k, worker in enumerate(helpers, 1):
+            if post(worker.slot, fn_addr, args_addr, k, count):
+                worker.wake.set()
+        fn(args, 0, count)
+        for worker in helpers:
+            wait(worker.slot)
