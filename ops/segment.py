@@ -37,24 +37,39 @@ class SegmentSumDesc(compose.CompositeDesc):
 
     def composite(self, target) -> compose.Composite:
         f, dt = self.features, self.dtype
-        zero = UnaryDesc("zero", 1, f, dt, dt)
-        add = BinaryDesc("add", 1, f, dt)
+        # bf16 rows are summed in f32 (a bf16 running sum loses 2**-8 per add): into a
+        # per-thread f32 row, each x row cast to f32 first, the sum cast back at the end
+        acc_dt = DType.F32 if dt is DType.BF16 else dt
+        zero = UnaryDesc("zero", 1, f, acc_dt, acc_dt)
+        add = BinaryDesc("add", 1, f, acc_dt)
+
+        def acc(ctx):
+            return (ctx.buffer("acc"), f) if acc_dt is not dt else ctx.tensor("out").arg(ctx.index["row"])
 
         def clear(ctx: compose.Context) -> None:
-            ctx.call(ctx.primitive(zero), [ctx.tensor("out").arg(ctx.index["row"])])
+            ctx.call(ctx.primitive(zero), [acc(ctx)])
 
         def accumulate(ctx: compose.Context) -> None:
-            row = ctx.tensor("out").arg(ctx.index["row"])
-            ctx.call(ctx.primitive(add), [row, ctx.tensor("x").arg(ctx.index["j"]), row])
+            x_row = ctx.tensor("x").arg(ctx.index["j"])
+            if acc_dt is not dt:
+                ctx.call(ctx.primitive(UnaryDesc("cast", 1, f, dt, acc_dt)), [x_row, (ctx.buffer("row"), f)])
+                x_row = (ctx.buffer("row"), f)
+            ctx.call(ctx.primitive(add), [acc(ctx), x_row, acc(ctx)])
+
+        def finish(ctx: compose.Context) -> None:
+            if acc_dt is not dt:
+                ctx.call(ctx.primitive(UnaryDesc("cast", 1, f, acc_dt, dt)), [acc(ctx), ctx.tensor("out").arg(ctx.index["row"])])
 
         nonzeros = compose.Loop("j", start=lambda ctx: ctx.load("indptr", ctx.index["row"]),
                                 stop=lambda ctx: ctx.load("indptr", ctx.b.add(ctx.index["row"], _one())),
                                 body=(accumulate,))
-        rows = compose.Loop("row", self.rows, (clear, nonzeros), parallel=True, weight="indptr")
+        rows = compose.Loop("row", self.rows, (clear, nonzeros, finish), parallel=True, weight="indptr")
         tensors = (compose.Tensor("indptr", self.index, (self.rows + 1,)),
                    compose.Tensor("x", dt, (self.nnz, f), (self.ldx, 1)),
                    compose.Tensor("out", dt, (self.rows, f), (self.ldo, 1), output=True))
-        return compose.Composite(tensors, (rows,))
+        scratch = () if acc_dt is dt else (compose.Scratch("acc", acc_dt, f, "thread", "the f32 row sum"),
+                                           compose.Scratch("row", acc_dt, f, "thread", "an x row in f32"))
+        return compose.Composite(tensors, (rows,), scratch)
 
 
 def _one():
