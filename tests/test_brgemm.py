@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 import tpp
 
+from targets import X86, require
+
 EPS = 2.0 ** -23
 
 
@@ -144,7 +146,7 @@ BF16 = ml_dtypes.bfloat16
 @pytest.mark.parametrize("variant", ["stride", "offset", "address"])
 @pytest.mark.parametrize("out_dtype", ["f32", "bf16"])
 @pytest.mark.parametrize("b_vnni", [False, True])
-@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])     # vdpbf16ps, and the f32 fallback
+@pytest.mark.parametrize("target", X86)     # vdpbf16ps on AVX-512, the f32 fallback on AVX2
 @pytest.mark.parametrize("m,n,k,batch", [(5, 19, 7, 3), (32, 32, 32, 4)])
 def test_bf16_brgemm(variant, out_dtype, b_vnni, target, m, n, k, batch, rng):
     br = tpp.brgemm(m, n, k, "bf16", variant=variant, out_dtype=out_dtype, b_vnni=b_vnni, target=target)
@@ -153,7 +155,7 @@ def test_bf16_brgemm(variant, out_dtype, b_vnni, target, m, n, k, batch, rng):
     b_arg = np.stack([pack(bi) for bi in b]) if b_vnni else b
     c = rng.uniform(-1, 1, (m, n)).astype(np.float32 if out_dtype == "f32" else BF16)
     c_before = c.astype(np.float64)
-    got = call(br, a, b_arg, c)
+    got = call(require(br), a, b_arg, c)
     ref = sum(a[i].astype(np.float64) @ b[i].astype(np.float64) for i in range(batch)) + c_before
     bound = sum(np.abs(a[i].astype(np.float64)) @ np.abs(b[i].astype(np.float64)) for i in range(batch))
     # bf16 x bf16 products are exact in f32; only the f32 sums (and a bf16 C) round

@@ -6,26 +6,19 @@ correct results on this machine."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import tpp
 
+from targets import X86, compile_only, skip_unless_runs
 from tensors import REMAINDER_SHAPE, uniform, values
 from tolerances import DTYPES, EXACT, TRANSC, assert_close, tolerance
 
-TARGETS = ["x86-avx512", "x86-avx2"]
-HOST_RUNS = {name: tpp.Target.named(name).runs_on_host for name in TARGETS}
 TRANSCENDENTAL = ["exp", "log", "tanh", "sigmoid", "gelu_tanh", "gelu_erf", "elu",
                   "gelu_tanh_grad", "gelu_erf_grad"]
 REDUCTIONS = ["reduce_sum", "reduce_sumsq", "reduce_max", "reduce_min"]
-
-
-def compile_only(name: str) -> tpp.Target:
-    """The named target, marked as not runnable here: codegen without linking."""
-    return replace(tpp.Target.named(name), runs_on_host=False)
 
 
 def unary_kwargs(kind: str, dt: str) -> dict:
@@ -68,7 +61,7 @@ def _all_kinds():
 
 
 # ---- every target covers every kind ---------------------------------------------------------
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", X86)
 @pytest.mark.parametrize("kind, dt", _all_kinds(), ids=lambda v: v if isinstance(v, str) else None)
 def test_every_kind_compiles_without_calls(target, kind, dt):
     """Every kind and dtype compiles for every target into straight vector code: the
@@ -80,7 +73,7 @@ def test_every_kind_compiles_without_calls(target, kind, dt):
     assert not calls, f"{kind} {dt} on {target} calls out: {calls}"
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", X86)
 @pytest.mark.parametrize("kind", TRANSCENDENTAL)
 def test_transcendentals_do_not_call_libm(target, kind):
     asm = kernel_for(kind, "f32", compile_only(target)).asm
@@ -137,7 +130,7 @@ def test_kernel_for_a_foreign_target_refuses_to_run():
 
 
 # ---- AVX2 code runs correctly here -------------------------------------------------------------
-needs_avx2 = pytest.mark.skipif(not HOST_RUNS["x86-avx2"], reason="this CPU cannot run AVX2 code")
+needs_avx2 = skip_unless_runs("x86-avx2")
 AVX2_UNARY = [("relu", EXACT), ("sqrt", EXACT), ("exp", TRANSC), ("log", TRANSC), ("tanh", TRANSC),
               ("sigmoid", TRANSC), ("gelu_tanh", TRANSC), ("gelu_erf", TRANSC)]
 

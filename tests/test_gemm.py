@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 import tpp
 
+from targets import X86, require
+
 EPS = {np.float32: 2.0 ** -23, np.float64: 2.0 ** -52}
 
 
@@ -141,7 +143,7 @@ def test_bad_descriptors(kwargs, error, message):
 BF16 = ml_dtypes.bfloat16
 
 
-@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])   # vdpbf16ps, and the f32 fallback
+@pytest.mark.parametrize("target", X86)   # vdpbf16ps on AVX-512, the f32 fallback on AVX2
 @pytest.mark.parametrize("b_vnni", [False, True])
 @pytest.mark.parametrize("out_dtype", ["f32", "bf16"])
 @pytest.mark.parametrize("beta", [0.0, 1.0])
@@ -153,8 +155,8 @@ def test_bf16_gemm(m, n, k, beta, out_dtype, b_vnni, target, rng):
     b_arg = tpp.unary("vnni_pack", k, n, "bf16")(b) if b_vnni else b
     c = rng.uniform(-1, 1, (m, n)).astype(np.float32 if out_dtype == "f32" else BF16)
     c_before = c.astype(np.float64)
-    got = g(a, b_arg, c).astype(np.float64)
     ref = g.reference(a, b_arg, c_before)
+    got = require(g)(a, b_arg, c).astype(np.float64)
     np.testing.assert_allclose(ref, beta * c_before + a.astype(np.float64) @ b.astype(np.float64))
     # bf16 x bf16 products are exact in f32; only the f32 sums (and a bf16 C) round
     bound = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)) + beta * np.abs(c_before)
@@ -190,7 +192,7 @@ def test_bf16_rejects_what_it_does_not_offer():
 
 
 # ---- int8: u8 x s8 -> s32 ------------------------------------------------------------------
-@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])   # vpdpbusd (AVX-512 / AVX-VNNI) or widening
+@pytest.mark.parametrize("target", X86)   # vpdpbusd (AVX-512 / AVX-VNNI) or widening
 @pytest.mark.parametrize("b_vnni", [False, True])
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 16, 16), (64, 64, 64), (17, 35, 9), (33, 16, 70), (4, 4, 6)])
@@ -201,7 +203,7 @@ def test_int8_gemm_is_exact(m, n, k, beta, b_vnni, target, rng):
     b_arg = tpp.unary("vnni_pack", k, n, "i8")(b) if b_vnni else b
     c = rng.integers(-1000, 1000, (m, n)).astype(np.int32)
     expected = int(beta) * c.astype(np.int64) + a.astype(np.int64) @ b.astype(np.int64)
-    assert np.array_equal(g(a, b_arg, c), expected)
+    assert np.array_equal(require(g)(a, b_arg, c), expected)
 
 
 def test_int8_codegen_uses_vpdpbusd():
@@ -221,7 +223,7 @@ def test_vnni4_pack_layout(k, n, rng):
 # ---- transposed operands of the dot kernels (transposed into a buffer by the kernel) -------
 @pytest.mark.parametrize("dtype", ["bf16", "u8s8"])
 @pytest.mark.parametrize("trans_a,trans_b", [(True, False), (False, True), (True, True)])
-@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])
+@pytest.mark.parametrize("target", X86)
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 35, 9), (33, 16, 70), (64, 64, 64), (100, 90, 301)])
 def test_dot_kernels_take_transposed_operands(dtype, trans_a, trans_b, target, m, n, k, rng):
     g = tpp.gemm(m, n, k, dtype, trans_a=trans_a, trans_b=trans_b, target=target)
@@ -237,7 +239,7 @@ def test_dot_kernels_take_transposed_operands(dtype, trans_a, trans_b, target, m
     a_arg = np.ascontiguousarray(a.T) if trans_a else a
     b_arg = np.ascontiguousarray(b.T) if trans_b else b
     np.testing.assert_array_equal(g.reference(a_arg, b_arg, c), expected)
-    np.testing.assert_array_equal(g(a_arg, b_arg, c), expected)
+    np.testing.assert_array_equal(require(g)(a_arg, b_arg, c), expected)
 
 
 # ---- fused epilogues -------------------------------------------------------------------------

@@ -15,8 +15,10 @@ from tpp.descriptors import BINARY_KINDS, UNARY_KINDS
 from tpp.jit.targets import Target
 from tpp.kernels import reduce as reduce_k
 
+from targets import ALL, GPU
+
 PTXAS = shutil.which("ptxas")
-GPU_TARGETS = ["nvptx-sm80", "nvptx-sm90"]
+GPU_ARCHS = [(t, Target.named(t).cpu) for t in GPU]       # ("nvptx-sm80", "sm_80"), ...
 ELTWISE_UNARY = sorted(k for k in UNARY_KINDS if k not in reduce_k.KINDS and k not in ("transpose", "vnni_pack"))
 FAMILIES = ("eltwise", "reduce", "transpose", "vnni_pack", "gemm", "brgemm")
 
@@ -39,7 +41,7 @@ def ptxas(ptx: bytes, arch: str, tmp_path) -> None:
 
 
 # ---- coverage ------------------------------------------------------------------------------
-@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2", "aarch64-sve"] + GPU_TARGETS)
+@pytest.mark.parametrize("target", ALL)
 def test_every_family_is_offered_or_refused_with_a_reason(target):
     t = Target.named(target)
     for family in FAMILIES:
@@ -74,7 +76,7 @@ def test_gpu_kernels_explain_themselves_on_a_cpu_machine():
 
 # ---- PTX accepted by ptxas --------------------------------------------------------------------
 @pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not installed")
-@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+@pytest.mark.parametrize("target,arch", GPU_ARCHS)
 @pytest.mark.parametrize("kind", ELTWISE_UNARY)
 def test_unary_ptx_assembles(kind, target, arch, tmp_path):
     dtypes = ["f32", "bf16"] + (["f64"] if target == "nvptx-sm90" else [])
@@ -85,7 +87,7 @@ def test_unary_ptx_assembles(kind, target, arch, tmp_path):
 
 
 @pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not installed")
-@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+@pytest.mark.parametrize("target,arch", GPU_ARCHS)
 @pytest.mark.parametrize("kind", sorted(BINARY_KINDS))
 def test_binary_ptx_assembles(kind, target, arch, tmp_path):
     for bc in ("none", "row", "col", "scalar"):
@@ -224,7 +226,7 @@ def test_reductions_and_transpose_on_the_gpu(kind, axis, rng):
 
 
 @pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not installed")
-@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+@pytest.mark.parametrize("target,arch", GPU_ARCHS)
 def test_gemm_reduce_transpose_ptx_assembles(target, arch, tmp_path):
     kernels = [tpp.gemm(33, 70, 19, target=target), tpp.gemm(16, 16, 16, "bf16", b_vnni=True, target=target),
                tpp.gemm(8, 24, 12, "u8s8", target=target),
@@ -254,7 +256,7 @@ def test_tensor_core_gemm_on_the_gpu(m, n, k, kw, rng):
 
 
 @pytest.mark.skipif(PTXAS is None, reason="ptxas (the CUDA toolkit) is not installed")
-@pytest.mark.parametrize("target,arch", [("nvptx-sm80", "sm_80"), ("nvptx-sm90", "sm_90")])
+@pytest.mark.parametrize("target,arch", GPU_ARCHS)
 def test_tensor_core_gemm_ptx(target, arch, tmp_path):
     # bf16 GEMMs and BRGEMMs run on mma.sync m16n8k16 with ldmatrix from shared memory;
     # ptxas -v reports no spills (their execution is checked in test_gpu_sim.py)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import tpp
+from targets import X86, require
 
 SCRIPT = Path(__file__).with_name("guard_page_check.py")
 GROUPS = ["unary", "binary", "reduce", "transpose", "cast", "large"]
-TARGETS = ["x86-avx512", "x86-avx2"]
 
 
 @pytest.mark.parametrize("where, offset", [("end", "a.nbytes"), ("start", "-4")])
@@ -25,11 +24,10 @@ def test_the_guard_pages_really_fault(where, offset, run_python):
     assert run_python(code).returncode == -signal.SIGSEGV
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", X86)
 @pytest.mark.parametrize("group", GROUPS)
 def test_kernels_stay_inside_their_operands(group, target, run_python):
-    if not tpp.Target.named(target).runs_on_host:
-        pytest.skip(f"this CPU cannot run {target} code")
+    require(target)
     ran = run_python(SCRIPT, group, env={"TPP_TARGET": target})
     assert ran.returncode == 0, ran.report()
     assert ran.stdout.startswith(f"target {target}\n")

@@ -18,6 +18,7 @@ from tpp.dtypes import to_numpy
 from tpp.kernels import reduce as reduce_k
 
 import sve_harness
+from targets import SVE_BITS
 
 pytestmark = pytest.mark.skipif(sve_harness.MISSING is not None, reason=sve_harness.MISSING or "")
 BF16 = ml_dtypes.bfloat16
@@ -110,7 +111,7 @@ def catalog(rng) -> Cases:
     return c
 
 
-@pytest.mark.parametrize("bits", [128, 256, 512, 2048])
+@pytest.mark.parametrize("bits", SVE_BITS)
 def test_catalog_under_qemu(bits, tmp_path, rng):
     c = catalog(rng)
     results = sve_harness.run(c.cases, f"aarch64-sve{bits}", bits, tmp_path)
