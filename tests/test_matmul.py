@@ -107,15 +107,17 @@ def test_repeated_calls_reuse_only_the_argument_table(rng):
 
 def test_no_memory_for_a_panels_raises(run_python):
     # each thread's A panels are malloc'ed by the compute nest: a failure must become
-    # MemoryError, not a crash (the packed B, 64 MB, still fits under the limit)
+    # MemoryError, not a crash (the packed B, 64 MB, still fits under the limit). The plan
+    # is AVX-512's default for this shape, forced: AVX2's reads A in place (no panels).
     code = """
 import resource, numpy as np, tpp.ops
 a = np.ones((56, 1 << 19), np.float32); b = np.ones((1 << 19, 1), np.float32)
+plan = tpp.ops.MatmulPlan(mb=56, nb=32, kb=1 << 19, a_layout="panels", b_strip=8)
 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
 used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (used + (90 << 20), hard))
 try:
-    tpp.ops.matmul(a, b, threads=1)
+    tpp.ops.matmul(a, b, threads=1, plan=plan)
 except MemoryError as e:
     print("MemoryError", "each thread copies" in str(e))
 """
