@@ -7,6 +7,7 @@
     tpp-bench gemm --dtype bf16 --sizes 64,128,256   (B vnni-packed; also --dtype u8s8)
     tpp-bench brgemm --sizes 64 --batch 16 --variant stride,offset,address
     tpp-bench matmul --sizes 512,1024,2048 --threads 1,2
+    tpp-bench ops --threads 1,2          (bias_act, segment_sum: the composition layer's small ops)
     tpp-bench capi --sizes 32,64,128     (GEMM through libtpp, timed in a C loop)
     tpp-bench info                      (target, features, threads, cache, peaks)
 
@@ -25,7 +26,8 @@ import sys
 from tpp import config
 from tpp.jit.targets import names
 
-from . import blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, gpu_suite, matmul_suite, peak, report, suites
+from . import (blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, gpu_suite, matmul_suite, ops_suite, peak, report,
+               suites)
 from . import info as info_mod
 from . import plot
 
@@ -141,6 +143,13 @@ def _matmul(sub, common) -> None:
     p.add_argument("--trans-b", action="store_true", help="b is the .T view of a C-order n x k array (x @ w.T)")
 
 
+def _ops(sub, common) -> None:
+    p = sub.add_parser("ops", parents=[common], help="bias_act and segment_sum against numpy/scipy",
+                       description=ops_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=_list(int, "thread count"), default=[1, 2],
+                   help="comma-separated thread counts for tpp (default 1,2)")
+
+
 def _capi(sub, common) -> None:
     p = sub.add_parser("capi", parents=[common], help="GEMM through libtpp, timed in a C loop",
                        description=capi_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul,capi,gpu,info}")
+    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul,ops,capi,gpu,info}")
     sub.add_parser("info", parents=[common], help="target, features, threads, cache and measured peaks")
     sub.add_parser("gpu", parents=[common], help="NVPTX kernels on an NVIDIA GPU (tpp.cuda)",
                    description=gpu_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
     _gemm(sub, common)
     _brgemm(sub, common)
     _matmul(sub, common)
+    _ops(sub, common)
     return p
 
 
@@ -176,7 +186,7 @@ def _kinds(p: argparse.ArgumentParser, text: str, catalog: tuple[str, ...]) -> l
 def _pin(args) -> int | None:
     """Run on one CPU: no migrations mid-repetition (the kernels are single-threaded).
     matmul runs several threads and is never pinned."""
-    if args.no_pin or args.command == "matmul" or not hasattr(os, "sched_setaffinity"):
+    if args.no_pin or args.command in ("matmul", "ops") or not hasattr(os, "sched_setaffinity"):
         return None
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
@@ -187,7 +197,7 @@ def _peaks(command, plan) -> list[str]:
     """The peaks a command's header reports: its own first, then f32 FMA for comparison."""
     if command == "gemm":
         return list(dict.fromkeys([plan[1], "f32"]))
-    return [] if command in ("matmul", "gpu") else ["f32"]
+    return [] if command in ("matmul", "gpu", "ops") else ["f32"]
 
 
 def _rows(args, plan, opts) -> list[dict]:
@@ -205,6 +215,8 @@ def _rows(args, plan, opts) -> list[dict]:
         return capi_suite.sizes_rows(plan, opts)
     if args.command == "gpu":
         return gpu_suite.rows(opts, target=args.target)
+    if args.command == "ops":
+        return ops_suite.rows(plan, opts)
     return suites.sizes_rows(args.family, *plan, opts)
 
 
@@ -214,8 +226,8 @@ def _split(args, plan) -> list:
         return [(f"{'x'.join(map(str, size))}", (([size],) + tuple(plan[1:]))) for size in plan[0]]
     if args.command == "capi":
         return [(f"{'x'.join(map(str, size))}", [size]) for size in plan]
-    if args.command == "gpu":
-        return [("gpu", plan)]
+    if args.command in ("gpu", "ops"):
+        return [(args.command, plan)]
     if args.command in ("unary", "binary"):
         kinds, sizes, dtype = plan
         return [(f"{kind} {m}x{n}", ([kind], [(m, n)], dtype)) for kind in kinds for m, n in sizes]
@@ -324,6 +336,10 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
         return args.sizes
     if args.command == "gpu":
         return ()
+    if args.command == "ops":
+        if not args.threads or any(t < 1 for t in args.threads):
+            p.error("--threads must be >= 1")
+        return args.threads
     if args.command == "matmul":
         if not args.threads or any(t < 1 for t in args.threads):
             p.error("--threads must be >= 1")

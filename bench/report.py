@@ -252,7 +252,7 @@ def table(rows: list[dict]) -> str:
         if "error" not in r:
             key = r.get("table", r["suite"])
             groups.setdefault(key if key in ("compile", "gemm", "gemm_dot", "brgemm", "matmul", "capi", "gpu",
-                                             "gpu_gemm")
+                                             "gpu_gemm", "ops")
                               else "kernel", []).append(r)
     out = []
     for key, group in groups.items():
@@ -274,6 +274,9 @@ def table(rows: list[dict]) -> str:
             out += _grid(_GPU_COLUMNS, group)
         elif key == "gpu_gemm":
             out += _grid(_GPU_GEMM_COLUMNS, group)
+        elif key == "ops":
+            from .ops_suite import COLUMNS
+            out += _grid(COLUMNS, group)
         else:
             titles = ["JIT compile", "kernel", "dtype", "median ms", "min ms", "reps", "how"]
             cells = [[r["mode"], r["op"] + " " + r["shape"], r["dtype"], f"{r['ms']:.2f}", f"{r['min_ms']:.2f}",
