@@ -67,8 +67,15 @@ def disk(kind: str, dtype: str, reps: int) -> dict:
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         if config.get().target:
             env["TPP_TARGET"] = config.get().target
+        if config.get().host_limit:
+            env["TPP_HOST_LIMIT"] = config.get().host_limit
+        # The subprocess must import this very tpp (the cache keys hash its sources): its
+        # root first on the path, and started in the cache directory, since a checkout's
+        # root as the current directory would put its own tpp/ ahead of an installed one.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(tpp.__file__).parents[1]),
+                                                          env.get("PYTHONPATH")]))
         subprocess.run([sys.executable, "-c", _POPULATE, kind, dtype] + [f"{m}x{n}" for m, n in shapes],
-                       env=env, check=True, capture_output=True, timeout=300)
+                       env=env, cwd=tmp, check=True, capture_output=True, timeout=300)
         written = sorted(tmp.glob("*.o"))
         samples = []
         with config.override(cache=True, cache_dir=tmp):

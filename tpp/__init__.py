@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from . import _checkout  # noqa: F401  (first: finds tpp.jit & co. in a source checkout)
 from . import config, cuda
 from .brgemm import BatchReduceKernel
 from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, BrgemmDesc, GemmDesc, UnaryDesc, parse_bcast
