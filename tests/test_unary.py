@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import tpp
 from tpp.kernels import unary as unary_refs
 
+from targets import X86, require
 from tensors import (REMAINDER_SHAPE, SHAPES, STRIDED, Domain, blank, grid, layouts, magnitude, place,
                      seeds, shapes, uniform, values)
 from tolerances import (BF16, DTYPES, EXACT, F32, FLT_MIN, GRAD, ROUNDED, TRANSC, UNIT, Tol, assert_close,
@@ -240,20 +241,22 @@ EXTREMES = {
 }
 
 
-def _run_f32(kind: str, xs: list[float]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """kind on a 1 x len(xs) f32 tile (gradients with dy = 1)."""
+def _run_f32(kind: str, xs: list[float], target=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """kind on a 1 x len(xs) f32 tile (gradients with dy = 1), on the host's target or
+    `target` (skipped where this CPU cannot run it)."""
     x = np.array([xs], np.float32)
-    k = tpp.unary(kind, 1, x.shape[1], "f32")
+    k = require(tpp.unary(kind, 1, x.shape[1], "f32", target=target))
     inputs = [np.ones_like(x), x] if len(CASES[kind].domains) == 2 else [x]
     return k(*inputs), inputs
 
 
+@pytest.mark.parametrize("target", X86)
 @pytest.mark.parametrize("kind", EXACT_SPECIALS)
-def test_exact_special_values(kind):
-    """Equal to the expected f32 value; like everywhere else, a result below the
-    normal range may be off by less than FLT_MIN (a flushed or inexact subnormal)."""
+def test_exact_special_values(kind, target):
+    """Equal to the expected f32 value, on every x86 target; like everywhere else, a result
+    below the normal range may be off by less than FLT_MIN (a flushed or inexact subnormal)."""
     xs, expected = zip(*EXACT_SPECIALS[kind])
-    got, _ = _run_f32(kind, list(xs))
+    got, _ = _run_f32(kind, list(xs), target)
 
     def matches(g: float, e: float) -> bool:
         e = float(np.float32(e))
@@ -286,9 +289,10 @@ def _accurate_reference(kind: str, x: np.ndarray) -> np.ndarray:
         return tpp.unary(kind, *x.shape, "f32").reference(x)
 
 
+@pytest.mark.parametrize("target", X86)
 @pytest.mark.parametrize("kind", EXTREMES)
-def test_huge_and_tiny_inputs(kind):
-    got, inputs = _run_f32(kind, EXTREMES[kind])
+def test_huge_and_tiny_inputs(kind, target):
+    got, inputs = _run_f32(kind, EXTREMES[kind], target)
     assert_close(got, _accurate_reference(kind, inputs[0]), Tol(2e-6, FLT_MIN), inputs=inputs,
                  what=f"{kind} at extreme inputs")
 
