@@ -13,6 +13,7 @@ import threading
 from llvmlite import binding as llvm
 from llvmlite import ir
 
+from . import objfile
 from .targets import Target
 
 _lock = threading.RLock()
@@ -151,6 +152,11 @@ def load_object(obj: bytes, target: Target, symbols: list[str]) -> dict[str, int
     with _lock:
         if all((target, s) in _loaded for s in symbols):   # same code linked before
             return {s: _loaded[(target, s)] for s in symbols}
+        # RuntimeDyld trusts what it links: code that is not the target's, or lacks a
+        # symbol, would crash the process here instead of raising
+        reason = objfile.problem(obj, target, symbols)
+        if reason:
+            raise RuntimeError(f"tpp: refusing to link object code for {target.name}: {reason}")
         engine = _engines.get(target)
         if engine is None:
             _init()

@@ -15,7 +15,7 @@ import llvmlite
 from llvmlite import ir
 
 from . import arrayabi, config
-from .jit import cache, compiler
+from .jit import cache, compiler, objfile
 from .jit.targets import Target
 from .errors import TargetError
 from .kernel import Kernel
@@ -88,17 +88,21 @@ def get_kernel(desc, target=None) -> Kernel:
     return kernel
 
 
-def _object_code(parts: dict, make_module) -> tuple[bytes, str, str | None]:
-    """(object code, symbol, IR text or None) for a module, from disk or compiled."""
+def _object_code(parts: dict, make_module,
+                 suffixes: tuple[str, ...] = ("",)) -> tuple[bytes, str, str | None]:
+    """(object code, symbol, IR text or None) for a module, from disk or compiled. An
+    entry read back must be the target's code defining symbol + each suffix: anything
+    else (objfile.problem) would crash the linker, so it is discarded and rebuilt."""
     cfg = config.get()
     disk_key = cache.make_key(version=__version__, sources=sources_hash(), llvmlite=llvmlite.__version__,
                               llvm=compiler.llvm_version(), opt=cfg.opt_level, **parts)
     symbol = "tpp_" + disk_key[:24]
+    target = parts["target"]
     disk = cache.DiskCache(cfg.cache_dir) if cfg.cache else None
-    obj = disk.get(disk_key) if disk else None
+    symbols = [symbol + s for s in suffixes]
+    obj = disk.get(disk_key, lambda code: objfile.problem(code, target, symbols) is None) if disk else None
     text = None
     if obj is None:
-        target = parts["target"]
         text = str(make_module(symbol))
         obj = compiler.emit_code(compiler.optimise(text, target, cfg.opt_level), target, cfg.opt_level)
         if disk:
@@ -158,7 +162,7 @@ def get_functions(desc, target=None, suffixes: tuple[str, ...] = ("",)) -> list[
             addresses = _functions.get(key)
             if addresses is None:
                 obj, symbol, _ = _object_code({"target": target, "descriptor": desc},
-                                              lambda sym: _module(desc, target, sym))
+                                              lambda sym: _module(desc, target, sym), suffixes)
                 found = compiler.load_object(obj, target, [symbol + s for s in suffixes])
                 addresses = [found[symbol + s] for s in suffixes]
                 _functions[key] = addresses
