@@ -209,9 +209,9 @@ class BatchReduceKernel:
             # in Python ints: offs.max() + span in int64 wraps for offsets near 2**63
             lo, hi = (int(offs.min()), int(offs.max())) if offs.size else (0, buf.size - span)
             if lo < 0 or hi > buf.size - span:
-                raise ShapeError(f"{self._what}: a block of '{name}' at offset {lo if lo < 0 else hi} with row "
-                                 f"stride {ld} would start before or end past the buffer's {buf.size} elements "
-                                 f"({name}_offsets must lie in 0 .. {buf.size - span})")
+                raise ShapeError(f"{self._what}: a block of '{name}' at offset {lo if lo < 0 else hi} "
+                                 f"with row stride {ld} would start before or end past the buffer's "
+                                 f"{buf.size} elements ({name}_offsets must lie in 0 .. {buf.size - span})")
             keep += [buf, offs]
             args.append((data_address(buf), ld, offs))
         if args[0][2].size != args[1][2].size:

@@ -55,7 +55,8 @@ def _integer(what: str, name: str, value) -> int:
 def _flag(what: str, name: str, value) -> bool:
     """A flag field as a Python bool (numpy bools included; ints and strings are refused)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise DescriptorError(f"tpp {what}: {name} must be True or False, got {type(value).__name__} {value!r}")
+        raise DescriptorError(f"tpp {what}: {name} must be True or False, got {type(value).__name__} "
+                              f"{value!r}")
     return bool(value)
 
 
@@ -90,19 +91,24 @@ def _check_extents(what: str, operands: list[Operand], fields: dict[str, str]) -
 def _real(what: str, name: str, value) -> float:
     """A finite real parameter (alpha, beta) as a Python float."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise DescriptorError(f"tpp {what}: {name} must be a real number, got {type(value).__name__} {value!r}")
+        raise DescriptorError(f"tpp {what}: {name} must be a real number, got {type(value).__name__} "
+                              f"{value!r}")
     value = float(value)
     if not math.isfinite(value):
         raise DescriptorError(f"tpp {what}: {name} must be finite, got {value}")
     return value
 
 
+def dtype_names(dtypes) -> list[str]:
+    return sorted(d.value for d in dtypes)
+
+
 def _dtype_check(kind: str, dtype: DType, allowed) -> None:
     if not isinstance(dtype, DType):
         raise DTypeError(f"tpp {kind}: dtype must be a tpp DType (tpp.unary etc. parse names), got {dtype!r}")
     if dtype not in allowed:
-        names = ", ".join(sorted(d.value for d in allowed))
-        raise DTypeError(f"tpp {kind}: dtype {dtype.value} is not supported (supported: {names})")
+        raise DTypeError(f"tpp {kind}: dtype {dtype.value} is not supported (supported: "
+                         f"{', '.join(dtype_names(allowed))})")
 
 
 @dataclass(frozen=True)
@@ -312,7 +318,8 @@ class GemmDesc:
             raise DescriptorError(f"{self.what}: beta must be 0 or 1, got {self.beta!r}")
         object.__setattr__(self, "beta", float(self.beta))
         if isinstance(self.epilogue, str) or not isinstance(self.epilogue, (tuple, list)):
-            raise DescriptorError(f"{self.what}: epilogue must be a tuple of step names, got {self.epilogue!r}")
+            raise DescriptorError(f"{self.what}: epilogue must be a tuple of step names, "
+                                  f"got {self.epilogue!r}")
         object.__setattr__(self, "epilogue", tuple(self.epilogue))
         known = epilogue_k.INPUT_STEPS + epilogue_k.activation_kinds()
         for step in self.epilogue:
@@ -320,6 +327,11 @@ class GemmDesc:
                 raise DescriptorError(f"{self.what}: epilogue step {step!r} is not one of: {', '.join(known)}")
         if self.epilogue and self.dtype is DType.U8:
             raise DescriptorError(f"{self.what}: epilogues are for float GEMMs (int8 accumulates in int32)")
+        acc = gemm_k.ACCUMULATOR.get(self.dtype, self.dtype)       # what the activations compute in
+        for step in self.epilogue:
+            if step in unary_k.KINDS and acc not in unary_k.KINDS[step].dtypes:
+                raise DTypeError(f"{self.what}: epilogue step {step!r} is not offered for {acc.value} "
+                                 f"(supported: {', '.join(dtype_names(unary_k.KINDS[step].dtypes))})")
         if len(epilogue_k.epilogue_inputs(self.epilogue)) != len(set(epilogue_k.epilogue_inputs(self.epilogue))):
             raise DescriptorError(f"{self.what}: each of bias/residual may appear once in an epilogue")
         tight = self.tight_lds()
