@@ -92,6 +92,21 @@ BAD = [
         r"tpp add: broadcast mode 'diag' is not one of none, row, col, scalar"),
     Bad("broadcast triple", lambda: tpp.binary("add", 4, 4, broadcast=("row", "col", "none")),
         tpp.DescriptorError, r"broadcast must be one mode or a pair"),
+    Bad("bool lda", lambda: tpp.gemm(4, 4, 1, lda=True), tpp.DescriptorError,
+        r"tpp gemm: lda must be an integer, got the bool True"),
+    Bad("numpy bool axis", lambda: tpp.unary("reduce_max", 4, 4, axis=np.True_), tpp.DescriptorError,
+        r"tpp reduce_max: axis must be an integer, got the bool np.True_"),
+    Bad("float stride", lambda: tpp.brgemm(4, 4, 4, stride_a=16.0), tpp.DescriptorError,
+        r"tpp brgemm: stride_a must be an integer, got float 16.0"),
+    Bad("stride past 2**48 bytes", lambda: tpp.brgemm(4, 4, 4, stride_a=2 ** 62), tpp.DescriptorError,
+        r"tpp brgemm: stride_a=4611686018427387904 puts blocks 18446744073709551616 bytes apart, more than "
+        r"the limit of 2\*\*48"),
+    Bad("operand past 2**48 bytes", lambda: tpp.gemm(4, 4, 4, ldb=2 ** 50), tpp.DescriptorError,
+        r"tpp gemm: n, k, ldb make operand 'b' span \d+ bytes, more than the limit of 2\*\*48"),
+    Bad("nan alpha", lambda: tpp.unary("elu", 4, 4, alpha=float("nan")), tpp.DescriptorError,
+        r"tpp elu: alpha must be finite, got nan"),
+    Bad("f64 gemm, f32-only epilogue", lambda: tpp.gemm(4, 4, 4, "f64", epilogue="gelu_tanh"), tpp.DTypeError,
+        r"tpp gemm: epilogue step 'gelu_tanh' is not offered for f64 \(supported: bf16, f32\)"),
     Bad("unknown target", lambda: tpp.unary("relu", 4, 4, target="riscv-v"), tpp.TargetError,
         r"tpp: unknown target 'riscv-v'; known targets: aarch64-sve, aarch64-sve128, .*, x86-avx512"),
     # --- calls: shapes, dtypes, layouts ---------------------------------------------------------
@@ -149,6 +164,16 @@ BAD = [
     Bad("single out for argidx", lambda: tpp.unary("reduce_min", 4, 6, axis=1, argidx=True)(
         f32(4, 6), out=f32(4)),
         TypeError, r"tpp reduce_min: out must be a tuple of 2 arrays"),
+    Bad("float brgemm offsets", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
+        f32(8), f32(8), f32(2, 2), np.array([0.0]), np.array([0])), tpp.DTypeError,
+        r"tpp brgemm\(offset\): a_offsets must hold integers, got dtype float64"),
+    Bad("brgemm offset near 2**63", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
+        f32(8), f32(8), f32(2, 2), np.array([0]), np.array([2 ** 63 - 1])), tpp.ShapeError,
+        r"a block of 'b' at offset 9223372036854775807 with row stride 2 would start before or end past "
+        r"the buffer's 8 elements \(b_offsets must lie in 0 \.\. 4\)"),
+    Bad("batch past 2**31 - 1", lambda: tpp.brgemm(2, 2, 2)(*[np.lib.stride_tricks.as_strided(
+        f32(2, 2), (2 ** 40, 2, 2), (0, 8, 4))] * 2, f32(2, 2)), tpp.ShapeError,
+        r"tpp brgemm\(stride\): a batch of 1099511627776 blocks is more than the limit of 2147483647"),
     # --- overlap ------------------------------------------------------------------------------------
     Bad("out shifted one column over x", lambda: RELU()(OVERLAP[:, :6], out=OVERLAP[:, 1:7]), tpp.AliasError,
         r"tpp relu: output 'out' overlaps 'x'; only exact in-place use \(out is the input itself\) "
