@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from .. import host
 from ..jit.loops import I64, Loop, fold, i64
 from ..jit.targets import Target
 from ..jit.types import DType
@@ -44,10 +45,30 @@ K_UNROLL = 2
 # K up to this is unrolled completely (no loop): 16^3 went from 83% to 86% of peak (same run)
 FULL_UNROLL_K = 16
 # B rows ahead to prefetch in long K loops (K > 2 PREFETCH; shorter ones keep their data
-# in L1): on Emerald Rapids 16 took matmul 1024 from 0.89x to 0.95x of OpenBLAS; on
-# Zen 4 a block streaming B panels from L3 (56x2048x2048) ran at 106 / 111 / 113 / 112
+# in L1), at most: on Emerald Rapids 16 took matmul 1024 from 0.89x to 0.95x of OpenBLAS;
+# on Zen 4 a block streaming B panels from L3 (56x2048x2048) ran at 106 / 111 / 113 / 112
 # GF/s with 0 / 16 / 32 / 64 (one run each; 64 cost 2% in cache).
 PREFETCH = 32
+LINE = 64                   # bytes a prefetch brings in: one per line of a strip's B row
+
+
+def prefetch_distance(l1: host.CacheGeometry, k: int, ldb_bytes: int) -> int:
+    """B rows ahead to prefetch in the K loop (0: none). A strip's B rows, ldb apart, fall
+    into few L1 sets where ldb is a power of two (1 KB: 4 of 64 sets), where the lines
+    prefetched ahead evict lines still in use, of B and of A. So the distance is the
+    longest (up to PREFETCH, at least 4) that puts at most one line in flight in any set
+    per 8 ways. AVX2 on Zen 4, % of peak (best of 15, one run), no prefetch / this rule /
+    before (32 rows ahead, issued for each vector): 128^3 97 / 96 (8 rows) / 92; 256^3
+    97 / 96 (4) / 89; 48x256x2048 71 / 79 (4) / 78 (8 rows: 85, but 92 at 256^3);
+    96x512x512 90 / 90 (none) / 73; 48x1024x256 86 / 83 (none) / 57. AVX-512 the same
+    within 1% at 128-512 (a row of its blocks is 28 FMAs, not 12); packed B panels (128
+    or 64 bytes a row) keep 32."""
+    if not PREFETCH or k <= 2 * PREFETCH:
+        return 0
+    rows, most = PREFETCH, max(1, l1.ways // 8)
+    while rows >= 4 and l1.most_lines_in_one_set(rows, ldb_bytes) > most:
+        rows //= 2
+    return rows if rows >= 4 else 0
 
 
 def gemm(a, b, c, beta, trans_a, trans_b):
@@ -74,17 +95,35 @@ def operands(m: int, n: int, k: int, dtype: DType, trans_a: bool, trans_b: bool,
             Operand("c", out_dtype or dtype, m, n, output=True, ld=ldc)]
 
 
-def block_rows(target: Target, nvec: int, m: int) -> int:
+def block_rows(target: Target, nvec: int, m: int, masked: bool = False) -> int:
     """MR for a block of nvec vectors per row: accumulators + B vectors + the broadcasts
-    must fit the register file (one broadcast where FMAs read it from memory, a few in
-    flight where each needs a register of its own)."""
-    broadcasts = 1 if target.fma_memory_broadcast else 4
+    (+ a masked last vector's mask) must fit the register file. One broadcast where FMAs
+    read it from memory, and on 16 registers (AVX2's vbroadcastss: the core renames the
+    one register for each broadcast in flight; 6 x 2 and 4 x 3 blocks, no spills); a few
+    on SVE's 32. AVX2 has no mask registers: vmaskmovps takes its mask in a vector
+    register, kept through the K loop (a masked 4 x 3 block spilled 26 times)."""
+    small = target.vector_registers <= 16
+    broadcasts = 1 if target.fma_memory_broadcast or small else 4
+    broadcasts += 1 if masked and small else 0
     return max(1, min(MAX_MR, m, (target.vector_registers - nvec - broadcasts) // nvec))
 
 
 def block_vectors(target: Target, lanes: int, n: int) -> int:
     """NV: two vectors per row (the common choice for 16-32 registers), one if N is narrow."""
     return 1 if n <= lanes else 2
+
+
+def loop_columns(target: Target, lanes: int, n: int) -> int:
+    """How many of C's columns the loop of NV-vector strips covers; the rest (up to 3
+    vectors) is one strip after it. Where broadcasts take registers of their own (AVX2),
+    an odd vector count ends in a 3-vector strip instead of a 1-vector one: a 1-vector
+    tile loads a broadcast for every FMA (24^3 on 16 ymm: a 12 x 1 tile spilling two
+    accumulators beside the 6 x 2 ones)."""
+    nr = block_vectors(target, lanes, n) * lanes
+    vectors = -(-n // lanes)
+    if not target.fma_memory_broadcast and vectors >= 3 and vectors % 2:
+        return (vectors - 3) // 2 * nr
+    return n // nr * nr
 
 
 def simt_kernel(dtype: DType, trans_a: bool, trans_b: bool, b_vnni: bool):
@@ -137,9 +176,9 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     v = VecBuilder(b, lanes, target)
     elem = acc_dtype.storage
 
-    nv = block_vectors(target, lanes, n)
-    nr = nv * lanes
-    n_full = n // nr * nr
+    nr = block_vectors(target, lanes, n) * lanes
+    n_full = loop_columns(target, lanes, n)
+    l1 = host.l1d() if target.runs_on_host else host.DEFAULT_L1D     # the chip the code runs on
 
     def given_bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(A_i, B_i) for batch entry bi, as the caller passed them."""
@@ -166,7 +205,8 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
                 return block_product_dot(b, v, DOTS[dtype], a_i, b_i, i0, j0, mr, nvec, masks, k, a_ld, b_ld,
                                          b_vnni, accs, a_trans, b_trans)
             return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, a_ld, b_ld,
-                                  a_trans, b_trans, accs)
+                                  a_trans, b_trans, accs,
+                                  prefetch_distance(l1, k, b_ld.constant * dtype.itemsize))
 
         def tile(i0: ir.Value, j0: ir.Value, mr: int, cols: int) -> None:
             """C[i0:i0+mr, j0:j0+cols] (+)= sum_i A_i B_i for compile-time mr, cols <= nr."""
@@ -201,7 +241,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
             nvec = math.ceil(cols / lanes)
             # Balance the row tiles (16 rows: 8 + 8, not 14 + 2): a thin remainder tile has
             # too few independent accumulators to hide the FMA latency.
-            tiles = math.ceil(m / block_rows(target, nvec, m))
+            tiles = math.ceil(m / block_rows(target, nvec, m, masked=cols % lanes != 0))
             mr = math.ceil(m / tiles)
             m_full = m // mr * mr
             with Loop(b, 0, m_full, mr, name="mb") as mb:
@@ -220,7 +260,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     packs = []
     if trans_a and dtype in DOTS:
         packs.append(_Pack("a", dtype, k, m, lda, -(-k // lanes) * lanes, lambda bi: given_bases(bi)[0]))
-    elif not trans_a and not target.fma_memory_broadcast and dtype not in DOTS and m > 1:
+    elif not trans_a and not target.broadcast_indexed and dtype not in DOTS and m > 1:
         # Where a broadcast is a load of its own with an immediate offset only (SVE's
         # ld1rw), rows of A each need a pointer and an add per step; A^T puts a block's
         # A[i0:i0+mr, kk] side by side, one pointer for the whole block.
@@ -311,7 +351,7 @@ def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: 
 
 def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i0, j0, mr: int,
                    nvec: int, masks: list, k: int, lda, ldb, trans_a: bool, trans_b: bool,
-                   accs: list) -> list:
+                   accs: list, prefetch: int = 0) -> list:
     """accs + A[i0:i0+mr, :] B[:, j0:j0+nvec*lanes] for one (A, B) pair: the K loop."""
     lanes, elem = v.lanes, dtype.storage
     # addresses that do not depend on k are computed here, outside the K loop
@@ -335,10 +375,10 @@ def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i
             b_row = element_ptr(b, b_col, dtype, b.mul(kk, ldb))
             bvecs = [v.load(element_ptr(b, b_row, dtype, i64(u * lanes)), dtype, masks[u])
                      for u in range(nvec)]
-            if PREFETCH and k > 2 * PREFETCH:
-                ahead = element_ptr(b, b_row, dtype, b.mul(i64(PREFETCH), ldb))
-                for u in range(nvec):
-                    v.prefetch(element_ptr(b, ahead, dtype, i64(u * lanes)))
+            if prefetch:            # one per cache line of the strip's row
+                ahead = element_ptr(b, b_row, dtype, b.mul(i64(prefetch), ldb))
+                for off in range(0, nvec * lanes * dtype.itemsize, LINE):
+                    v.prefetch(element_ptr(b, ahead, dtype, i64(off // dtype.itemsize)))
         if trans_a:
             a_row_k = element_ptr(b, a_base, dtype, b.mul(kk, lda))
         out = []
@@ -351,6 +391,10 @@ def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i
             out += [v.fma(a_val, bvecs[u], accs[i * nvec + u]) for u in range(nvec)]
         return out
 
-    # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest.
-    return fold(b, k, k if k <= FULL_UNROLL_K else K_UNROLL, accs, k_step, name="k")
+    # K unrolled K_UNROLL times (fewer loop instructions per FMA), then the rest. Not for a
+    # one-vector block whose broadcasts are loads of their own: LLVM hoists the second
+    # step's MR broadcasts above the first step's FMAs and spills accumulators (AVX2 8 x 1:
+    # two of eight in memory; unrolled once, 14 x 1 keeps all in registers).
+    unroll = 1 if nvec == 1 and not v.target.fma_memory_broadcast else K_UNROLL
+    return fold(b, k, k if k <= FULL_UNROLL_K else unroll, accs, k_step, name="k")
 

@@ -65,6 +65,9 @@ class Target:
     # Whether an FMA can take its broadcast operand from memory (x86's {1to16}); where it
     # cannot (SVE: ld1rw into a register), register blocks leave room for broadcasts.
     fma_memory_broadcast: bool = True
+    # Whether a broadcast load takes a register index (x86's vbroadcastss (base, index, 4));
+    # where it takes an immediate offset only (SVE's ld1rw), the GEMM transposes A first.
+    broadcast_indexed: bool = True
     # LLVM command-line options for this target's codegen, as (on, off) pairs.
     codegen_flags: tuple[tuple[str, str], ...] = field(default=())
     # Textual IR of helper functions (for what llvmlite's builder cannot write, such as

@@ -65,8 +65,8 @@ def _sve(name: str, bits: int) -> Target:
             (f"u8s8_dot.v{n}i32", f"tpp.sve.usdot.v{n}i32|plain"))      # usdot: int8 GEMM
     return Target(name, TRIPLE, "generic", FEATURES, vector_bits=bits, vector_registers=32,
                   intrinsics=_INTRINSICS + dots, runs_on_host=False, fixed_vscale=bits // 128,
-                  fma_memory_broadcast=False, codegen_flags=NO_LSR, unsupported=_UNSUPPORTED,
-                  ir_helpers=_dot_helpers(bits))
+                  fma_memory_broadcast=False, broadcast_indexed=False, codegen_flags=NO_LSR,
+                  unsupported=_UNSUPPORTED, ir_helpers=_dot_helpers(bits))
 
 
 NAMED = {f"aarch64-sve{bits}": (lambda host, bits=bits: _sve(f"aarch64-sve{bits}", bits)) for bits in BITS}
