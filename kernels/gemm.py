@@ -338,7 +338,10 @@ def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: 
     malloc = declare(module, "malloc", PTR, [I64])
     free = declare(module, "free", ir.VoidType(), [PTR])
     nbytes = i64(total) if count is None else b.mul(count, i64(total))
-    buf = b.call(malloc, [b.add(nbytes, i64(64))])          # + 64: room to align the start
+    size = b.add(nbytes, i64(64))                            # + 64: room to align the start
+    if count is not None:       # a count (from C) whose size would wrap asks for SIZE_MAX: malloc fails
+        size = b.select(b.icmp_unsigned(">", count, i64((1 << 47) // total)), i64(-1), size)
+    buf = b.call(malloc, [size])
     failed = b.icmp_unsigned("==", b.ptrtoint(buf, I64), i64(0))
     with b.if_else(failed) as (fallback, packed):
         with fallback:
