@@ -23,8 +23,13 @@
  *   brgemm:  gemm's list, then {NULL, count}; the offset variant passes a and b as
  *            base pointers and then {int64 offsets of A_i, count}, {int64 offsets of
  *            B_i, count} instead; the address variant passes arrays of `count`
- *            pointers as a and b.
+ *            pointers as a and b. Any count >= 0 is safe for the kernel's own buffers
+ *            (one too large for memory makes it read the blocks in place, slowly); every
+ *            block must lie in memory the caller owns.
  * Unary and binary kernels read each ld at call time.
+ *
+ * Sizes: m, n, k from 1 to 2**31 - 1; no operand (rows, ld and element size together)
+ * and no brgemm stride may span more than 2**48 bytes (TPP_ERROR_DESCRIPTOR otherwise).
  *
  * libtpp starts an embedded Python interpreter on the first call (tpp_init or a
  * dispatch). It finds the tpp package of the Python that built the library; to
