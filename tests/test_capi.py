@@ -239,6 +239,9 @@ def test_brgemm(lib, variant, rng):
     ("gemm", {"m": 4, "n": 4, "k": 4, "epilogue": "bias,softmax"}, capi.E_DESCRIPTOR, "softmax"),
     ("gemm", {"m": 4, "n": 4, "k": 4, "target": "riscv-v"}, capi.E_TARGET, "unknown target"),
     ("brgemm", {"m": 4, "n": 4, "k": 4, "variant": "gather"}, capi.E_DESCRIPTOR, "variant must be"),
+    ("brgemm", {"m": 4, "n": 4, "k": 4, "stride_a": 2 ** 62}, capi.E_DESCRIPTOR, "more than the limit of 2**48"),
+    ("gemm", {"m": 4, "n": 4, "k": 4, "lda": 2 ** 62}, capi.E_DESCRIPTOR, "make operand 'a' span"),
+    ("unary", {"kind": "relu", "m": 2 ** 40, "n": 4}, capi.E_DESCRIPTOR, "m=1099511627776 is too large"),
 ])
 def test_dispatch_errors(lib, kind, fields, code, message):
     d = Desc(**{k: (v.encode() if isinstance(v, str) else v) for k, v in fields.items()})
