@@ -77,15 +77,13 @@ def _check_dims(desc, what: str, *names: str) -> None:
         object.__setattr__(desc, name, number)
 
 
-def _check_extents(what: str, operands: list[Operand], fields: dict[str, str]) -> None:
-    """Refuse a descriptor whose operands span more than MAX_BYTES; the message names
-    the fields that set each operand's extent (fields: operand name -> field names)."""
-    for op in operands:
-        ld = op.cols if op.ld is None else op.ld
-        extent = ((op.rows - 1) * ld + op.cols) * op.dtype.itemsize
-        if extent > MAX_BYTES:
-            raise DescriptorError(f"tpp {what}: {fields.get(op.name, 'm, n')} make operand '{op.name}' span "
-                                  f"{extent} bytes, more than the limit of 2**48")
+def _check_extent(what: str, operand: str, fields: str, rows: int, cols: int, ld: int, itemsize: int) -> None:
+    """Refuse an operand of rows x cols elements, rows ld apart, that spans more than
+    MAX_BYTES; the message names the fields that set its extent."""
+    extent = ((rows - 1) * ld + cols) * itemsize
+    if extent > MAX_BYTES:
+        raise DescriptorError(f"tpp {what}: {fields} make operand '{operand}' span {extent} bytes, more "
+                              f"than the limit of 2**48")
 
 
 def _real(what: str, name: str, value) -> float:
@@ -157,7 +155,9 @@ class UnaryDesc:
             raise DescriptorError(f"tpp {k}: takes no alpha")
         if self.alpha is not None:
             object.__setattr__(self, "alpha", _real(k, "alpha", self.alpha))
-        _check_extents(k, self.operands(), {})
+        # every unary operand is at most an m x n tile (vnni_pack pads k to its group: 3 rows)
+        _check_extent(k, "x", "m, n", self.m + 3, self.n, self.n,
+                      max(self.dtype.itemsize, self.out_dtype.itemsize))
 
     @property
     def family(self) -> str:
@@ -239,7 +239,7 @@ class BinaryDesc:
         for b in (self.bcast_a, self.bcast_b):
             if b not in (Bcast.FULL, Bcast.ROW, Bcast.COL, Bcast.SCALAR):
                 raise DescriptorError(f"tpp {self.kind}: broadcast {b!r} is not an input mode")
-        _check_extents(self.kind, self.operands(), {})
+        _check_extent(self.kind, "a", "m, n", self.m, self.n, self.n, self.dtype.itemsize)
 
     elementwise = True
 
@@ -341,8 +341,11 @@ class GemmDesc:
                 if value < least:
                     raise DescriptorError(f"{self.what}: {name} must be an integer >= {least}, got {value!r}")
             object.__setattr__(self, name, least if value is None else value)
-        _check_extents(what, self.operands(), {"a": "m, k, lda", "b": "n, k, ldb", "c": "m, n, ldc",
-                                                "residual": "m, n"})
+        a_rows, a_cols = (self.k, self.m) if self.trans_a else (self.m, self.k)
+        b_rows, b_cols = gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni, self.dtype)
+        _check_extent(what, "a", "m, k, lda", a_rows, a_cols, self.lda, self.dtype.itemsize)
+        _check_extent(what, "b", "n, k, ldb", b_rows, b_cols, self.ldb, gemm_k.B_DTYPE[self.dtype].itemsize)
+        _check_extent(what, "c", "m, n, ldc", self.m, self.n, self.ldc, self.out_dtype.itemsize)
 
     def tight_lds(self) -> tuple[int, int, int]:
         b_cols = gemm_k.b_shape(self.n, self.k, self.trans_b, self.b_vnni, self.dtype)[1]
