@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from llvmlite import ir
 
+from .. import host
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.vec import VecBuilder
@@ -36,10 +37,28 @@ def unroll_for(target: Target) -> int:
     return 4 if target.vector_registers >= 32 else 2
 
 
-# Outputs of at least 2 MiB (the L2 of one core here) use streaming (non-temporal) stores: the
-# tile cannot stay in L2 anyway, and skipping the read-for-ownership of each output
-# line saves a third of the memory traffic of a unary kernel.
-STREAM_BYTES = 2 << 20
+# Streaming (non-temporal) stores once the tile's operands crowd the last-level cache:
+# the output then goes to memory without its read-for-ownership (a third of a unary
+# kernel's traffic) and leaves the cache to the inputs. While they fit, ordinary stores
+# keep the output cached for whoever reads it next, and a call repeated on the same
+# arrays runs at cache speed, which streaming caps at the DRAM's write bandwidth. The
+# point moves with the mix: the output weighs half an input here. AVX2 on Zen 4 (32 MB
+# L3), GB/s of ordinary vs streaming stores (best of 11, same run) by operand bytes:
+# copy 8 MiB 92 / 49, 16 MiB 80 / 54, 20 MiB 65 / 54, 24 MiB 57 / 53, 28 MiB 50 / 53,
+# 48 MiB 38 / 46; add 12 MiB 83 / 77, 16 MiB 75 / 76, 20 MiB 62 / 73, 24 MiB 63 / 73,
+# 48 MiB 40 / 58. (Streaming every output of 2 MiB or more, one machine's L2, made the
+# 1024^2 copy 0.6x numpy's memcpy.)
+STREAM_SHARE = 0.5
+
+
+def streams(target: Target, inputs: Sequence[Operand], outputs: Sequence[Operand], m: int, n: int) -> bool:
+    """Whether the tile's full-size inputs plus half its outputs take more than
+    STREAM_SHARE of the last-level cache."""
+    llc = host.last_level() if target.runs_on_host else host.DEFAULT_LAST_LEVEL
+
+    def size(ops: Sequence[Operand]) -> int:
+        return sum(m * n * op.dtype.itemsize for op in ops if op.bcast is Bcast.FULL)
+    return size(inputs) + size(outputs) / 2 > STREAM_SHARE * llc.size
 
 
 def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
@@ -68,7 +87,7 @@ def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
                for op, (ptr, _) in ins if op.bcast is Bcast.SCALAR}
 
     out_op = outputs[0]
-    stream = (len(outputs) == 1 and m * n * out_op.dtype.itemsize >= STREAM_BYTES
+    stream = (len(outputs) == 1 and streams(target, inputs, outputs, m, n)
               and target.intrinsic("store_fence") is not None)
 
     with Loop(b, 0, rows, name="row") as row:

@@ -163,9 +163,14 @@ def group_cast(rng):
 
 
 def group_large(rng):
-    """Outputs over the streaming-store threshold, ending at the guard at an
-    arbitrary alignment (so the aligned head peel and the tail both matter)."""
-    for dt, (m, n) in (("f32", (1031, 1037)), ("bf16", (1031, 1037))):
+    """Operands over the streaming-store threshold (a share of the last-level cache),
+    ending at the guard at an arbitrary alignment (so the aligned head peel and the tail
+    both matter)."""
+    from tpp.kernels import eltwise
+    share = eltwise.STREAM_SHARE * tpp.host.last_level().size
+    for dt in ("f32", "bf16"):
+        n = 1037
+        m = int(share // (1.5 * n * np.dtype(DT[dt]).itemsize)) + 3   # relu: x + y/2 (eltwise.streams)
         x = rng.uniform(-3, 3, (m, n)).astype(DT[dt])
         for ld, at_end in ((n, True), (n + 1, True), (n + 1, False)):
             case(f"large relu {dt} {m}x{n} ld={ld} {'end' if at_end else 'start'}")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import tpp
 from tpp.kernels import binary as binary_refs
+from tpp.kernels import eltwise
 
 from tensors import (REMAINDER_SHAPE, SHAPES, STRIDED, CONTIGUOUS, Domain, Layout, blank, grid, layouts,
                      magnitude, place, seeds, shapes, uniform, values)
@@ -199,11 +200,16 @@ def test_both_inputs_the_same_array(rng):
                                               ("sub", "f64", "col"), ("gt", "f32", "none")])
 @pytest.mark.parametrize("layout", [CONTIGUOUS, Layout(col_off=1, pad=2)], ids=str)
 def test_large_outputs(kind, dt, mode_b, layout, rng):
-    """Outputs of several MiB (non-temporal stores in the main loop), also as a view
-    whose rows start off the vector alignment."""
+    """Operands over the streaming threshold (a share of this machine's last-level cache:
+    non-temporal stores in the main loop), also as a view whose rows start off the vector
+    alignment."""
     case, dtype = CASES[kind], DTYPES[dt]
-    shape = (1031, 1037) if np.dtype(dtype).itemsize > 1 else (2053, 1031)
+    weight = np.dtype(dtype).itemsize * (2 if mode_b == "none" else 1) + out_dtype(case, dtype).itemsize / 2
+    share = eltwise.STREAM_SHARE * tpp.host.last_level().size       # see eltwise.streams
+    shape = (int(share // (1037 * weight)) + 3, 1037)
     k = tpp.binary(kind, *shape, dtype=dt, broadcast=("none", mode_b))
+    if out_dtype(case, dtype) != np.dtype(DTYPES["bf16"]):    # bf16: a truncating store (vpmovdw)
+        assert "vmovnt" in k.asm, "the tile does not take the streaming stores"
     a, b = _inputs(case, rng, "none", mode_b, shape, dtype)
     out = blank(shape, out_dtype(case, dtype), layout)
     k(a, b, out=out.view)

@@ -1,6 +1,7 @@
 """Facts about the machine this process runs on that tuning reads: the L1 data
-cache's geometry, from Linux's sysfs (a default where it is not exposed). Kept out
-of the Target: a target is what code can be generated for, this is the chip under it."""
+cache's geometry and the last-level cache's size, from Linux's sysfs (defaults where
+they are not exposed). Kept out of the Target: a target is what code can be generated
+for, this is the chip under it."""
 from __future__ import annotations
 
 import functools
@@ -16,6 +17,11 @@ class CacheGeometry:
     ways: int
     line: int                      # bytes
 
+    @property
+    def size(self) -> int:
+        """Bytes."""
+        return self.sets * self.ways * self.line
+
     def most_lines_in_one_set(self, count: int, stride: int) -> int:
         """Of the lines holding `count` addresses `stride` bytes apart, how many share
         the fullest set."""
@@ -28,17 +34,33 @@ class CacheGeometry:
 
 # what Zen 4 and most x86 cores since Skylake client have; Golden Cove has 12 ways
 DEFAULT_L1D = CacheGeometry(sets=64, ways=8, line=64)
+# a Zen 3 / Zen 4 CCX's L3 (32 MB, 16 ways)
+DEFAULT_LAST_LEVEL = CacheGeometry(sets=32768, ways=16, line=64)
+
+
+def _data_caches() -> dict[int, CacheGeometry]:
+    """Level -> geometry of the data (or unified) caches cpu0 sees."""
+    found = {}
+    for index in sorted(_CACHES.glob("index*")):
+        try:
+            if (index / "type").read_text().strip() in ("Data", "Unified"):
+                geometry = CacheGeometry(int((index / "number_of_sets").read_text()),
+                                         int((index / "ways_of_associativity").read_text()),
+                                         int((index / "coherency_line_size").read_text()))
+                if min(geometry.sets, geometry.ways, geometry.line) > 0:    # 0: not reported
+                    found[int((index / "level").read_text())] = geometry
+        except (OSError, ValueError):
+            return {}
+    return found
 
 
 @functools.lru_cache(maxsize=1)
 def l1d() -> CacheGeometry:
-    for index in sorted(_CACHES.glob("index*")):
-        try:
-            if (index / "level").read_text().strip() == "1" and \
-                    (index / "type").read_text().strip() in ("Data", "Unified"):
-                return CacheGeometry(int((index / "number_of_sets").read_text()),
-                                     int((index / "ways_of_associativity").read_text()),
-                                     int((index / "coherency_line_size").read_text()))
-        except (OSError, ValueError):
-            break
-    return DEFAULT_L1D
+    return _data_caches().get(1, DEFAULT_L1D)
+
+
+@functools.lru_cache(maxsize=1)
+def last_level() -> CacheGeometry:
+    """The last-level cache (the L3 of the core's complex on Zen, shared by its cores)."""
+    caches = _data_caches()
+    return caches[max(caches)] if caches else DEFAULT_LAST_LEVEL
