@@ -101,7 +101,7 @@ def block_rows(target: Target, nvec: int, m: int, masked: bool = False) -> int:
     read it from memory, and on 16 registers (AVX2's vbroadcastss: the core renames the
     one register for each broadcast in flight; 6 x 2 and 4 x 3 blocks, no spills); a few
     on SVE's 32. AVX2 has no mask registers: vmaskmovps takes its mask in a vector
-    register, kept through the K loop (a masked 4 x 3 block spilled 26 times)."""
+    register, kept through the K loop (a masked 4 x 3 block: 52 stack accesses)."""
     small = target.vector_registers <= 16
     broadcasts = 1 if target.fma_memory_broadcast or small else 4
     broadcasts += 1 if masked and small else 0
