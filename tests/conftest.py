@@ -24,6 +24,14 @@ settings.register_profile("thorough", parent=settings.get_profile("tpp"), max_ex
 settings.load_profile(os.environ.get("TPP_HYPOTHESIS_PROFILE", "tpp"))
 
 
+def pytest_report_header(config) -> str:
+    """Which target this run tests (CI runs the suite natively and as an AVX2-only host)."""
+    t, limit = tpp.current_target(), tpp.config.get().host_limit
+    how = ", ".join(f"{k}={v}" for k, v in (("TPP_TARGET", tpp.config.get().target),
+                                             ("TPP_HOST_LIMIT", limit)) if v) or "the host's best"
+    return f"tpp target: {t.name} ({t.cpu}; {how}); host probe: {tpp.Target.host().name}"
+
+
 @pytest.fixture(scope="session")
 def kernel_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tpp-cache")
