@@ -15,13 +15,16 @@ from typing import Callable
 import numpy as np
 from llvmlite import ir
 
+from ..errors import DescriptorError
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import VecBuilder, f32_to_bf16
-from . import simt
+from . import fields, simt
 from .eltwise import compute_lanes, unroll_for
+from .family import Family, Lowering, elements
 from .operands import Bcast, Operand, define_kernel, element_ptr, unpack_args
+from .unary import ARITH
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class ReduceKind:
     reference: Callable[[np.ndarray, int], np.ndarray]
     identity: float
     combine: str              # the horizontal reduction (llvm.vector.reduce.<combine>)
+    update: Callable          # (vec, acc, x) -> acc with x taken in
+    merge: Callable           # (vec, acc, acc) -> one accumulator of both
     arg_reference: Callable | None = None   # numpy argmax/argmin where an index is offered
     compare: str = ""         # "take the new element" predicate for arg reductions
 
@@ -40,18 +45,24 @@ def reduce_max(x, axis): return x.max(axis=axis)
 def reduce_min(x, axis): return x.min(axis=axis)
 
 
+def _add(v, a, b): return v.b.fadd(a, b)
+def _max(v, a, b): return v.maximum(a, b)
+def _min(v, a, b): return v.minimum(a, b)
+
+
 KINDS = {k.name: k for k in (
-    ReduceKind("reduce_sum", reduce_sum, 0.0, "fadd"),
-    ReduceKind("reduce_sumsq", reduce_sumsq, 0.0, "fadd"),
-    ReduceKind("reduce_max", reduce_max, -math.inf, "fmaximum", np.argmax, ">"),
-    ReduceKind("reduce_min", reduce_min, math.inf, "fminimum", np.argmin, "<"),
+    ReduceKind("reduce_sum", reduce_sum, 0.0, "fadd", _add, _add),
+    ReduceKind("reduce_sumsq", reduce_sumsq, 0.0, "fadd", lambda v, acc, x: v.fma(x, x, acc), _add),
+    ReduceKind("reduce_max", reduce_max, -math.inf, "fmaximum", _max, _max, np.argmax, ">"),
+    ReduceKind("reduce_min", reduce_min, math.inf, "fminimum", _min, _min, np.argmin, "<"),
 )}
 
 
-def operands(kind: str, m: int, n: int, dtype: DType, axis: int, argidx: bool) -> list[Operand]:
-    length = m if axis == 1 else n
-    ops = [Operand("x", dtype, m, n), Operand("out", dtype, 1, length, Bcast.VEC, output=True)]
-    if argidx:
+def operands(d) -> list[Operand]:
+    """x, then one result per row (axis=1) or per column (axis=0), then their indices."""
+    length = d.m if d.axis == 1 else d.n
+    ops = [Operand("x", d.dtype, d.m, d.n), Operand("out", d.dtype, 1, length, Bcast.VEC, output=True)]
+    if d.argidx:
         ops.append(Operand("idx", DType.I64, 1, length, Bcast.VEC, output=True))
     return ops
 
@@ -69,14 +80,10 @@ class _Acc:
         return vals
 
     def update(self, state: list[ir.Value], x: ir.Value, index: ir.Value | None) -> list[ir.Value]:
-        v, b, name = self.v, self.v.b, self.kind.name
+        v, b = self.v, self.v.b
         acc = state[0]
-        if name == "reduce_sum":
-            return [b.fadd(acc, x)]
-        if name == "reduce_sumsq":
-            return [v.fma(x, x, acc)]
         if not self.argidx:
-            return [v.maximum(acc, x) if name == "reduce_max" else v.minimum(acc, x)]
+            return [self.kind.update(v, acc, x)]
         # strictly better, or the first NaN: numpy's argmax/argmin keep the first.
         take = b.or_(b.fcmp_ordered(self.kind.compare, x, acc),
                      b.and_(b.fcmp_unordered("uno", x, x), b.fcmp_ordered("ord", acc, acc)))
@@ -84,10 +91,7 @@ class _Acc:
 
     def merge(self, a: list[ir.Value], b_: list[ir.Value]) -> list[ir.Value]:
         """Combine two partial accumulators (plain reductions only)."""
-        v, name = self.v, self.kind.name
-        if name in ("reduce_sum", "reduce_sumsq"):
-            return [v.b.fadd(a[0], b_[0])]
-        return [v.maximum(a[0], b_[0]) if name == "reduce_max" else v.minimum(a[0], b_[0])]
+        return [self.kind.merge(self.v, a[0], b_[0])]
 
     def horizontal(self, state: list[ir.Value]) -> list[ir.Value]:
         v, b = self.v, self.v.b
@@ -106,12 +110,10 @@ def _masked_in(v: VecBuilder, acc: _Acc, x: ir.Value, mask: ir.Value) -> ir.Valu
     return v.b.select(mask, x, v.const(acc.kind.identity, acc.elem))
 
 
-def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int, n: int,
-                dtype: DType, axis: int, argidx: bool) -> ir.Function:
-    if target.model == "simt":
-        return _emit_simt(module, name, target, kind, m, n, dtype, axis, argidx)
-    rk = KINDS[kind]
-    ops = operands(kind, m, n, dtype, axis, argidx)
+def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
+    """Vector CPUs: U accumulators of one register each, along the rows or down the columns."""
+    rk, m, n, dtype, axis, argidx = KINDS[d.kind], d.m, d.n, d.dtype, d.axis, d.argidx
+    ops = operands(d)
     fn, b = define_kernel(module, name, target)
     lanes = compute_lanes(target, ops[:2])
     v = VecBuilder(b, lanes, target)
@@ -189,14 +191,14 @@ def emit_reduce(module: ir.Module, name: str, target: Target, kind: str, m: int,
     return fn
 
 
-def _emit_simt(module: ir.Module, name: str, target: Target, kind: str, m: int, n: int,
-               dtype: DType, axis: int, argidx: bool) -> ir.Function:
+def emit_simt(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     """GPUs: one thread per result, walking its row (axis=1) or column (axis=0; the
     threads of a warp then read adjacent columns), over a grid-stride loop."""
-    ops = operands(kind, m, n, dtype, axis, argidx)
+    m, n, dtype, axis, argidx = d.m, d.n, d.dtype, d.axis, d.argidx
+    ops = operands(d)
     fn, b, pairs = simt.define_simt_kernel(module, name, len(ops))
     v = VecBuilder(b, 1, target)
-    acc = _Acc(v, KINDS[kind], dtype.compute.storage, argidx)
+    acc = _Acc(v, KINDS[d.kind], dtype.compute.storage, argidx)
     (x, ldx), (out, _) = pairs[:2]
     first, step = simt.thread_index(module, b)
     results, length = (m, n) if axis == 1 else (n, m)
@@ -214,3 +216,28 @@ def _emit_simt(module: ir.Module, name: str, target: Target, kind: str, m: int, 
             b.store(state[1], element_ptr(b, pairs[2][0], DType.I64, res.i))
     b.ret_void()
     return fn
+
+
+# ---- the family record -------------------------------------------------------------
+def _validate(d) -> None:
+    fields.dtype_check(d.kind, d.dtype, ARITH)
+    axis = None if d.axis is None else fields.integer(d.kind, "axis", d.axis)
+    if axis not in (0, 1):
+        raise DescriptorError(f"tpp {d.kind}: axis must be 0 (over rows) or 1 (over columns), got {d.axis!r}")
+    fields.put(d, "axis", axis)
+    if d.argidx and KINDS[d.kind].arg_reference is None:
+        raise DescriptorError(f"tpp {d.kind}: argidx is only offered by reduce_max and reduce_min")
+    fields.same_dtype(d)
+    fields.no_alpha(d)
+
+
+def _reference(d, x):
+    """float64 values (and int64 indices with argidx) of the numpy reference."""
+    x = np.asarray(x, dtype=np.float64)
+    rk = KINDS[d.kind]
+    values = rk.reference(x, d.axis)
+    return (values, rk.arg_reference(x, axis=d.axis)) if d.argidx else values
+
+
+FAMILY = Family("reduce", "reduce", tuple(KINDS), _validate, operands, _reference,
+                {"simd": Lowering(emit_simd), "simt": Lowering(emit_simt, threads=elements)})

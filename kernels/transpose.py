@@ -14,7 +14,9 @@ from ..jit.loops import Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import I32, VecBuilder
-from . import simt
+from . import fields, simt
+from .family import Family, Lowering, elements
+from .unary import ARITH
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
 _BITS = {1: ir.IntType(8), 2: ir.IntType(16), 4: ir.IntType(32), 8: ir.IntType(64)}
@@ -24,8 +26,8 @@ def transpose(x):
     return np.ascontiguousarray(x.T)
 
 
-def operands(m: int, n: int, dtype: DType) -> list[Operand]:
-    return [Operand("x", dtype, m, n), Operand("out", dtype, n, m, output=True)]
+def operands(d) -> list[Operand]:
+    return [Operand("x", d.dtype, d.m, d.n), Operand("out", d.dtype, d.n, d.m, output=True)]
 
 
 def tile_size(target: Target, dtype: DType) -> int:
@@ -52,20 +54,19 @@ def _shuffle_rounds(v: VecBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     return rows
 
 
-def emit_transpose(module: ir.Module, name: str, target: Target, m: int, n: int,
-                   dtype: DType) -> ir.Function:
-    if target.model == "simt":
-        return _emit_simt(module, name, target, m, n, dtype)
+def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
+    """Vector CPUs: register tiles (transpose_into)."""
     fn, b = define_kernel(module, name, target)
     (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
-    transpose_into(b, target, x, ldx, out, ldo, m, n, dtype)
+    transpose_into(b, target, x, ldx, out, ldo, d.m, d.n, d.dtype)
     b.ret_void()
     return fn
 
 
-def _emit_simt(module: ir.Module, name: str, target: Target, m: int, n: int, dtype: DType) -> ir.Function:
+def emit_simt(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     """GPUs: one thread per element over a grid-stride loop, reading along rows (the
     writes are strided; a shared-memory tile would make both sides coalesced)."""
+    m, n, dtype = d.m, d.n, d.dtype
     fn, b, ((x, ldx), (out, ldo)) = simt.define_simt_kernel(module, name, 2)
     first, step = simt.thread_index(module, b)
     et = _BITS[dtype.itemsize]
@@ -111,3 +112,16 @@ def transpose_into(b: ir.IRBuilder, target: Target, x: ir.Value, ldx: ir.Value, 
             tile(i64(mt), tj.i, m - mt, t)
         if n > nt:
             tile(i64(mt), i64(nt), m - mt, n - nt)
+
+
+# ---- the family record -------------------------------------------------------------
+def _validate(d) -> None:
+    fields.no_reduction(d)
+    fields.dtype_check(d.kind, d.dtype, ARITH)
+    fields.same_dtype(d)
+    fields.no_alpha(d)
+
+
+FAMILY = Family("transpose", "transpose", ("transpose",), _validate, operands,
+                lambda d, x: transpose(np.asarray(x, dtype=np.float64)),
+                {"simd": Lowering(emit_simd), "simt": Lowering(emit_simt, threads=elements)})

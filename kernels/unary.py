@@ -13,9 +13,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 from llvmlite import ir
 
+from ..errors import DTypeError
 from ..jit.types import DType
 from ..jit.vec import VecBuilder
-from . import vmath
+from . import fields, simt, vmath
+from .eltwise import emit_eltwise
+from .family import Family, Lowering, elements
+from .operands import Operand
 
 ARITH = frozenset({DType.F32, DType.BF16, DType.F64})   # exact or IEEE ops: f64 too
 TRANSC = frozenset({DType.F32, DType.BF16})              # vector approximations are f32
@@ -178,3 +182,51 @@ KINDS = _kinds(
 
 # Other names users reach for; resolved before a descriptor is made.
 ALIASES = {"gelu": "gelu_tanh", "gelu_grad": "gelu_tanh_grad", "identity": "copy", "neg": "negate"}
+
+
+# ---- the family record -------------------------------------------------------------
+def alpha_value(d) -> float | None:
+    """The descriptor's alpha, or its kind's default (None for kinds without one)."""
+    return float(d.alpha) if d.alpha is not None else KINDS[d.kind].default_alpha
+
+
+def _validate(d) -> None:
+    kind = KINDS[d.kind]
+    fields.no_reduction(d)
+    fields.dtype_check(d.kind, d.dtype, kind.dtypes)
+    if d.kind == "cast":
+        if d.out_dtype not in kind.dtypes or d.out_dtype == d.dtype:
+            raise DTypeError(f"tpp cast: out_dtype must be the other of f32/bf16, "
+                             f"got {d.dtype.value} -> {d.out_dtype.value}")
+    else:
+        fields.same_dtype(d)
+    if d.alpha is not None:
+        if kind.default_alpha is None:
+            fields.no_alpha(d)
+        fields.put(d, "alpha", fields.real(d.kind, "alpha", d.alpha))
+
+
+def _operands(d) -> list[Operand]:
+    ins = [Operand(name, d.dtype, d.m, d.n) for name in KINDS[d.kind].inputs]
+    return ins + [Operand("out", d.out_dtype, d.m, d.n, output=True)]
+
+
+def _reference(d, *inputs):
+    kind = KINDS[d.kind]
+    if not kind.inputs:                      # a constant tile
+        return np.full((d.m, d.n), kind.reference())
+    xs = [np.asarray(x, dtype=np.float64) for x in inputs]
+    return kind.reference(*xs, alpha_value(d)) if kind.default_alpha is not None else kind.reference(*xs)
+
+
+def _lowering(driver) -> Lowering:
+    """The elementwise driver (eltwise.py on vector CPUs, simt.py on GPUs) with the kind's body."""
+    def emit(module, name, target, d):
+        ops = _operands(d)
+        params, body = Params(d.dtype.compute.storage, alpha_value(d)), KINDS[d.kind].body
+        return driver(module, name, target, d.m, d.n, ops[:-1], ops[-1:], lambda v, xs: body(v, xs, params))
+    return Lowering(emit, threads=elements if driver is simt.emit_eltwise else None)
+
+
+FAMILY = Family("unary", "eltwise", tuple(KINDS), _validate, _operands, _reference,
+                {"simd": _lowering(emit_eltwise), "simt": _lowering(simt.emit_eltwise)}, elementwise=True)

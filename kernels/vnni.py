@@ -7,10 +7,13 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
+from ..dtypes import to_numpy
 from ..jit.loops import Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import I32, VecBuilder
+from . import fields
+from .family import Family, Lowering
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
 GROUP = {2: 2, 1: 4}                       # element size in bytes -> k per 32-bit lane
@@ -27,9 +30,10 @@ def vnni_pack(x):
     return out.reshape(groups, g, n).transpose(0, 2, 1).reshape(groups, g * n)
 
 
-def operands(k: int, n: int, dtype: DType) -> list[Operand]:
-    g = GROUP[dtype.itemsize]
-    return [Operand("x", dtype, k, n), Operand("out", dtype, -(-k // g), g * n, output=True)]
+def operands(d) -> list[Operand]:
+    """x is k x n (the descriptor's m x n); out its ceil(k/g) x g*n groups."""
+    k, n, g = d.m, d.n, GROUP[d.dtype.itemsize]
+    return [Operand("x", d.dtype, k, n), Operand("out", d.dtype, -(-k // g), g * n, output=True)]
 
 
 def interleave_rows(v: VecBuilder, rows: list[ir.Value]) -> ir.Value:
@@ -48,7 +52,8 @@ def interleave_rows(v: VecBuilder, rows: list[ir.Value]) -> ir.Value:
     return rows[0]
 
 
-def emit_vnni_pack(module: ir.Module, name: str, target: Target, k: int, n: int, dtype: DType) -> ir.Function:
+def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
+    k, n, dtype = d.m, d.n, d.dtype
     fn, b = define_kernel(module, name, target)
     (x, ldx), (out, ldo) = unpack_args(b, fn.args[0], 2)
     g = GROUP[dtype.itemsize]
@@ -77,3 +82,22 @@ def emit_vnni_pack(module: ir.Module, name: str, target: Target, k: int, n: int,
         group_row(i64(k // g), k % g)
     b.ret_void()
     return fn
+
+
+# ---- the family record -------------------------------------------------------------
+def _validate(d) -> None:
+    fields.no_reduction(d)
+    fields.dtype_check(d.kind, d.dtype, DTYPES)
+    fields.same_dtype(d)
+    fields.no_alpha(d)
+
+
+def _reference(d, x):
+    """The packed layout in float64 (the groups follow the element size: packed in the dtype)."""
+    return vnni_pack(np.asarray(x, dtype=to_numpy(d.dtype))).astype(np.float64)
+
+
+FAMILY = Family("vnni_pack", "vnni_pack", ("vnni_pack",), _validate, operands, _reference,
+                {"simd": Lowering(emit_simd)},
+                unsupported={"simt": "VNNI layouts are a CPU dot-instruction format; GPUs take plain or "
+                                     "mma fragments"})

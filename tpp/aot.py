@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 
 from . import binary_desc, brgemm_desc, gemm_desc, unary_desc
-from .dispatch import _module, check_offered, resolve_target
+from .dispatch import check_offered, resolve_target
+from .irgen import module_for
 from .errors import DescriptorError, TppError
 from .jit import compiler
 from .jit.targets import Target
@@ -96,7 +97,7 @@ def _object(named: list[tuple[str, object]], target: Target) -> bytes:
     """One object file with every kernel, each under its own name."""
     merged = None
     for name, desc in named:
-        mod = compiler.optimise(str(_module(desc, target, name)), target)
+        mod = compiler.optimise(str(module_for(desc, target, name)), target)
         if merged is None:
             merged = mod
         else:

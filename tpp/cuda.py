@@ -22,7 +22,6 @@ from . import arrayabi, dlpack
 from .dtypes import to_numpy
 from .errors import DTypeError, ShapeError, TargetError
 from .kernel import Kernel
-from .kernels import gemm as gemm_k
 
 BLOCK = 256                       # threads per block (the tensor-core GEMM's block is built for this)
 _SM_COUNT = 16                    # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
@@ -173,10 +172,7 @@ class GpuKernel:
         self._np = [to_numpy(op.dtype) for op in self._operands]
         self._sms = d.attribute(_SM_COUNT)
         desc = kernel.descriptor
-        self._work = desc.m * desc.n           # threads: one per element (grid-stride kernels)
-        if desc.family in ("gemm", "brgemm"):  # one block per C tile
-            tiled = gemm_k.simt_kernel(desc.dtype, desc.trans_a, desc.trans_b, desc.b_vnni)
-            self._work = tiled.launch_threads(desc.m, desc.n)
+        self._work = desc.record.lowering(kernel.target.model).threads(desc)   # the backend's launch size
 
     def __repr__(self) -> str:
         return f"<tpp.cuda.GpuKernel {self.kernel.descriptor} on {self.kernel.target.name}>"

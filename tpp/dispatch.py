@@ -16,8 +16,9 @@ from llvmlite import ir
 
 from . import arrayabi, config
 from .jit import cache, compiler, objfile
-from .jit.targets import Target
 from .errors import TargetError
+from .irgen import generate_ir, module_for  # noqa: F401  (generate_ir: dispatch's public name)
+from .jit.targets import Target
 from .kernel import Kernel
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ _lock = threading.Lock()
 _memory: dict[tuple, Kernel] = {}
 _targets: dict[tuple, Target] = {}       # (TPP_TARGET, TPP_HOST_LIMIT) -> target
 _source_hash: str | None = None
+_module = module_for                      # the older name (tests build modules through it)
 _entries: dict[int, int] = {}             # operand count -> native Python entry address
 
 
@@ -61,17 +63,6 @@ def sources_hash() -> str:
         files = [p for d in folders for p in d.rglob("*.py")]
         _source_hash = cache.hash_sources(files)
     return _source_hash
-
-
-def _module(desc, target: Target, symbol: str) -> ir.Module:
-    module = ir.Module(name=symbol)
-    module.triple = target.triple
-    desc.emit(module, symbol, target)
-    return module
-
-
-def generate_ir(desc, target: Target, symbol: str) -> str:
-    return str(_module(desc, target, symbol))
 
 
 def get_kernel(desc, target=None) -> Kernel:
@@ -111,8 +102,9 @@ def _object_code(parts: dict, make_module,
 
 
 def check_offered(desc, target: Target, what: str | None = None) -> None:
-    """Raise TargetError where the target lists the descriptor's family as not offered."""
-    reason = target.unsupported_reason(desc.family)
+    """Raise TargetError where the target lists the descriptor's family as not offered, or
+    the family has no emitter for the target's backend."""
+    reason = target.unsupported_reason(desc.family) or desc.record.unsupported_reason(target.model)
     if reason:
         raise TargetError(f"{what or 'tpp ' + desc.kind}: not offered for target {target.name} yet: {reason}")
 
@@ -120,13 +112,13 @@ def check_offered(desc, target: Target, what: str | None = None) -> None:
 def _build(desc, target: Target) -> Kernel:
     check_offered(desc, target)
     obj, symbol, text = _object_code({"target": target, "descriptor": desc},
-                                     lambda sym: _module(desc, target, sym))
+                                     lambda sym: module_for(desc, target, sym))
     address = compiler.load_object(obj, target, [symbol])[symbol] if target.runs_on_host else 0
     # descriptors whose arguments are not a fixed list of 2-D arrays (BRGEMM) have no
     # native Python entry; their wrapper checks and calls in Python
-    native = target.runs_on_host and getattr(desc, "native_python_entry", True)
+    native = target.runs_on_host and desc.native_python_entry
     entry = python_entry(len(desc.operands())) if native else 0
-    kernel = Kernel(desc, target, symbol, address, entry, text)
+    kernel = Kernel(desc, target, symbol, address, entry, text, dispatch=get_kernel)
     if not target.runs_on_host:
         kernel.code = obj          # PTX text or object code, for a loader elsewhere (tpp.cuda, AOT)
     return kernel
@@ -162,7 +154,7 @@ def get_functions(desc, target=None, suffixes: tuple[str, ...] = ("",)) -> list[
             addresses = _functions.get(key)
             if addresses is None:
                 obj, symbol, _ = _object_code({"target": target, "descriptor": desc},
-                                              lambda sym: _module(desc, target, sym), suffixes)
+                                              lambda sym: module_for(desc, target, sym), suffixes)
                 found = compiler.load_object(obj, target, [symbol + s for s in suffixes])
                 addresses = [found[symbol + s] for s in suffixes]
                 _functions[key] = addresses

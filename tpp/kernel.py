@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import arrayabi, cabi, checks
+from . import arrayabi, cabi, checks, config
 from .dtypes import to_numpy
 from .errors import TargetError
+from .irgen import generate_ir
+from .jit import compiler
 
 
 class Kernel:
-    """A JIT-compiled TPP. `address` is its C entry `void f(const tpp_tensor *args)`."""
+    """A JIT-compiled TPP. `address` is its C entry `void f(const tpp_tensor *args)`.
+    `descriptor` follows the descriptor protocol (protocol.py); `dispatch(desc, target)`
+    returns the kernel of another descriptor (tpp.dispatch.get_kernel: views with other
+    row strides run siblings compiled for them)."""
 
     def __init__(self, descriptor, target, symbol: str, address: int, entry: int,
-                 source_ir: str | None = None):
+                 source_ir: str | None = None, dispatch=None):
         self.descriptor = descriptor
+        self._dispatch = dispatch
         self.target = target
         self.symbol = symbol
         self.address = address
@@ -35,8 +41,8 @@ class Kernel:
         self._what = f"tpp {descriptor.kind}"
         self._single = len(self._outs) == 1
         # GEMM-like kernels update C in place and take it as their last argument
-        self._positional_out = getattr(descriptor, "reads_output", None) is not None
-        self._reads_output = bool(getattr(descriptor, "reads_output", False))
+        self._positional_out = descriptor.positional_output
+        self._reads_output = descriptor.output_required
         self._out_shape = arrayabi.accepted_shapes(self._outs[0][0])[0]
         self._out_dtype = self._outs[0][1]
         self._raw = cabi.ffi.cast(cabi.KERNEL, address) if address else None
@@ -100,18 +106,16 @@ class Kernel:
                           for op, a, ld in zip(self._operands, arrays, lds)]))   # cffi releases the GIL
 
     def _sibling(self, lds: list[int | None]) -> "Kernel":
-        """The kernel for these row strides (descriptors with compiled-in leading
-        dimensions); dispatch caches it."""
-        from .dispatch import get_kernel
-        fixed = [op.ld if ld is None else ld for op, ld in zip(self._operands, lds)]
-        return get_kernel(self.descriptor.with_lds(*fixed), self.target)
+        """The kernel for these row strides of the operands whose ld is compiled in;
+        dispatch caches it."""
+        fixed = [op.ld if ld is None else ld for op, ld in zip(self._operands, lds) if op.ld is not None]
+        return self._dispatch(self.descriptor.with_lds(*fixed), self.target)
 
     # ---- inspection -----------------------------------------------------------------
     @property
     def ir(self) -> str:
         """The kernel's LLVM IR (before optimisation)."""
         if self._ir is None:
-            from .dispatch import generate_ir
             self._ir = generate_ir(self.descriptor, self.target, self.symbol)
         return self._ir
 
@@ -119,8 +123,6 @@ class Kernel:
     def asm(self) -> str:
         """The target assembly of the optimised kernel."""
         if self._asm is None:
-            from . import config
-            from .jit import compiler
             opt = config.get().opt_level
             self._asm = compiler.emit_assembly(compiler.optimise(self.ir, self.target, opt), self.target, opt)
         return self._asm
