@@ -17,7 +17,6 @@ from .. import host
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.vec import VecBuilder
-from . import simt
 from .operands import Bcast, Operand, define_kernel, element_ptr, load_element, unpack_args
 
 # body(vec_builder, input vectors) -> output vectors (i1 vectors for BOOL outputs)
@@ -63,8 +62,7 @@ def streams(target: Target, inputs: Sequence[Operand], outputs: Sequence[Operand
 
 def emit_eltwise(module: ir.Module, name: str, target: Target, m: int, n: int,
                  inputs: Sequence[Operand], outputs: Sequence[Operand], body: Body) -> ir.Function:
-    if target.model == "simt":                      # GPUs: one thread per element
-        return simt.emit_eltwise(module, name, target, m, n, inputs, outputs, body)
+    """The vector-CPU kernel (simt.emit_eltwise is the GPUs'; the records pick one)."""
     fn, b = define_kernel(module, name, target)
     operands = list(inputs) + list(outputs)
     lanes = compute_lanes(target, operands)

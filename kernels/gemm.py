@@ -27,19 +27,15 @@ from ..jit.loops import I64, Loop, fold, i64
 from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import PTR, VecBuilder, declare
-from .epilogue import apply_epilogue, epilogue_inputs, epilogue_operands
+from .epilogue import apply_epilogue, epilogue_inputs
 from . import gemm_mma, gemm_simt
 from .gemm_dot import DOTS, block_product_dot
+# the GEMM contract as data lives in gemm_spec.py; its names are this module's too
+from .gemm_spec import (ACCUMULATOR, ARG_COUNT, B_DTYPE, BATCH_VARIANTS, DTYPES, NO_BATCH,  # noqa: F401
+                        OUT_DTYPES, Batch, Block, Panels, b_shape, operands)
 from .transpose import transpose_into
-from .vnni import GROUP
-from .operands import Operand, batch_entry, define_kernel, element_ptr, unpack_args
+from .operands import batch_entry, define_kernel, element_ptr, unpack_args
 
-# A's dtype -> (B's dtype, the C dtypes offered). U8 is LIBXSMM's int8 GEMM: u8 x s8 -> s32.
-DTYPES = frozenset({DType.F32, DType.F64, DType.BF16, DType.U8})
-B_DTYPE = {DType.F32: DType.F32, DType.F64: DType.F64, DType.BF16: DType.BF16, DType.U8: DType.I8}
-OUT_DTYPES = {DType.F32: {DType.F32}, DType.F64: {DType.F64}, DType.BF16: {DType.F32, DType.BF16},
-              DType.U8: {DType.I32}}
-ACCUMULATOR = {DType.BF16: DType.F32, DType.U8: DType.I32}      # others accumulate in their own type
 MAX_MR = 16
 K_UNROLL = 2
 # K up to this is unrolled completely (no loop): 16^3 went from 83% to 86% of peak (same run)
@@ -76,23 +72,6 @@ def gemm(a, b, c, beta, trans_a, trans_b):
     opa = a.T if trans_a else a
     opb = b.T if trans_b else b
     return beta * c + opa @ opb
-
-
-def b_shape(n: int, k: int, trans_b: bool, b_vnni: bool, dtype: DType = DType.BF16) -> tuple[int, int]:
-    if b_vnni:                              # VNNI groups, see vnni.py
-        g = GROUP[B_DTYPE[dtype].itemsize]
-        return -(-k // g), g * n
-    return (n, k) if trans_b else (k, n)
-
-
-def operands(m: int, n: int, k: int, dtype: DType, trans_a: bool, trans_b: bool,
-             lda: int, ldb: int, ldc: int, out_dtype: DType | None = None, b_vnni: bool = False,
-             epilogue: tuple[str, ...] = ()) -> list[Operand]:
-    a_shape = (k, m) if trans_a else (m, k)
-    return [Operand("a", dtype, *a_shape, ld=lda),
-            Operand("b", B_DTYPE[dtype], *b_shape(n, k, trans_b, b_vnni, dtype), ld=ldb),
-            *epilogue_operands(epilogue, m, n, out_dtype or dtype),
-            Operand("c", out_dtype or dtype, m, n, output=True, ld=ldc)]
 
 
 def block_rows(target: Target, nvec: int, m: int, masked: bool = False) -> int:
@@ -132,17 +111,9 @@ def simt_kernel(dtype: DType, trans_a: bool, trans_b: bool, b_vnni: bool):
     return gemm_mma if gemm_mma.applies(dtype, trans_a, trans_b, b_vnni) else gemm_simt
 
 
-BATCH_VARIANTS = ("none", "stride", "offset", "address")
-# tpp_tensor entries a kernel of each batch variant takes (see emit_gemm)
-ARG_COUNT = {"none": 3, "stride": 4, "offset": 5, "address": 4}
-
-
-def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, dtype: DType,
-              trans_a: bool, trans_b: bool, beta: float, lda: int, ldb: int, ldc: int,
-              batch: str = "none", stride_a: int = 0, stride_b: int = 0,
-              out_dtype: DType | None = None, b_vnni: bool = False,
-              epilogue: tuple[str, ...] = ()) -> ir.Function:
-    """GEMM (batch="none") or BRGEMM: C = beta C + sum_i op(A_i) op(B_i), then the epilogue.
+def emit_gemm(module: ir.Module, name: str, target: Target, d, batch: Batch = NO_BATCH) -> ir.Function:
+    """GEMM (batch "none") or BRGEMM: C = beta C + sum_i op(A_i) op(B_i), then the epilogue,
+    for descriptor d (gemm_spec.py) on a vector CPU.
 
     Arguments (tpp_tensor entries): [A, B, (bias), (residual), C], the epilogue's inputs
     in epilogue order; BRGEMM adds {aux, count} entries after C:
@@ -155,22 +126,16 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     before the store (see epilogue.py).
     Leading dimensions are compiled in (LIBXSMM's contract): every A row of a block is
     then a constant offset from one pointer that moves with k."""
-    if target.model == "simt":
-        if simt_kernel(dtype, trans_a, trans_b, b_vnni) is gemm_mma:
-            return gemm_mma.emit(module, name, m, n, k, lda, ldb, ldc, beta, batch, stride_a or 0, stride_b or 0,
-                                 out_dtype or DType.F32, epilogue, ARG_COUNT[batch], target)
-        return gemm_simt.emit(module, name, target, m, n, k, dtype, B_DTYPE[dtype], ACCUMULATOR.get(dtype, dtype),
-                              trans_a, trans_b, beta, lda, ldb, ldc, batch, stride_a, stride_b,
-                              out_dtype or dtype, b_vnni, epilogue, ARG_COUNT[batch])
+    m, n, k, dtype, trans_a, trans_b, b_vnni = d.m, d.n, d.k, d.dtype, d.trans_a, d.trans_b, d.b_vnni
+    beta, epilogue, cdt = d.beta, d.epilogue, d.out_dtype
     fn, b = define_kernel(module, name, target)
     extra = epilogue_inputs(epilogue)
-    slots = unpack_args(b, fn.args[0], ARG_COUNT[batch] + len(extra))
+    slots = unpack_args(b, fn.args[0], batch.args + len(extra))
     (a_arg, _), (b_arg, _) = slots[:2]
     c_ptr = slots[2 + len(extra)][0]
     aux = slots[3 + len(extra):]             # BRGEMM's count and offset tables
     epilogue_args = dict(zip(extra, slots[2:2 + len(extra)]))
-    lda, ldb, ldc = i64(lda), i64(ldb), i64(ldc)
-    cdt = out_dtype or dtype
+    lda, ldb, ldc = i64(d.lda), i64(d.ldb), i64(d.ldc)
     acc_dtype = ACCUMULATOR.get(dtype, dtype)
     lanes = target.lanes(8 * acc_dtype.itemsize)
     v = VecBuilder(b, lanes, target)
@@ -182,7 +147,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
 
     def given_bases(bi: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(A_i, B_i) for batch entry bi, as the caller passed them."""
-        return batch_entry(b, batch, bi, a_arg, b_arg, dtype, B_DTYPE[dtype], stride_a, stride_b, aux)
+        return batch_entry(b, batch, bi, a_arg, b_arg, dtype, B_DTYPE[dtype], aux)
 
     def nest(packed: dict) -> None:
         """The loops over C's register blocks. packed: {"a"/"b": (buffer, row stride,
@@ -200,12 +165,11 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
                     ab[which] = element_ptr(b, buf, (dtype, B_DTYPE[dtype])[which], b.mul(bi, i64(entry)))
             return ab[0], ab[1]
 
-        def product(a_i, b_i, i0, j0, mr, nvec, masks, accs):
+        def product(a_i, b_i, block: Block, accs):
+            src = Panels(a_i, b_i, a_ld, b_ld, a_trans, b_trans, b_vnni)
             if dtype in DOTS:
-                return block_product_dot(b, v, DOTS[dtype], a_i, b_i, i0, j0, mr, nvec, masks, k, a_ld, b_ld,
-                                         b_vnni, accs, a_trans, b_trans)
-            return _block_product(b, v, dtype, a_i, b_i, i0, j0, mr, nvec, masks, k, a_ld, b_ld,
-                                  a_trans, b_trans, accs,
+                return block_product_dot(b, v, DOTS[dtype], k, src, block, accs)
+            return _block_product(b, v, dtype, k, src, block, accs,
                                   prefetch_distance(l1, k, b_ld.constant * dtype.itemsize))
 
         def tile(i0: ir.Value, j0: ir.Value, mr: int, cols: int) -> None:
@@ -223,13 +187,14 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
                 init = [ir.Constant(v.vty(elem), None) for _ in range(mr * nvec)]
             else:
                 init = [v.load(c_at(i, u), cdt, masks[u]) for i in range(mr) for u in range(nvec)]
-            if batch == "none":
+            block = Block(i0, j0, mr, nvec, tuple(masks))
+            if batch.variant == "none":
                 a_0, b_0 = (packed[name][0] if name in packed else arg for name, arg in (("a", a_arg), ("b", b_arg)))
-                accs = product(a_0, b_0, i0, j0, mr, nvec, masks, init)
+                accs = product(a_0, b_0, block, init)
             else:
                 with Loop(b, 0, aux[0][1], carry=init, name="batch") as bl:
                     a_i, b_i = bases(bl.i)
-                    bl.next(*product(a_i, b_i, i0, j0, mr, nvec, masks, list(bl.vars)))
+                    bl.next(*product(a_i, b_i, block, list(bl.vars)))
                 accs = list(bl.vars)
             if epilogue:
                 accs = apply_epilogue(v, epilogue, epilogue_args, cdt, accs, i0, j0, mr, nvec, masks)
@@ -268,7 +233,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, m: int, n: int, k: i
     if trans_b:
         packs.append(_Pack("b", B_DTYPE[dtype], n, k, ldb, -(-n // lanes) * lanes, lambda bi: given_bases(bi)[1]))
     if packs:
-        _with_transposed(b, target, module, packs, batch, aux[0][1] if batch != "none" else None,
+        _with_transposed(b, target, module, packs, aux[0][1] if batch.variant != "none" else None,
                          a_arg, b_arg, nest)
     else:
         nest({})
@@ -299,15 +264,16 @@ class _Pack:
         return -(-self.cols * self.out_ld * self.dtype.itemsize // 64) * 64 // self.dtype.itemsize
 
 
-def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: list[_Pack], batch: str,
-                     count, a_arg, b_arg, nest) -> None:
+def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: list[_Pack], count,
+                     a_arg, b_arg, nest) -> None:
     """op(B) = B^T: B is n x k, and its columns are what the K loop needs as vectors.
     Gathering them costs a gather per vector for every row block (26-33% of peak); the
     kernel instead transposes each B_i once per call (transpose.py, in registers) into a
     k x n buffer and runs the plain loops on it. A^T goes the same way for bf16/int8
     (their A groups are contiguous only in A), and A for targets without broadcast
     operands (see emit_gemm). If malloc fails the loops read the
-    operands as given (gathers and scalar loads), so a call never fails."""
+    operands as given (gathers and scalar loads), so a call never fails. count: the
+    BRGEMM's batch count (None for one GEMM)."""
     offsets, total = [], 0
     for p in packs:
         offsets.append(total)
@@ -320,17 +286,17 @@ def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: 
             regions[p.name] = (region, p.out_ld, p.entry)
 
             def one(bi: ir.Value, p=p, region=region) -> None:
-                src = (a_arg, b_arg)["ab".index(p.name)] if batch == "none" else p.source(bi)
+                src = (a_arg, b_arg)["ab".index(p.name)] if count is None else p.source(bi)
                 transpose_into(b, target, src, p.ld, element_ptr(b, region, p.dtype, b.mul(bi, i64(p.entry))),
                                i64(p.out_ld), p.rows, p.cols, p.dtype)
-            if batch == "none":
+            if count is None:          # one GEMM
                 one(i64(0))
             else:
                 with Loop(b, 0, count, name="pack") as lp:
                     one(lp.i)
         return regions
 
-    if batch == "none" and total <= STACK_PACK_BYTES:
+    if count is None and total <= STACK_PACK_BYTES:
         slot = b.alloca(ir.ArrayType(ir.IntType(8), total))
         slot.align = 64
         nest(pack_all(b.inttoptr(b.ptrtoint(slot, I64), PTR)))
@@ -352,11 +318,12 @@ def _with_transposed(b: ir.IRBuilder, target: Target, module: ir.Module, packs: 
             b.call(free, [buf])
 
 
-def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, a_ptr, b_ptr, i0, j0, mr: int,
-                   nvec: int, masks: list, k: int, lda, ldb, trans_a: bool, trans_b: bool,
+def _block_product(b: ir.IRBuilder, v: VecBuilder, dtype: DType, k: int, src: Panels, block: Block,
                    accs: list, prefetch: int = 0) -> list:
     """accs + A[i0:i0+mr, :] B[:, j0:j0+nvec*lanes] for one (A, B) pair: the K loop."""
     lanes, elem = v.lanes, dtype.storage
+    a_ptr, b_ptr, lda, ldb, trans_a, trans_b = src.a, src.b, src.lda, src.ldb, src.trans_a, src.trans_b
+    i0, j0, mr, nvec, masks = block.i0, block.j0, block.mr, block.nvec, block.masks
     # addresses that do not depend on k are computed here, outside the K loop
     if trans_a:
         a_base = element_ptr(b, a_ptr, dtype, i0)                  # A^T: row k, column i0 + i

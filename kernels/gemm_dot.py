@@ -20,6 +20,7 @@ from llvmlite import ir
 from ..jit.loops import I64, fold, i64
 from ..jit.types import BFLOAT, DType
 from ..jit.vec import I8, I16, I32, VecBuilder, bf16_to_f32
+from .gemm_spec import Block, Panels
 from .operands import element_ptr
 from .vnni import GROUP, interleave_rows
 
@@ -54,14 +55,16 @@ DOTS = {
 }
 
 
-def block_product_dot(b: ir.IRBuilder, v: VecBuilder, dot: DotKind, a_ptr, b_ptr, i0, j0, mr: int,
-                      nvec: int, masks: list, k: int, lda, ldb, b_vnni: bool, accs: list,
-                      trans_a: bool = False, trans_b: bool = False) -> list:
-    """accs + A[i0:i0+mr, :] B[:, j0:j0+nvec*lanes]. trans_a/trans_b read A^T / B^T
-    directly: g scalar loads per A group, g gathers per B group (correct, slow; gemm.py
+def block_product_dot(b: ir.IRBuilder, v: VecBuilder, dot: DotKind, k: int, src: Panels, block: Block,
+                      accs: list) -> list:
+    """accs + A[i0:i0+mr, :] B[:, j0:j0+nvec*lanes]. Transposed panels are read as they
+    are: g scalar loads per A group, g gathers per B group (correct, slow; gemm.py
     transposes them into a buffer first and gets here only if that buffer cannot be
     allocated)."""
     lanes = v.lanes
+    a_ptr, b_ptr, lda, ldb, trans_a, trans_b, b_vnni = (src.a, src.b, src.lda, src.ldb, src.trans_a,
+                                                        src.trans_b, src.b_vnni)
+    i0, j0, mr, nvec, masks = block.i0, block.j0, block.mr, block.nvec, block.masks
     g = GROUP[dot.a.itemsize]
     item = ir.IntType(8 * dot.a.itemsize)
     if trans_a:      # A^T is k x m: A[i0 + i, kk] = A^T[kk, i0 + i]

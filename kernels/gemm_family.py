@@ -1,7 +1,8 @@
 """The GEMM and BRGEMM families as records (family.py): the descriptor's checks, its
-operands, the float64 reference and the emitter per backend: gemm.py's register
-blocks on vector CPUs; on GPUs tensor cores (gemm_mma.py) for plain bf16 and
-shared-memory tiles (gemm_simt.py) for the rest.
+operands (gemm_spec.py), the float64 reference and the emitter per backend:
+gemm.py's register blocks on vector CPUs; on GPUs tensor cores (gemm_mma.py) for
+plain bf16 and shared-memory tiles (gemm_simt.py) for the rest. Every emitter takes
+the descriptor and its gemm_spec.Batch.
 
 A BRGEMM descriptor has every field of a GEMM one plus the batch (variant,
 stride_a, stride_b), so its checks are the GEMM's and then the batch's; messages
@@ -14,17 +15,11 @@ import numpy as np
 from ..errors import DescriptorError, DTypeError
 from ..jit.types import DType
 from . import epilogue as epilogue_k
-from . import fields, gemm_mma, gemm_simt
+from . import fields
 from . import gemm as gemm_k
 from . import unary as unary_k
 from .family import Family, Lowering
-from .gemm import ACCUMULATOR, ARG_COUNT, B_DTYPE, BATCH_VARIANTS, DTYPES, OUT_DTYPES, b_shape
-from .operands import Operand
-
-
-def accumulator(d) -> DType:
-    """What the products sum in (and the epilogue's activations compute in)."""
-    return ACCUMULATOR.get(d.dtype, d.dtype)
+from .gemm_spec import B_DTYPE, BATCH_VARIANTS, DTYPES, OUT_DTYPES, accumulator, b_shape, batch_of, operands
 
 
 def tight_lds(d) -> tuple[int, int, int]:
@@ -110,18 +105,12 @@ def _validate_brgemm(d) -> None:
                 raise DescriptorError(f"tpp brgemm: {name} must be an integer >= 0, got {value!r}")
             apart = value * dtype.itemsize
             if apart > fields.MAX_BYTES:
-                raise DescriptorError(f"tpp brgemm: {name}={value} puts blocks {apart} bytes apart, more than "
-                                      f"the limit of 2**48")
+                raise DescriptorError(f"tpp brgemm: {name}={value} puts blocks {apart} bytes apart, more "
+                                      f"than the limit of 2**48")
             fields.put(d, name, value)
 
 
 # ---- operands and references ------------------------------------------------------------------
-def operands(d) -> list[Operand]:
-    """A, B, the epilogue's inputs, C (one block of each for a BRGEMM)."""
-    return gemm_k.operands(d.m, d.n, d.k, d.dtype, d.trans_a, d.trans_b, d.lda, d.ldb, d.ldc, d.out_dtype,
-                           d.b_vnni, d.epilogue)
-
-
 def _product(d, a, b) -> np.ndarray:
     """op(A) op(B) in float64, B unpacked from VNNI groups: B[g p + t, j] = Bp[p, g j + t]."""
     b64 = np.asarray(b, np.float64)
@@ -150,36 +139,22 @@ def _reference_brgemm(d, a_blocks, b_blocks, *rest):
 
 
 # ---- emitters ---------------------------------------------------------------------------------
-def _batch(d) -> tuple[str, int, int]:
-    """(variant, stride_a, stride_b): a GEMM is the batch of one, "none"."""
-    return (d.variant, d.stride_a, d.stride_b) if d.kind == "brgemm" else ("none", 0, 0)
-
-
 def _emit_simd(module, name, target, d):
-    batch, stride_a, stride_b = _batch(d)
-    return gemm_k.emit_gemm(module, name, target, d.m, d.n, d.k, d.dtype, d.trans_a, d.trans_b, d.beta,
-                            d.lda, d.ldb, d.ldc, batch, stride_a, stride_b, d.out_dtype, d.b_vnni, d.epilogue)
+    return gemm_k.emit_gemm(module, name, target, d, batch_of(d))
 
 
-def simt_kernel(d):
-    """The GPU GEMM a descriptor compiles to (its module has launch_threads(m, n) and
-    THREADS): tensor cores for plain bf16, shared-memory tiles for the rest."""
-    return gemm_mma if gemm_mma.applies(d.dtype, d.trans_a, d.trans_b, d.b_vnni) else gemm_simt
+def _gpu_kernel(d):
+    """gemm_mma (tensor cores, plain bf16) or gemm_simt (shared-memory tiles, the rest)."""
+    return gemm_k.simt_kernel(d.dtype, d.trans_a, d.trans_b, d.b_vnni)
 
 
 def _emit_simt(module, name, target, d):
-    batch, stride_a, stride_b = _batch(d)
-    if simt_kernel(d) is gemm_mma:
-        return gemm_mma.emit(module, name, d.m, d.n, d.k, d.lda, d.ldb, d.ldc, d.beta, batch, stride_a,
-                             stride_b, d.out_dtype, d.epilogue, ARG_COUNT[batch], target)
-    return gemm_simt.emit(module, name, target, d.m, d.n, d.k, d.dtype, B_DTYPE[d.dtype], accumulator(d),
-                          d.trans_a, d.trans_b, d.beta, d.lda, d.ldb, d.ldc, batch, stride_a, stride_b,
-                          d.out_dtype, d.b_vnni, d.epilogue, ARG_COUNT[batch])
+    return _gpu_kernel(d).emit(module, name, target, d, batch_of(d))
 
 
 def _threads(d) -> int:
     """One block of THREADS per C tile."""
-    return simt_kernel(d).launch_threads(d.m, d.n)
+    return _gpu_kernel(d).launch_threads(d.m, d.n)
 
 
 _LOWERINGS = {"simd": Lowering(_emit_simd), "simt": Lowering(_emit_simt, threads=_threads)}

@@ -32,10 +32,12 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..jit.loops import I64, Loop, i64
+from ..jit.targets import Target
 from ..jit.types import DType
 from ..jit.vec import F32, I16, I32, VecBuilder, declare
 from . import simt
 from .epilogue import apply_epilogue, epilogue_inputs
+from .gemm_spec import Batch
 from .operands import batch_entry, element_ptr
 
 BM, BN, BK = 128, 128, 32
@@ -61,11 +63,12 @@ def launch_threads(m: int, n: int) -> int:
     return -(-m // BM) * -(-n // BN) * THREADS
 
 
-def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: int, ldc: int, beta: float,
-         batch: str, stride_a: int, stride_b: int, out_dtype: DType, epilogue: tuple[str, ...],
-         arg_count: int, target) -> ir.Function:
+def emit(module: ir.Module, name: str, target: Target, d, batch: Batch) -> ir.Function:
+    """The kernel for plain bf16 GEMM descriptor d (gemm_spec.py, `applies`) and its batch."""
+    m, n, k, lda, ldb, ldc = d.m, d.n, d.k, d.lda, d.ldb, d.ldc
+    beta, out_dtype, epilogue = d.beta, d.out_dtype, d.epilogue
     extra = epilogue_inputs(epilogue)
-    fn, b, pairs = simt.define_simt_kernel(module, name, arg_count + len(extra))
+    fn, b, pairs = simt.define_simt_kernel(module, name, batch.args + len(extra))
     (a_arg, _), (b_arg, _) = pairs[:2]
     c_ptr = pairs[2 + len(extra)][0]
     aux = pairs[3 + len(extra):]
@@ -196,12 +199,12 @@ def emit(module: ir.Module, name: str, m: int, n: int, k: int, lda: int, ldb: in
             b.call(wait, [ir.Constant(I32, 0)])   # no copy outlives the loop into the next one
             return list(kl.vars)
 
-        if batch == "none":
+        if batch.variant == "none":
             accs = k_loop(a_arg, b_arg, accs)
         else:
             with Loop(b, 0, aux[0][1], carry=accs, name="batch") as bl:
-                bl.next(*k_loop(*batch_entry(b, batch, bl.i, a_arg, b_arg, DType.BF16, DType.BF16,
-                                             stride_a, stride_b, aux), list(bl.vars)))
+                bl.next(*k_loop(*batch_entry(b, batch, bl.i, a_arg, b_arg, DType.BF16, DType.BF16, aux),
+                                list(bl.vars)))
             accs = list(bl.vars)
 
         # ---- store: C fragment (g, 2t..2t+1) and (g+8, 2t..2t+1) of each 16 x 8 tile ----

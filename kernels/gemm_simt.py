@@ -23,6 +23,7 @@ from ..jit.types import DType
 from ..jit.vec import I32, VecBuilder, declare
 from . import simt
 from .epilogue import apply_epilogue, epilogue_inputs
+from .gemm_spec import B_DTYPE, Batch, accumulator
 from .operands import batch_entry, element_ptr
 from .vnni import GROUP
 
@@ -37,12 +38,13 @@ def launch_threads(m: int, n: int) -> int:
     return -(-m // BM) * -(-n // BN) * THREADS
 
 
-def emit(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, dtype: DType, b_dtype: DType,
-         acc_dtype: DType, trans_a: bool, trans_b: bool, beta: float, lda: int, ldb: int, ldc: int,
-         batch: str, stride_a: int, stride_b: int, out_dtype: DType, b_vnni: bool,
-         epilogue: tuple[str, ...], arg_count: int) -> ir.Function:
+def emit(module: ir.Module, name: str, target: Target, d, batch: Batch) -> ir.Function:
+    """The kernel for GEMM descriptor d (gemm_spec.py) and its batch."""
+    m, n, k, dtype, trans_a, trans_b, b_vnni = d.m, d.n, d.k, d.dtype, d.trans_a, d.trans_b, d.b_vnni
+    lda, ldb, ldc, beta, out_dtype, epilogue = d.lda, d.ldb, d.ldc, d.beta, d.out_dtype, d.epilogue
+    b_dtype, acc_dtype = B_DTYPE[dtype], accumulator(d)
     extra = epilogue_inputs(epilogue)
-    fn, b, pairs = simt.define_simt_kernel(module, name, arg_count + len(extra))
+    fn, b, pairs = simt.define_simt_kernel(module, name, batch.args + len(extra))
     v = VecBuilder(b, 1, target)
     (a_arg, _), (b_arg, _) = pairs[:2]
     c_ptr = pairs[2 + len(extra)][0]
@@ -133,12 +135,12 @@ def emit(module: ir.Module, name: str, target: Target, m: int, n: int, k: int, d
                 kl.next(*multiply(list(kl.vars)))
             return list(kl.vars)
 
-        if batch == "none":
+        if batch.variant == "none":
             accs = k_loop(a_arg, b_arg, accs)
         else:
             with Loop(b, 0, aux[0][1], carry=accs, name="batch") as bl:
-                bl.next(*k_loop(*batch_entry(b, batch, bl.i, a_arg, b_arg, dtype, b_dtype,
-                                             stride_a, stride_b, aux), list(bl.vars)))
+                bl.next(*k_loop(*batch_entry(b, batch, bl.i, a_arg, b_arg, dtype, b_dtype, aux),
+                                list(bl.vars)))
             accs = list(bl.vars)
 
         for i in range(RM):

@@ -90,14 +90,14 @@ def load_element(b: ir.IRBuilder, ptr: ir.Value, dtype: DType) -> ir.Value:
     return b.load(ptr, typ=dtype.storage)
 
 
-def batch_entry(b: ir.IRBuilder, batch: str, bi: ir.Value, a_arg: ir.Value, b_arg: ir.Value, a_dtype: DType,
-                b_dtype: DType, stride_a: int, stride_b: int, aux: list) -> tuple[ir.Value, ir.Value]:
-    """(A_i, B_i) of BRGEMM batch entry bi, as the caller passed them (the three
-    variants' arguments: see gemm.emit_gemm)."""
-    if batch == "stride":
-        return (element_ptr(b, a_arg, a_dtype, b.mul(bi, ir.Constant(I64, stride_a))),
-                element_ptr(b, b_arg, b_dtype, b.mul(bi, ir.Constant(I64, stride_b))))
-    if batch == "offset":
+def batch_entry(b: ir.IRBuilder, batch, bi: ir.Value, a_arg: ir.Value, b_arg: ir.Value, a_dtype: DType,
+                b_dtype: DType, aux: list) -> tuple[ir.Value, ir.Value]:
+    """(A_i, B_i) of BRGEMM batch entry bi, as the caller passed them (batch: a
+    gemm_spec.Batch; the three variants' arguments: see gemm.emit_gemm)."""
+    if batch.variant == "stride":
+        return (element_ptr(b, a_arg, a_dtype, b.mul(bi, ir.Constant(I64, batch.stride_a))),
+                element_ptr(b, b_arg, b_dtype, b.mul(bi, ir.Constant(I64, batch.stride_b))))
+    if batch.variant == "offset":
         off_a = b.load(element_ptr(b, aux[0][0], DType.I64, bi), typ=I64)
         off_b = b.load(element_ptr(b, aux[1][0], DType.I64, bi), typ=I64)
         return element_ptr(b, a_arg, a_dtype, off_a), element_ptr(b, b_arg, b_dtype, off_b)

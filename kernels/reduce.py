@@ -227,8 +227,10 @@ def _validate(d) -> None:
     fields.put(d, "axis", axis)
     if d.argidx and KINDS[d.kind].arg_reference is None:
         raise DescriptorError(f"tpp {d.kind}: argidx is only offered by reduce_max and reduce_min")
-    fields.same_dtype(d)
-    fields.no_alpha(d)
+    if d.out_dtype != d.dtype:
+        fields.refuse_cast(d)
+    if d.alpha is not None:
+        fields.refuse_alpha(d)
 
 
 def _reference(d, x):

@@ -192,17 +192,18 @@ def alpha_value(d) -> float | None:
 
 def _validate(d) -> None:
     kind = KINDS[d.kind]
-    fields.no_reduction(d)
+    if d.axis is not None or d.argidx:
+        fields.refuse_reduction(d)
     fields.dtype_check(d.kind, d.dtype, kind.dtypes)
     if d.kind == "cast":
         if d.out_dtype not in kind.dtypes or d.out_dtype == d.dtype:
             raise DTypeError(f"tpp cast: out_dtype must be the other of f32/bf16, "
                              f"got {d.dtype.value} -> {d.out_dtype.value}")
-    else:
-        fields.same_dtype(d)
+    elif d.out_dtype != d.dtype:
+        fields.refuse_cast(d)
     if d.alpha is not None:
         if kind.default_alpha is None:
-            fields.no_alpha(d)
+            fields.refuse_alpha(d)
         fields.put(d, "alpha", fields.real(d.kind, "alpha", d.alpha))
 
 

@@ -86,10 +86,13 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
 
 # ---- the family record -------------------------------------------------------------
 def _validate(d) -> None:
-    fields.no_reduction(d)
+    if d.axis is not None or d.argidx:
+        fields.refuse_reduction(d)
     fields.dtype_check(d.kind, d.dtype, DTYPES)
-    fields.same_dtype(d)
-    fields.no_alpha(d)
+    if d.out_dtype != d.dtype:
+        fields.refuse_cast(d)
+    if d.alpha is not None:
+        fields.refuse_alpha(d)
 
 
 def _reference(d, x):
