@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from llvmlite import ir
 
-from .. import host
+from ..jit import host
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.vec import VecBuilder

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .. import host
+from ..jit import host
 from ..jit.loops import I64, Loop, fold, i64
 from ..jit.targets import Target
 from ..jit.types import DType

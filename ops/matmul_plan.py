@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from .. import host, pool
+from .. import pool
+from ..jit import host
 from ..dispatch import current_target
 from ..jit.types import DType
 

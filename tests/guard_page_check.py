@@ -167,7 +167,7 @@ def group_large(rng):
     ending at the guard at an arbitrary alignment (so the aligned head peel and the tail
     both matter)."""
     from tpp.kernels import eltwise
-    share = eltwise.STREAM_SHARE * tpp.host.last_level().size
+    share = eltwise.STREAM_SHARE * tpp.jit.host.last_level().size
     for dt in ("f32", "bf16"):
         n = 1037
         m = int(share // (1.5 * n * np.dtype(DT[dt]).itemsize)) + 3   # relu: x + y/2 (eltwise.streams)

@@ -205,7 +205,7 @@ def test_large_outputs(kind, dt, mode_b, layout, rng):
     alignment."""
     case, dtype = CASES[kind], DTYPES[dt]
     weight = np.dtype(dtype).itemsize * (2 if mode_b == "none" else 1) + out_dtype(case, dtype).itemsize / 2
-    share = eltwise.STREAM_SHARE * tpp.host.last_level().size       # see eltwise.streams
+    share = eltwise.STREAM_SHARE * tpp.jit.host.last_level().size       # see eltwise.streams
     shape = (int(share // (1037 * weight)) + 3, 1037)
     k = tpp.binary(kind, *shape, dtype=dt, broadcast=("none", mode_b))
     # bf16: a truncating store (vpmovdw); an output vector under 16 bytes (AVX2's 8 bools)

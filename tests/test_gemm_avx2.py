@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tpp
-from tpp import host
+from tpp.jit import host
 from tpp.kernels import gemm as gemm_k
 
 from targets import require

@@ -1,11 +1,11 @@
-"""tpp.host: the cache geometry read from sysfs (defaults where it is missing), and the
+"""tpp.jit.host: the cache geometry read from sysfs (defaults where it is missing), and the
 tuning that reads it: streaming stores by the last-level cache's size."""
 from __future__ import annotations
 
 import pytest
 
 import tpp
-from tpp import host
+from tpp.jit import host
 
 from targets import compile_only
 

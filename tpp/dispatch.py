@@ -16,6 +16,7 @@ from llvmlite import ir
 
 from . import arrayabi, config
 from .jit import cache, compiler, objfile
+from .jit import host as chip
 from .errors import TargetError
 from .irgen import generate_ir, module_for  # noqa: F401  (generate_ir: dispatch's public name)
 from .jit.targets import Target
@@ -85,6 +86,8 @@ def _object_code(parts: dict, make_module,
     entry read back must be the target's code defining symbol + each suffix: anything
     else (objfile.problem) would crash the linker, so it is discarded and rebuilt."""
     cfg = config.get()
+    if parts["target"].runs_on_host:       # the code is tuned to this chip's caches
+        parts = {**parts, "caches": chip.signature()}
     disk_key = cache.make_key(version=__version__, sources=sources_hash(), llvmlite=llvmlite.__version__,
                               llvm=compiler.llvm_version(), opt=cfg.opt_level, **parts)
     symbol = "tpp_" + disk_key[:24]

@@ -1,7 +1,9 @@
 """Facts about the machine this process runs on that tuning reads: the L1 data
 cache's geometry and the last-level cache's size, from Linux's sysfs (defaults where
 they are not exposed). Kept out of the Target: a target is what code can be generated
-for, this is the chip under it."""
+for, this is the chip under it. In the jit layer, below the kernels that tune to it
+(prefetch distances, streaming-store thresholds); the disk cache keys code for a
+target that runs here by `signature()` too."""
 from __future__ import annotations
 
 import functools
@@ -64,3 +66,9 @@ def last_level() -> CacheGeometry:
     """The last-level cache (the L3 of the core's complex on Zen, shared by its cores)."""
     caches = _data_caches()
     return caches[max(caches)] if caches else DEFAULT_LAST_LEVEL
+
+
+def signature() -> tuple[CacheGeometry, CacheGeometry]:
+    """What of this chip the generated code depends on (part of the disk-cache key of
+    code compiled for a target that runs here)."""
+    return l1d(), last_level()
