@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 
+import ml_dtypes
+import numpy as np
 from llvmlite import ir
 from llvmlite.ir.types import _BaseFloatType
 
@@ -56,6 +58,11 @@ class DType(enum.Enum):
         return _STORAGE[self]
 
     @property
+    def numpy(self) -> np.dtype:
+        """The numpy dtype of an array of this type (bf16: ml_dtypes.bfloat16)."""
+        return _NUMPY[self]
+
+    @property
     def compute(self) -> "DType":
         return DType.F32 if self is DType.BF16 else self
 
@@ -68,3 +75,7 @@ _ITEMSIZE = {DType.F32: 4, DType.F64: 8, DType.BF16: 2, DType.BOOL: 1, DType.I64
 _STORAGE = {DType.F32: ir.FloatType(), DType.F64: ir.DoubleType(), DType.BF16: BFLOAT,
             DType.BOOL: ir.IntType(8), DType.I64: ir.IntType(64), DType.I32: ir.IntType(32),
             DType.I8: ir.IntType(8), DType.U8: ir.IntType(8)}
+_NUMPY = {DType.F32: np.dtype(np.float32), DType.F64: np.dtype(np.float64),
+          DType.BF16: np.dtype(ml_dtypes.bfloat16), DType.BOOL: np.dtype(np.bool_),
+          DType.I64: np.dtype(np.int64), DType.I32: np.dtype(np.int32), DType.I8: np.dtype(np.int8),
+          DType.U8: np.dtype(np.uint8)}

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import DescriptorError
+from .errors import DescriptorError
 from ..jit.types import DType
 from . import fields, simt
 from .eltwise import emit_eltwise

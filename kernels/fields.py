@@ -8,7 +8,7 @@ import operator
 
 import numpy as np
 
-from ..errors import DescriptorError, DTypeError
+from .errors import DescriptorError, DTypeError
 from ..jit.types import DType
 
 # No operand or batch stride spans more than this many bytes: 256 TiB, more than any

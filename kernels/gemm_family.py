@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DescriptorError, DTypeError
+from .errors import DescriptorError, DTypeError
 from ..jit.types import DType
 from . import epilogue as epilogue_k
 from . import fields

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from llvmlite import ir
 
-from ..errors import DescriptorError
+from .errors import DescriptorError
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from llvmlite import ir
 
-from ..errors import DTypeError
+from .errors import DTypeError
 from ..jit.types import DType
 from ..jit.vec import VecBuilder
 from . import fields, simt, vmath

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from ..dtypes import to_numpy
 from ..jit.loops import Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
@@ -97,7 +96,7 @@ def _validate(d) -> None:
 
 def _reference(d, x):
     """The packed layout in float64 (the groups follow the element size: packed in the dtype)."""
-    return vnni_pack(np.asarray(x, dtype=to_numpy(d.dtype))).astype(np.float64)
+    return vnni_pack(np.asarray(x, dtype=d.dtype.numpy)).astype(np.float64)
 
 
 FAMILY = Family("vnni_pack", "vnni_pack", ("vnni_pack",), _validate, operands, _reference,

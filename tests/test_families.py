@@ -144,6 +144,13 @@ def test_kernel_does_not_import_dispatch():
     assert not {name for name in _imports(ROOT / "tpp" / "kernel.py") if "dispatch" in name}
 
 
+def test_kernels_import_nothing_above_them():
+    """The catalog (kernels/) imports only the jit layer and itself (DESIGN.md's layers)."""
+    upward = {(p.name, name) for p in (ROOT / "kernels").glob("*.py") for name in _imports(p)
+              if name.startswith("..") and not name.startswith("..jit")}
+    assert upward == set()
+
+
 def test_shared_kernel_code_never_asks_for_the_backend():
     """Emitters are picked by the records' (backend -> lowering) tables, not by tests of
     target.model in the kernels (STYLE.md: shared code never asks which ISA it runs on)."""

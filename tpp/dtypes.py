@@ -1,22 +1,12 @@
 """dtype arguments: strings ("f32", "bf16", "f64") or numpy/ml_dtypes dtype objects."""
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
 from .errors import DTypeError
 from .jit.types import DType
 
-NUMPY = {
-    DType.F32: np.dtype(np.float32),
-    DType.F64: np.dtype(np.float64),
-    DType.BF16: np.dtype(ml_dtypes.bfloat16),
-    DType.BOOL: np.dtype(np.bool_),
-    DType.I64: np.dtype(np.int64),
-    DType.I32: np.dtype(np.int32),
-    DType.I8: np.dtype(np.int8),
-    DType.U8: np.dtype(np.uint8),
-}
+NUMPY = {d: d.numpy for d in DType}       # the table lives with the types (jit/types.py)
 _FROM_NUMPY = {v: k for k, v in NUMPY.items()}
 _NAMES = {"f32": DType.F32, "float32": DType.F32, "f64": DType.F64, "float64": DType.F64,
           "bf16": DType.BF16, "bfloat16": DType.BF16, "i8": DType.I8, "int8": DType.I8, "u8": DType.U8,
