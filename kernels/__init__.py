@@ -1,2 +1,3 @@
-"""tpp.kernels: the primitive catalog. Per family, the kinds, the numpy reference
-of each, and the IR emitter. Nothing here knows about Python arrays."""
+"""tpp.kernels: the primitive catalog. One module per family, each with its record
+(family.py: the kinds, the descriptor checks, the operands, the numpy reference of
+each kind and the IR emitter per backend). Nothing here knows about Python arrays."""

@@ -28,7 +28,7 @@ from .kernel import Kernel
 from .kernels.epilogue import epilogue_inputs
 
 
-# The most blocks one call takes, like every size (descriptors._check_dims). A stack of
+# The most blocks one call takes, like every size (kernels/fields.check_dims). A stack of
 # zero strides can claim any batch (np.lib.stride_tricks); far beyond this, the kernel's
 # buffer for transposed blocks would be larger than any machine's memory and the call
 # would run for years.
