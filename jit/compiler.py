@@ -165,6 +165,11 @@ def load_object(obj: bytes, target: Target, symbols: list[str]) -> dict[str, int
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
         addrs = {s: engine.get_function_address(s) for s in symbols}
+        # an address past the user half is no address: the loader's mapping failed (seen
+        # under an address-space limit: MAP_FAILED-based garbage that would crash a call)
+        if any(a >= 1 << 63 for a in addrs.values()):
+            raise MemoryError(f"tpp: the JIT could not map the code of {', '.join(symbols)} "
+                              "(out of address space?)")
         _loaded.update({(target, s): a for s, a in addrs.items() if a})
     missing = [s for s, a in addrs.items() if not a]
     if missing:
