@@ -105,3 +105,15 @@ def refuse_cast(d) -> None:
 
 def refuse_alpha(d) -> None:
     raise DescriptorError(f"tpp {d.kind}: takes no alpha")
+
+
+def check_layout_kind(d, dtypes) -> None:
+    """A kind that only moves elements (transpose, vnni_pack): a dtype of `dtypes` and
+    none of the optional fields (in the order the messages were always checked)."""
+    if d.axis is not None or d.argidx:
+        refuse_reduction(d)
+    dtype_check(d.kind, d.dtype, dtypes)
+    if d.out_dtype != d.dtype:
+        refuse_cast(d)
+    if d.alpha is not None:
+        refuse_alpha(d)

@@ -116,13 +116,7 @@ def transpose_into(b: ir.IRBuilder, target: Target, x: ir.Value, ldx: ir.Value, 
 
 # ---- the family record -------------------------------------------------------------
 def _validate(d) -> None:
-    if d.axis is not None or d.argidx:
-        fields.refuse_reduction(d)
-    fields.dtype_check(d.kind, d.dtype, ARITH)
-    if d.out_dtype != d.dtype:
-        fields.refuse_cast(d)
-    if d.alpha is not None:
-        fields.refuse_alpha(d)
+    fields.check_layout_kind(d, ARITH)
 
 
 FAMILY = Family("transpose", "transpose", ("transpose",), _validate, operands,

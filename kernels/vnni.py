@@ -85,13 +85,7 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
 
 # ---- the family record -------------------------------------------------------------
 def _validate(d) -> None:
-    if d.axis is not None or d.argidx:
-        fields.refuse_reduction(d)
-    fields.dtype_check(d.kind, d.dtype, DTYPES)
-    if d.out_dtype != d.dtype:
-        fields.refuse_cast(d)
-    if d.alpha is not None:
-        fields.refuse_alpha(d)
+    fields.check_layout_kind(d, DTYPES)
 
 
 def _reference(d, x):

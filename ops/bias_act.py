@@ -105,14 +105,7 @@ def bias_act(x: np.ndarray, bias: np.ndarray, activation: str | None = None, *, 
         if not isinstance(arr, np.ndarray) or arr.shape != x.shape:
             raise ShapeError(f"{WHAT}: argument '{name}' must be an array of shape {x.shape}, "
                              f"got {getattr(arr, 'shape', type(arr).__name__)}")
-        if arr.shape[-1] > 1 and arr.strides[-1] != arr.itemsize:
-            raise ShapeError(f"{WHAT}: argument '{name}' must have unit element stride along its last axis, "
-                             f"got strides {arr.strides}; use np.ascontiguousarray")
-        steps = [s for s, e in zip(arr.strides[:-1], arr.shape[:-1]) if e > 1]
-        if any(s <= 0 or s % arr.itemsize for s in steps) or (arr.shape[-2] > 1 and
-                                                              arr.strides[-2] < arr.shape[-1] * arr.itemsize):
-            raise ShapeError(f"{WHAT}: argument '{name}' must have positive strides, whole elements, rows at "
-                             f"least {arr.shape[-1]} elements apart; got strides {arr.strides}")
+        compose.check_rows(WHAT, name, arr)
     desc = BiasActDesc(x.shape, _strides(x), _strides(out), dtype, activation,
                        None if alpha is None else float(alpha))
     prog = compose.program(WHAT, desc)

@@ -277,13 +277,7 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
         stored.append(x)
     stored.append(out)
     for name, x in zip(names, stored):
-        if x.ndim == 2 and x.shape[-1] > 1 and x.strides[-1] != x.itemsize:
-            raise ShapeError(f"{WHAT}: argument '{name}' must have unit element stride (strides[-1] == "
-                             f"{x.itemsize} bytes) or be a transposed view, got strides {x.strides}; "
-                             "use np.ascontiguousarray")
-        if x.ndim == 2 and x.shape[0] > 1 and (x.strides[0] % x.itemsize or x.strides[0] < x.shape[1] * x.itemsize):
-            raise ShapeError(f"{WHAT}: argument '{name}' must have a positive row stride of at least "
-                             f"{x.shape[1]} elements that is a whole number of elements, got strides {x.strides}")
+        compose.check_rows(WHAT, name, x, " or be a transposed view")
     lda, ldb = _row_stride(stored[0]), _row_stride(stored[1])
     ldr = _row_stride(given["residual"]) if "residual" in steps and given["residual"].ndim == 2 else 0
     desc = MatmulDesc(m, n, k, dtype, lda, ldb, _row_stride(out), epilogue,

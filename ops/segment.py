@@ -17,6 +17,7 @@ from .. import compose
 from ..descriptors import BinaryDesc, UnaryDesc
 from ..dtypes import parse as parse_dtype
 from ..errors import DTypeError, ShapeError
+from ..jit.loops import i64
 from ..jit.types import DType
 
 WHAT = "tpp.ops.segment_sum"
@@ -61,7 +62,7 @@ class SegmentSumDesc(compose.CompositeDesc):
                 ctx.call(ctx.primitive(UnaryDesc("cast", 1, f, acc_dt, dt)), [acc(ctx), ctx.tensor("out").arg(ctx.index["row"])])
 
         nonzeros = compose.Loop("j", start=lambda ctx: ctx.load("indptr", ctx.index["row"]),
-                                stop=lambda ctx: ctx.load("indptr", ctx.b.add(ctx.index["row"], _one())),
+                                stop=lambda ctx: ctx.load("indptr", ctx.b.add(ctx.index["row"], i64(1))),
                                 body=(accumulate,))
         rows = compose.Loop("row", self.rows, (clear, nonzeros, finish), parallel=True, weight="indptr")
         tensors = (compose.Tensor("indptr", self.index, (self.rows + 1,)),
@@ -70,11 +71,6 @@ class SegmentSumDesc(compose.CompositeDesc):
         scratch = () if acc_dt is dt else (compose.Scratch("acc", acc_dt, f, "thread", "the f32 row sum"),
                                            compose.Scratch("row", acc_dt, f, "thread", "an x row in f32"))
         return compose.Composite(tensors, (rows,), scratch)
-
-
-def _one():
-    from ..jit.loops import i64
-    return i64(1)
 
 
 _memo = compose.Memo()
@@ -119,10 +115,7 @@ def segment_sum(indptr: np.ndarray, x: np.ndarray, *, out: np.ndarray | None = N
     if _memo.call(params, arrays, threads):
         return out
     for name, arr in (("x", x), ("out", out)):
-        if arr.shape[1] > 1 and arr.strides[1] != arr.itemsize or arr.shape[0] > 1 and (
-                arr.strides[0] % arr.itemsize or arr.strides[0] < arr.shape[1] * arr.itemsize):
-            raise ShapeError(f"{WHAT}: argument '{name}' must have unit element stride and rows at least "
-                             f"{arr.shape[1]} elements apart, got strides {arr.strides}")
+        compose.check_rows(WHAT, name, arr)
     desc = SegmentSumDesc(rows, x.shape[0], f, dtype, INDEX[indptr.dtype], _ld(x), _ld(out))
     prog = compose.program(WHAT, desc)
     compose.run_checked(_memo, params, prog, arrays, threads)

@@ -7,9 +7,9 @@
 An op is a descriptor (frozen dataclass, the cache key) with `composite(target)`
 plus a few lines binding arrays by name; see ops/bias_act.py for a small one.
 """
-from .call import CompositeDesc, Memo, Program, aligned, program, run_checked, threads_arg
+from .call import CompositeDesc, Memo, Program, aligned, check_rows, program, run_checked, threads_arg
 from .emit import Context, TensorRef
 from .spec import BARRIER, STACK_BYTES, Composite, Loop, Scratch, Tensor
 
 __all__ = ["BARRIER", "STACK_BYTES", "Composite", "CompositeDesc", "Context", "Loop", "Memo", "Program",
-           "Scratch", "Tensor", "TensorRef", "aligned", "program", "run_checked", "threads_arg"]
+           "Scratch", "Tensor", "TensorRef", "aligned", "check_rows", "program", "run_checked", "threads_arg"]

@@ -47,6 +47,19 @@ def threads_arg(what: str, threads) -> int:
     return int(threads)
 
 
+def check_rows(what: str, name: str, x: np.ndarray, hint: str = "") -> None:
+    """The layout every composite reads an array in: unit element stride along the last
+    axis, whole positive strides on the others, rows at least a row wide apart."""
+    if x.ndim and x.shape[-1] > 1 and x.strides[-1] != x.itemsize:
+        raise ShapeError(f"{what}: argument '{name}' must have unit element stride (strides[-1] == "
+                         f"{x.itemsize} bytes){hint}, got strides {x.strides}; use np.ascontiguousarray")
+    steps = [st for st, e in zip(x.strides[:-1], x.shape[:-1]) if e > 1]
+    rows_apart = x.ndim < 2 or x.shape[-2] <= 1 or x.strides[-2] >= x.shape[-1] * x.itemsize
+    if any(st <= 0 or st % x.itemsize for st in steps) or not rows_apart:
+        raise ShapeError(f"{what}: argument '{name}' must have a positive row stride of at least "
+                         f"{x.shape[-1]} elements that is a whole number of elements, got strides {x.strides}")
+
+
 def aligned(count: int, dtype, alignment: int = 64) -> np.ndarray:
     """An uninitialised 1-D array whose data starts on an `alignment`-byte boundary
     (vector loads that straddle cache lines are slower)."""

@@ -89,6 +89,10 @@ class Context:
         """A scratch buffer's (64-byte aligned) start; a partial: this thread's copy."""
         return self._s.buffers[name]
 
+    def copies(self, name: str) -> ir.Value:
+        """The first of a partial buffer's per-thread copies (copy t is count * t further)."""
+        return self._s.entries[self._s.layout.slot[name]][0]
+
     def var(self, name: str, typ: ir.Type) -> ir.Value:
         """A slot for carried state (an accumulator, a running max, what a buffer holds),
         made once per function in its entry block; hooks store and load it."""
@@ -147,6 +151,7 @@ class _Emission:
         self.buffers: dict[str, ir.Value] = {}
         self.vars: dict[str, ir.Value] = {}
         self.prims: dict = {}
+        self.heap: list[ir.Value] = []     # malloc'ed thread scratch, freed on the way out
         self.barriers = 0
 
     def primitive(self, desc) -> ir.Function:
@@ -216,7 +221,7 @@ def emit_composite(module: ir.Module, name: str, composite: Composite, target: T
             s.barrier()
         with b.if_then(ok):
             _emit_body(Context(s), segment)
-    for raw in getattr(s, "heap", []):
+    for raw in s.heap:
         b.call(declare(module, "free", ir.VoidType(), [PTR]), [raw])
     b.ret_void()
     return s.fn
@@ -227,7 +232,6 @@ def _thread_scratch(s: _Emission) -> ir.Value:
     thread without them still takes part in the barriers, doing no work)."""
     b = s.b
     ok = ir.Constant(ir.IntType(1), 1)
-    s.heap = []
     for k, sc in enumerate(s.layout.local):
         size = max(sc.bytes, 1)
         if size <= STACK_BYTES:
@@ -390,7 +394,7 @@ def _reduction(sc: Scratch, into: Tensor):
         out = ctx.tensor(into.name).ptr
         first = b.mul(ctx.start["rows"], i64(cols))
         dst = b.gep(out, [first], source_etype=sc.dtype.storage)
-        part = ctx._s.entries[ctx._s.layout.slot[sc.name]][0]
+        part = ctx.copies(sc.name)
 
         def copy_of(t):
             return b.gep(part, [b.add(b.mul(t, i64(sc.count)), first)], source_etype=sc.dtype.storage)
