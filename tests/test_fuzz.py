@@ -212,14 +212,21 @@ def unary_fields(draw) -> dict:
     return f
 
 
-def unary_example(data, rng):
-    f = data.draw(hostile(data.draw(unary_fields())))
+def dispatch_and_run(data, rng, family: str, valid: dict, make) -> None:
+    """Make the fields hostile, log the example, dispatch with make(fields) and, where
+    that worked, call the kernel with mutated arguments."""
+    f = data.draw(hostile(valid))
     how, which = data.draw(st.sampled_from(MUTATIONS)), data.draw(st.integers(0, 5))
-    if not log("unary", **f, how=how, which=which):
+    if not log(family, **f, how=how, which=which):
         return
-    k, exc = attempt(lambda: tpp.unary(f.pop("kind"), f.pop("m"), f.pop("n"), **f))
+    k, exc = attempt(lambda: make(f))
     if exc is None:
         run_kernel(k, rng, how, which)
+
+
+def unary_example(data, rng):
+    dispatch_and_run(data, rng, "unary", data.draw(unary_fields()),
+                     lambda f: tpp.unary(f.pop("kind"), f.pop("m"), f.pop("n"), **f))
 
 
 BROADCASTS = ("none", "row", "col", "scalar")
@@ -230,13 +237,7 @@ def binary_example(data, rng):
                  dtype=data.draw(st.sampled_from(("f32", "bf16", "f64"))),
                  broadcast=data.draw(st.one_of(st.none(), st.sampled_from(BROADCASTS),
                                                st.tuples(*[st.sampled_from(BROADCASTS)] * 2))))
-    f = data.draw(hostile(valid))
-    how, which = data.draw(st.sampled_from(MUTATIONS)), data.draw(st.integers(0, 5))
-    if not log("binary", **f, how=how, which=which):
-        return
-    k, exc = attempt(lambda: tpp.binary(f.pop("kind"), f.pop("m"), f.pop("n"), **f))
-    if exc is None:
-        run_kernel(k, rng, how, which)
+    dispatch_and_run(data, rng, "binary", valid, lambda f: tpp.binary(f.pop("kind"), f.pop("m"), f.pop("n"), **f))
 
 
 EPILOGUES = ((), (), ("bias",), ("relu",), ("bias", "relu"), ("residual",), ("bias", "residual", "gelu_tanh"),
@@ -275,13 +276,8 @@ def gemm_fields(draw, batch: bool = False) -> dict:
 
 
 def gemm_example(data, rng):
-    f = data.draw(hostile(data.draw(gemm_fields())))
-    how, which = data.draw(st.sampled_from(MUTATIONS)), data.draw(st.integers(0, 5))
-    if not log("gemm", **f, how=how, which=which):
-        return
-    k, exc = attempt(lambda: tpp.gemm(f.pop("m"), f.pop("n"), f.pop("k"), **f))
-    if exc is None:
-        run_kernel(k, rng, how, which)
+    dispatch_and_run(data, rng, "gemm", data.draw(gemm_fields()),
+                     lambda f: tpp.gemm(f.pop("m"), f.pop("n"), f.pop("k"), **f))
 
 
 def brgemm_example(data, rng):
