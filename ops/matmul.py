@@ -91,7 +91,7 @@ class MatmulDesc(compose.CompositeDesc):
         """How the GEMMs read A: its row stride and the distance between K chunks."""
         p = self.plan
         return {"in_place": (self.lda, p.kb * (self.lda if self.trans_a else 1)),
-                "blocks": (p.kb, p.mb * p.kb), "panels": (p.mb, p.mb * p.kb)}[p.a_layout]
+                "blocks": (p.kb, p.mb * p.kb), "rows": (p.kb, p.mb * p.kb), "panels": (p.mb, p.mb * p.kb)}[p.a_layout]
 
     # ---- the composite -------------------------------------------------------------
     def composite(self, target) -> compose.Composite:
@@ -107,7 +107,7 @@ class MatmulDesc(compose.CompositeDesc):
         scratch = [compose.Scratch("packed_b", dt, nbs * kcs * self.b_chunk()[1], "call")]
         if p.a_ahead:
             scratch.append(compose.Scratch("packed_a", dt, mbs * kcs * p.mb * p.kb, "call"))
-        if p.a_layout == "panels":
+        if p.a_layout in ("panels", "rows"):
             scratch.append(compose.Scratch("a_panels", dt, p.mb * kcs * p.kb, "thread",
                                            "A each thread copies its block rows into"))
         if self.trans_b and self.b_group > 1:
@@ -166,7 +166,7 @@ class MatmulDesc(compose.CompositeDesc):
             ctx.call(self._unary(ctx, b_pack, rows, cols), [strip, out])
 
     def _forget_panels(self, ctx) -> None:
-        if self.plan.a_layout == "panels":
+        if self.plan.a_layout in ("panels", "rows"):
             ctx.b.store(i64(-1), ctx.var("panel_row", I64))
 
     def _panels(self, ctx) -> None:
@@ -179,10 +179,14 @@ class MatmulDesc(compose.CompositeDesc):
         def chunk(ctx) -> None:
             # rows x cols of A (transposed), or cols x rows of A^T (copied)
             cols, k0 = ctx.size["kc"], ctx.start["kc"]
-            make = self._unary(ctx, "copy", cols, rows) if self.trans_a else self._unary(ctx, "transpose", rows, cols)
-            dst = b.gep(ctx.buffer("a_panels"), [b.mul(ctx.index["kc"], i64(self.a_chunk()[1]))],
+            if p.a_layout == "rows":
+                make = self._unary(ctx, "transpose", cols, rows) if self.trans_a else self._unary(ctx, "copy", rows, cols)
+            else:
+                make = self._unary(ctx, "copy", cols, rows) if self.trans_a else self._unary(ctx, "transpose", rows, cols)
+            a_ld, a_chunk = self.a_chunk()
+            dst = b.gep(ctx.buffer("a_panels"), [b.mul(ctx.index["kc"], i64(a_chunk))],
                         source_etype=self.dtype.storage)
-            ctx.call(make, [(a.at(k0, i0) if self.trans_a else a.at(i0, k0), self.lda), (dst, p.mb)])
+            ctx.call(make, [(a.at(k0, i0) if self.trans_a else a.at(i0, k0), self.lda), (dst, a_ld)])
         with b.if_then(b.icmp_signed("!=", b.load(held, typ=I64), ctx.index["mb"])):
             ctx.run(compose.Loop("kc", self.k, (chunk,), tile=p.kb))
             b.store(ctx.index["mb"], held)
@@ -199,7 +203,7 @@ class MatmulDesc(compose.CompositeDesc):
         trans_a = p.a_layout == "panels" or (p.a_layout == "in_place" and self.trans_a)
         vnni = self.b_group > 1
         k_edge = self.k - (kcs - 1) * p.kb
-        if p.a_layout == "panels":
+        if p.a_layout in ("panels", "rows"):
             self._panels(ctx)
             a_blk = ctx.buffer("a_panels")
         elif p.a_layout == "blocks":

@@ -11,7 +11,7 @@ from ..jit import host
 from ..dispatch import current_target
 from ..jit.types import DType
 
-A_LAYOUTS = ("in_place", "blocks", "panels")
+A_LAYOUTS = ("in_place", "blocks", "panels", "rows")
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,11 @@ class MatmulPlan:
     #       lands in L2 instead of going through memory twice. 2048 on Zen 4: 1.02-1.04x
     #       OpenBLAS packed ahead, as "blocks" 0.99-1.02x, in place 0.77x.
     #       The ("nb", "mb") order would transpose a block row per output block.
-    #   (Copying the rows untransposed, with a row stride padded by a cache line, was
-    #   cheaper to make but 1-2% slower to use at 2048; dropped.)
+    #   "rows": copied, untransposed, into Mb x Kb blocks (row stride Kb) by the compute
+    #       nest, per thread, when its block row changes, like "panels" (AVX2 at 2048:
+    #       see _plan_for).
+    #   (Copying the rows untransposed with a row stride padded by a cache line was
+    #   cheaper to make but 1-2% slower to use at 2048 on AVX-512; dropped there.)
     a_layout: str = "panels"
     # rows of B per iteration of the pack nest (a divisor of kb): the strip is copied
     # along its length, an Nb-wide piece (b_strip x Nb, contiguous) into each panel.
@@ -72,6 +75,8 @@ def default_plan(dtype: DType, m: int, n: int, k: int, lda: int, threads: int, t
 SPLIT_COLUMNS_MAX_A = 4 << 20
 BLOCK_ROW_BYTES = 2048          # the longest row of a packed A block
 AVX2_CHUNK = 256                # K chunk where A is read in place without embedded broadcasts
+AVX2_ROW_BYTES = 4096           # longer rows of A are copied per thread on AVX2 (a_layout "rows")
+AVX2_ROWS_CHUNK = 512           # the K chunk of those copies
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,18 +98,29 @@ def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: 
     # 1.09-1.10 / 1.06-1.07x copied into panels; 512 the same either way), so the same
     # rule decides; its panels are copies of A^T's rows.
     in_place = dtype is not DType.BF16 and l1d.most_lines_in_one_set(rows, lda * dtype.itemsize) < l1d.ways
+    # AVX2 (no embedded broadcasts: a register tile's 6 rows are 6 broadcast streams)
+    # with rows longer than AVX2_ROW_BYTES: each thread copies its block row of A into
+    # Kb-wide blocks (a_layout "rows"), 16 tiles high, Kb 512. TPP_TARGET=x86-avx2 on
+    # Zen 4, 2048^2, pinned, interleaved with np.matmul (15-21 repetitions, five runs):
+    # in place (Mb 48, Kb 256) 0.75-0.95x, "rows" 0.93-1.02x (best of each run 1.00-1.04x
+    # against 0.93-0.99x); Mb 48 / 72 0.85 / 0.87x, Kb 1024 / 2048 0.87 / 1.0x, A copied
+    # ahead ("blocks") 0.95-0.99x, A^T panels 0.88x. At 1024 (4 KB rows) in place stays
+    # ahead (1.06x against 1.04x).
+    avx2_rows = (not target.fma_memory_broadcast and dtype is not DType.BF16 and not trans_a
+                 and lda * dtype.itemsize > AVX2_ROW_BYTES)
     if threads > 1 and m * k * dtype.itemsize <= SPLIT_COLUMNS_MAX_A:
         order = ("nb", "mb")
         layout = "in_place" if in_place else "blocks"
     else:
         order = ("mb", "nb")
-        layout = "in_place" if in_place else "blocks" if dtype is DType.BF16 else "panels"
+        layout = ("rows" if avx2_rows else "in_place" if in_place else "blocks" if dtype is DType.BF16
+                  else "panels")
     # Mb: whole register tiles (1024 with Mb 103, a 5-row tile per block, ran at 1.03x
     # OpenBLAS, Mb 112 at 1.08x), up to 4 of them, 8 from M = 1024 on (each block reads
     # its B panel from L3: 2048 went from 1.04 to 1.056x), chosen so that the threads'
     # shares of the output come out even (a last block row is short: 1024 with Mb 112
     # split by rows gave one thread 560 rows, the other 464, a 1.83x speed-up on 2)
-    tiles = 8 if m >= 1024 else 4
+    tiles = 16 if layout == "rows" else 8 if m >= 1024 else 4
     if m <= tiles * rows:
         mb = m
     else:
@@ -129,7 +145,9 @@ def _plan_for(target, l1d: host.CacheGeometry, dtype: DType, m: int, n: int, k: 
     # whole cache line of each B^T row.
     strip = 16 if trans_b else 8
     one_chunk = -(-k // strip) * strip
-    if layout == "blocks" and one_chunk * dtype.itemsize > BLOCK_ROW_BYTES:
+    if layout == "rows":
+        kb = min(one_chunk, AVX2_ROWS_CHUNK)
+    elif layout == "blocks" and one_chunk * dtype.itemsize > BLOCK_ROW_BYTES:
         kb = BLOCK_ROW_BYTES // dtype.itemsize
     elif layout == "in_place" and not target.fma_memory_broadcast:
         # AVX2 (broadcasts are loads of their own, 6 per 12 FMAs): K chunks of 256 keep

@@ -50,7 +50,8 @@ def test_views_and_out(rng):
 
 @pytest.mark.parametrize("plan", [MatmulPlan(), MatmulPlan(28, 32, 64), MatmulPlan(56, 64, 128, ("nb", "mb")),
                                   MatmulPlan(112, 16, 512), MatmulPlan(28, 32, 64, a_layout="blocks"),
-                                  MatmulPlan(56, 64, 128, ("nb", "mb"), a_layout="in_place")])
+                                  MatmulPlan(56, 64, 128, ("nb", "mb"), a_layout="in_place"),
+                                  MatmulPlan(36, 16, 64, a_layout="rows", b_strip=8)])
 def test_retiling_changes_only_the_plan(plan, rng):
     a = rng.uniform(-1, 1, (150, 200)).astype(np.float32)
     b = rng.uniform(-1, 1, (200, 90)).astype(np.float32)
@@ -58,7 +59,8 @@ def test_retiling_changes_only_the_plan(plan, rng):
 
 
 @pytest.mark.parametrize("plan", [MatmulPlan(28, 32, 40, b_strip=8), MatmulPlan(14, 16, 24, a_layout="blocks"),
-                                  MatmulPlan(42, 32, 24, a_layout="panels", b_strip=3)])
+                                  MatmulPlan(42, 32, 24, a_layout="panels", b_strip=3),
+                                  MatmulPlan(18, 16, 24, a_layout="rows", b_strip=8)])
 def test_pack_strips_and_layouts_at_odd_sizes(plan, rng):
     # K = 97 leaves a short last strip of B and a short last K chunk
     a = rng.uniform(-1, 1, (45, 97)).astype(np.float32)
@@ -197,7 +199,8 @@ def test_transposed_views_are_read_as_stored(m, n, k, trans_a, trans_b, dtype, t
 @pytest.mark.parametrize("plan", [MatmulPlan(28, 32, 40, a_layout="panels", b_strip=8),
                                   MatmulPlan(14, 16, 24, a_layout="blocks", b_strip=8),
                                   MatmulPlan(56, 64, 128, ("nb", "mb"), a_layout="in_place", b_strip=16),
-                                  MatmulPlan(42, 32, 24, a_layout="in_place", b_strip=8)])
+                                  MatmulPlan(42, 32, 24, a_layout="in_place", b_strip=8),
+                                  MatmulPlan(30, 16, 40, a_layout="rows", b_strip=8)])
 def test_transposed_views_under_every_layout(plan, rng):
     a = rng.uniform(-1, 1, (97, 45)).astype(np.float32).T         # 45 x 97, stored by columns
     b = rng.uniform(-1, 1, (75, 97)).astype(np.float32).T         # 97 x 75
@@ -249,3 +252,26 @@ def test_bad_input(rng):
         matmul(sq, sq.copy(), out=sq)
     with pytest.raises(TypeError, match="numpy arrays"):
         matmul([[1.0]], a)
+
+
+def test_avx2_copies_long_rows_of_a_per_thread():
+    # without embedded broadcasts, rows of A over 4 KB go into per-thread Kb-wide copies
+    from tpp.jit import host
+    from tpp.jit.types import DType
+    from tpp.ops.matmul_plan import _plan_for
+    l1 = host.CacheGeometry(sets=64, ways=8, line=64)
+    avx2, avx512 = tpp.Target.named("x86-avx2"), tpp.Target.named("x86-avx512")
+    plan = _plan_for(avx2, l1, DType.F32, 2048, 2048, 2048, 2048, 1, False, False)
+    assert (plan.a_layout, plan.mb, plan.kb) == ("rows", 96, 512)
+    assert _plan_for(avx2, l1, DType.F32, 1024, 1024, 1024, 1024, 1, False, False).a_layout == "in_place"
+    assert _plan_for(avx512, l1, DType.F32, 2048, 2048, 2048, 2048, 1, False, False).a_layout == "panels"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_layout_with_several_chunks_and_edges(threads, rng):
+    # 3 K chunks (the last short), a short last block row and a narrow last column block
+    a = rng.uniform(-1, 1, (100, 1100)).astype(np.float32)
+    b = rng.uniform(-1, 1, (1100, 40)).astype(np.float32)
+    plan = MatmulPlan(30, 16, 512, a_layout="rows", b_strip=8)
+    got = matmul(a, b, plan=plan, threads=threads)
+    assert np.all(np.abs(got - a.astype(np.float64) @ b) <= bound(a, b, 1100))
