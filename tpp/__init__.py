@@ -15,6 +15,8 @@ from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, BrgemmDesc, Gemm
 from .dispatch import __version__, current_target, get_kernel
 from .dtypes import parse as _parse_dtype
 from .errors import AliasError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
+from . import expr as eq
+from .expr import EquationDesc, equation, equation_desc
 from .jit.targets import Target
 from .jit.types import DType
 from .kernel import Kernel
@@ -129,7 +131,8 @@ def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride",
                       lda, ldb, ldc, stride_a, stride_b, odt, bool(b_vnni), _steps(epilogue))
 
 
-__all__ = ["unary", "binary", "gemm", "brgemm", "cuda", "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
+__all__ = ["unary", "binary", "gemm", "brgemm", "equation", "equation_desc", "eq", "EquationDesc", "cuda",
+           "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
            "Target", "UnaryDesc", "BinaryDesc",
            "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",
            "DTypeError", "AliasError",

@@ -1,0 +1,388 @@
+"""Equation TPPs: a small expression tree over the catalog's unary, binary and
+row-reduction primitives, compiled into ONE kernel that walks the tile a row at a
+time (LIBXSMM's matrix equations). Softmax, layer norm and their kin are such
+trees: the row is read from memory once and stays in L1 for the passes the
+reductions need, and the intermediates live in registers.
+
+A tree is nested tuples (hashable: it is part of the descriptor, the cache key):
+
+    ("arg", i)                   input i; its broadcast mode (full, row, col, scalar)
+                                 is the descriptor's
+    ("const", value)             a number
+    ("unary", kind, alpha, x)    one of tpp.unary's one-input elementwise kinds
+    ("binary", kind, a, b)       add, sub, mul, div, max, min (broadcasting)
+    ("reduce", op, x)            op in sum / max / min over the row: one value per row
+
+Per row a node is either a row of values (it depends on a full or row-broadcast
+input) or one value (constants, column and scalar inputs, reductions, and what is
+computed from those alone). The root gives an M x N output, or M values (one per
+row: a 1-D output) where it is one value per row.
+
+Code per row: one pass over the row for each reduction (in dependency order: a
+reduction may use earlier ones, like the variance uses the mean), with several
+vector accumulators, then the pass that evaluates the root and stores it. A
+reduction's operand that a later pass uses again (softmax's exp(x - max)) is kept
+in a row buffer on the stack during its pass (rows up to STASH_BYTES) instead of
+being computed twice. Within one vector step each distinct subtree is computed
+once.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+from llvmlite import ir
+
+from ..jit.loops import I64, Loop, i64
+from ..jit.targets import Target
+from ..jit.types import DType
+from ..jit.vec import PTR, VecBuilder, f32_to_bf16
+from . import binary as binary_k
+from . import fields
+from . import unary as unary_k
+from .eltwise import compute_lanes, unroll_for
+from .errors import DescriptorError, DTypeError
+from .family import Family, Lowering
+from .operands import Bcast, Operand, define_kernel, element_ptr, load_element, unpack_args
+
+FLOATS = frozenset({DType.F32, DType.BF16, DType.F64})
+INPUT_MODES = (Bcast.FULL, Bcast.ROW, Bcast.COL, Bcast.SCALAR)
+# one-input elementwise kinds (copy is the identity; cast and zero are not expressions)
+UNARY = tuple(k for k, spec in unary_k.KINDS.items() if spec.inputs == ("x",) and k != "cast")
+BINARY = tuple(k for k, spec in binary_k.KINDS.items() if not spec.compare)
+REDUCE = {"sum": (0.0, "fadd"), "max": (-math.inf, "fmaximum"), "min": (math.inf, "fminimum")}
+STASH_BYTES = 16384        # a row buffer this size stays in L1 beside the row itself
+MAX_NODES = 256
+
+
+# ---- the tree ------------------------------------------------------------------------
+def walk(node) -> Iterator[tuple]:
+    """Every node of the tree, children before their parent."""
+    tag = node[0]
+    if tag == "unary":
+        yield from walk(node[3])
+    elif tag == "binary":
+        yield from walk(node[2])
+        yield from walk(node[3])
+    elif tag == "reduce":
+        yield from walk(node[2])
+    yield node
+
+
+def check_tree(node, inputs: int, what: str = "tpp.equation") -> None:
+    """DescriptorError naming the first malformed node (the tree comes from users)."""
+    count = 0
+
+    def visit(nd, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_NODES or depth > 64:
+            raise DescriptorError(f"{what}: the expression has more than {MAX_NODES} nodes or is nested "
+                                  "deeper than 64")
+        if not isinstance(nd, tuple) or not nd or not isinstance(nd[0], str):
+            raise DescriptorError(f"{what}: a node must be a tuple starting with its tag, got {nd!r}")
+        tag = nd[0]
+        shape = {"arg": 2, "const": 2, "unary": 4, "binary": 4, "reduce": 3}.get(tag)
+        if shape is None or len(nd) != shape:
+            raise DescriptorError(f"{what}: unknown or malformed node {nd!r} (tags: arg, const, unary, "
+                                  "binary, reduce)")
+        if tag == "arg":
+            i = nd[1]
+            if type(i) is not int or not 0 <= i < inputs:
+                raise DescriptorError(f"{what}: ('arg', {i!r}) names no input (there are {inputs})")
+        elif tag == "const":
+            if type(nd[1]) is not float or not math.isfinite(nd[1]):
+                raise DescriptorError(f"{what}: a constant must be a finite float, got {nd[1]!r}")
+        elif tag == "unary":
+            if nd[1] not in UNARY:
+                raise DescriptorError(f"{what}: unary kind {nd[1]!r} is not one of {', '.join(UNARY)}")
+            spec = unary_k.KINDS[nd[1]]
+            if nd[2] is not None and (spec.default_alpha is None or type(nd[2]) is not float
+                                      or not math.isfinite(nd[2])):
+                raise DescriptorError(f"{what}: {nd[1]} takes no alpha, or alpha must be a finite float, "
+                                      f"got {nd[2]!r}")
+            visit(nd[3], depth + 1)
+        elif tag == "binary":
+            if nd[1] not in BINARY:
+                raise DescriptorError(f"{what}: binary kind {nd[1]!r} is not one of {', '.join(BINARY)}")
+            visit(nd[2], depth + 1)
+            visit(nd[3], depth + 1)
+        else:
+            if nd[1] not in REDUCE:
+                raise DescriptorError(f"{what}: reduction {nd[1]!r} is not one of {', '.join(REDUCE)}")
+            visit(nd[2], depth + 1)
+    visit(node, 0)
+
+
+def varies(node, modes: tuple[Bcast, ...]) -> bool:
+    """Whether the node is a row of values (not one value per row)."""
+    tag = node[0]
+    if tag == "arg":
+        return modes[node[1]] in (Bcast.FULL, Bcast.ROW)
+    if tag == "unary":
+        return varies(node[3], modes)
+    if tag == "binary":
+        return varies(node[2], modes) or varies(node[3], modes)
+    return False                     # const, reduce
+
+
+def compute_dtype(inputs: tuple[DType, ...], out: DType) -> DType:
+    """f64 where everything is f64, else f32 (bf16 computes in f32)."""
+    return DType.F64 if all(d is DType.F64 for d in (*inputs, out)) else DType.F32
+
+
+# ---- the family record -----------------------------------------------------------------
+def _validate(d) -> None:
+    what = "tpp.equation"
+    if not d.inputs:
+        raise DescriptorError(f"{what}: an equation needs at least one input")
+    for i, (dt, mode) in enumerate(d.inputs):
+        fields.dtype_check(f"{what} input {i}", dt, FLOATS)
+        if mode not in INPUT_MODES:
+            raise DescriptorError(f"{what}: input {i}'s broadcast must be one of full, row, col, scalar, "
+                                  f"got {mode!r}")
+    fields.dtype_check(f"{what} out_dtype", d.out_dtype, FLOATS)
+    check_tree(d.tree, len(d.inputs), what)
+    dts = tuple(dt for dt, _ in d.inputs)
+    if DType.F64 in (*dts, d.out_dtype) and compute_dtype(dts, d.out_dtype) is not DType.F64:
+        raise DTypeError(f"{what}: f64 computes in f64 only with every input and the output f64, got "
+                         f"inputs {', '.join(x.value for x in dts)} and out {d.out_dtype.value}")
+    if compute_dtype(dts, d.out_dtype) is DType.F64:
+        for node in walk(d.tree):
+            if node[0] == "unary" and DType.F64 not in unary_k.KINDS[node[1]].dtypes:
+                raise DTypeError(f"{what}: {node[1]} has no f64 version (its approximation is f32)")
+
+
+def row_output(d) -> bool:
+    """The root is one value per row: the output is M values."""
+    return not varies(d.tree, tuple(mode for _, mode in d.inputs))
+
+
+def _shape(d, mode: Bcast) -> tuple[int, int]:
+    return (d.m if mode in (Bcast.FULL, Bcast.COL) else 1), (d.n if mode in (Bcast.FULL, Bcast.ROW) else 1)
+
+
+def _operands(d) -> list[Operand]:
+    ops = [Operand(f"x{i}", dt, *_shape(d, mode), mode) for i, (dt, mode) in enumerate(d.inputs)]
+    if row_output(d):
+        return ops + [Operand("out", d.out_dtype, 1, d.m, Bcast.VEC, output=True)]
+    return ops + [Operand("out", d.out_dtype, d.m, d.n, output=True)]
+
+
+def evaluate(node, args: list[np.ndarray], m: int, n: int) -> np.ndarray:
+    """The tree in float64 numpy: args shaped (m or 1, n or 1), results broadcast like them."""
+    tag = node[0]
+    if tag == "arg":
+        return args[node[1]]
+    if tag == "const":
+        return np.float64(node[1])
+    if tag == "unary":
+        spec, x = unary_k.KINDS[node[1]], evaluate(node[3], args, m, n)
+        with np.errstate(all="ignore"):
+            if spec.default_alpha is None:
+                return spec.reference(x)
+            return spec.reference(x, node[2] if node[2] is not None else spec.default_alpha)
+    if tag == "binary":
+        a, b = evaluate(node[2], args, m, n), evaluate(node[3], args, m, n)
+        with np.errstate(all="ignore"):
+            return binary_k.KINDS[node[1]].reference(a, b)
+    x = np.broadcast_to(evaluate(node[2], args, m, n), (m, n))
+    fn = {"sum": np.sum, "max": np.max, "min": np.min}[node[1]]
+    return fn(x, axis=1, keepdims=True)
+
+
+def _reference(d, *inputs):
+    args = [np.asarray(x, dtype=np.float64).reshape(_shape(d, mode)) for x, (_, mode) in zip(inputs, d.inputs)]
+    out = np.broadcast_to(evaluate(d.tree, args, d.m, d.n), (d.m, 1 if row_output(d) else d.n))
+    return out[:, 0].copy() if row_output(d) else out
+
+
+# ---- code ------------------------------------------------------------------------------
+class _Row:
+    """What one row's passes share: the builder, the inputs' row bases, the values of
+    the reductions done so far (splats) and the stashed subtrees' buffers."""
+
+    def __init__(self, v: VecBuilder, d, elem: ir.Type, bases: list, scalars: dict):
+        self.v, self.d, self.elem = v, d, elem
+        self.modes = tuple(mode for _, mode in d.inputs)
+        self.bases = bases              # per input: its row's first element (full), or its start
+        self.scalars = scalars          # node -> splat of a one-per-row value known for this row
+        self.stash: dict[tuple, ir.Value] = {}      # node -> row buffer holding it
+
+    def vector(self, node, j: ir.Value, mask, memo: dict) -> ir.Value:
+        """The node's vector at columns [j, j + lanes) (masked lanes: don't care)."""
+        hit = memo.get(node)
+        if hit is not None:
+            return hit
+        v, b = self.v, self.v.b
+        if node in self.scalars:
+            out = self.scalars[node]
+        elif node in self.stash:
+            out = v.load(element_ptr(b, self.stash[node], self.cdt, j), self.cdt, mask)
+        else:
+            tag = node[0]
+            if tag == "arg":
+                dt, mode = self.d.inputs[node[1]]
+                out = v.load(element_ptr(b, self.bases[node[1]], dt, j), dt, mask)
+            elif tag == "const":
+                out = v.const(node[1], self.elem)
+            elif tag == "unary":
+                spec = unary_k.KINDS[node[1]]
+                alpha = node[2] if node[2] is not None else spec.default_alpha
+                out = spec.body(v, [self.vector(node[3], j, mask, memo)], unary_k.Params(self.elem, alpha))[0]
+            elif tag == "binary":
+                out = binary_k.KINDS[node[1]].body(v, self.vector(node[2], j, mask, memo),
+                                                   self.vector(node[3], j, mask, memo))
+            else:
+                raise AssertionError(f"reduction {node!r} used before its pass")
+        memo[node] = out
+        return out
+
+    @property
+    def cdt(self) -> DType:
+        return compute_dtype(tuple(dt for dt, _ in self.d.inputs), self.d.out_dtype)
+
+
+def _passes(d) -> list[tuple]:
+    """The reductions in the order their passes run (each after the ones it uses)."""
+    seen, order = set(), []
+    for node in walk(d.tree):
+        if node[0] == "reduce" and node not in seen:
+            seen.add(node)
+            order.append(node)
+    return order
+
+
+def _reads(tree, done: set) -> Iterator[tuple]:
+    """The nodes a pass evaluates for `tree`: a reduction in `done` is a value by then."""
+    if tree in done:
+        yield tree
+        return
+    tag = tree[0]
+    if tag == "unary":
+        yield from _reads(tree[3], done)
+    elif tag == "binary":
+        yield from _reads(tree[2], done)
+        yield from _reads(tree[3], done)
+    elif tag == "reduce":
+        yield from _reads(tree[2], done)
+    yield tree
+
+
+def _stashed(d, reductions: list) -> list:
+    """The reductions' operands that a later pass reads again (not plain inputs, which
+    are loads anyway), in pass order."""
+    modes = tuple(mode for _, mode in d.inputs)
+    found = []
+    for i, r in enumerate(reductions):
+        x = r[2]
+        if x[0] in ("arg", "const") or not varies(x, modes) or x in found:
+            continue
+        done = set(reductions[:i + 1])
+        later = [t[2] for t in reductions[i + 1:]] + [d.tree]
+        if any(x == node for tree in later for node in _reads(tree, done)):
+            found.append(x)
+    return found
+
+
+def _over_row(v: VecBuilder, n: int, unroll: int, state: dict, step) -> None:
+    """step(j, mask, u) over the row: whole groups of `unroll` vectors (u = 0..unroll-1),
+    then single vectors (u = 0), then one masked vector. state["accs"] holds values the
+    steps update (a reduction's accumulators), carried through the loops."""
+    b, lanes = v.b, v.lanes
+    group = unroll * lanes
+    groups = n // group * group
+    singles = (n - groups) // lanes * lanes
+
+    def loop(start: int, stop: int, stride: int, body) -> None:
+        with Loop(b, start, stop, stride, carry=list(state["accs"]), name="cols") as lp:
+            state["accs"] = list(lp.vars)
+            body(lp.i)
+            lp.next(*state["accs"])
+        state["accs"] = list(lp.vars)
+    if groups:
+        loop(0, groups, group, lambda i: [step(b.add(i, i64(u * lanes)), None, u) for u in range(unroll)])
+    if singles:
+        loop(groups, groups + singles, lanes, lambda i: step(i, None, 0))
+    if n % lanes:
+        step(i64(n - n % lanes), v.tail_mask(i64(n % lanes)), 0)
+
+
+def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
+    ops = _operands(d)
+    fn, b = define_kernel(module, name, target)
+    v = VecBuilder(b, compute_lanes(target, ops), target)
+    cdt = compute_dtype(tuple(dt for dt, _ in d.inputs), d.out_dtype)
+    elem = cdt.storage
+    slots = unpack_args(b, fn.args[0], len(ops))
+    unroll = unroll_for(target)
+    reductions = _passes(d)
+    by_row = row_output(d)
+    stashed = _stashed(d, reductions)
+    buffers = {}
+    if stashed and len(stashed) * d.n * cdt.itemsize <= STASH_BYTES:
+        with b.goto_entry_block():
+            for node in stashed:
+                slot = b.alloca(ir.ArrayType(elem, d.n), name="stash")
+                slot.align = 64
+                buffers[node] = b.inttoptr(b.ptrtoint(slot, I64), PTR)
+
+    with Loop(b, 0, d.m, name="row") as row:
+        bases, scalars = [], {}
+        for i, (dt, mode) in enumerate(d.inputs):
+            ptr, ld = slots[i]
+            bases.append(element_ptr(b, ptr, dt, b.mul(row.i, ld)) if mode is Bcast.FULL else ptr)
+            if mode in (Bcast.COL, Bcast.SCALAR):
+                at = element_ptr(b, ptr, dt, b.mul(row.i, ld)) if mode is Bcast.COL else ptr
+                scalars[("arg", i)] = v.splat(load_element(b, at, dt))
+        st = _Row(v, d, elem, bases, scalars)
+
+        for r in reductions:
+            identity, combine = REDUCE[r[1]]
+            carry = [v.const(identity, elem) for _ in range(unroll)]
+            stash = buffers.get(r[2])
+            state = {"accs": carry}
+
+            def step(j, mask, u, r=r, stash=stash, identity=identity):
+                x = st.vector(r[2], j, mask, {})
+                if stash is not None:
+                    v.store(x, element_ptr(b, stash, cdt, j), cdt, mask)
+                if mask is not None:
+                    x = b.select(mask, x, v.const(identity, elem))
+                state["accs"][u] = _combine(v, r[1], state["accs"][u], x)
+            _over_row(v, d.n, unroll, state, step)
+            total = state["accs"][0]
+            for other in state["accs"][1:]:
+                total = _combine(v, r[1], total, other)
+            scalars[r] = v.splat(v.reduce(combine, total))
+            if stash is not None:
+                st.stash[r[2]] = stash
+
+        out, out_ld = slots[-1]
+        if by_row:
+            value = st.vector(d.tree, i64(0), None, {})
+            first = b.extract_element(value, ir.Constant(ir.IntType(32), 0))
+            b.store(f32_to_bf16(b, first) if d.out_dtype is DType.BF16 else first,
+                    element_ptr(b, out, d.out_dtype, row.i))
+        else:
+            out_row = element_ptr(b, out, d.out_dtype, b.mul(row.i, out_ld))
+
+            def store(j, mask, u):
+                v.store(st.vector(d.tree, j, mask, {}), element_ptr(b, out_row, d.out_dtype, j),
+                        d.out_dtype, mask)
+            _over_row(v, d.n, unroll, {"accs": []}, store)
+    b.ret_void()
+    return fn
+
+
+def _combine(v: VecBuilder, op: str, a: ir.Value, b: ir.Value) -> ir.Value:
+    """Two partial reductions as one (NaN-propagating max/min, like numpy's)."""
+    if op == "sum":
+        return v.b.fadd(a, b)
+    return v.maximum(a, b) if op == "max" else v.minimum(a, b)
+
+
+FAMILY = Family("equation", "equation", ("equation",), _validate, _operands, _reference,
+                {"simd": Lowering(emit_simd)},
+                unsupported={"simt": "equations are compiled for vector CPUs only so far"})
