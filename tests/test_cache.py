@@ -86,6 +86,42 @@ def test_entries_round_trip_and_reject_garbage(tmp_path):
     assert not list((tmp_path / "c").glob(".tmp-*"))
 
 
+def test_an_entry_records_its_key(tmp_path):
+    """An entry copied or renamed to another key's name is not that key's: dropped."""
+    dc = disk_cache.DiskCache(tmp_path / "c")
+    dc.put("k1", b"object code of k1")
+    dc.path("k2").write_bytes(dc.path("k1").read_bytes())
+    assert dc.get("k2") is None and not dc.path("k2").exists()
+    assert dc.get("k1") == b"object code of k1"
+    assert disk_cache._unwrap(dc.path("k1").read_bytes(), "k2") is None
+    assert disk_cache._unwrap(dc.path("k1").read_bytes(), "k1") == b"object code of k1"
+
+
+@pytest.mark.parametrize("key", ["../escape", "a/b", ".hidden", "", "k" * 200, "k\n"])
+def test_a_key_names_a_file_in_the_directory(tmp_path, key):
+    with pytest.raises(ValueError, match="not a cache key"):
+        disk_cache.DiskCache(tmp_path / "c").path(key)
+
+
+def test_put_replaces_an_entry_atomically(tmp_path):
+    """A reader that opened the old entry reads it whole; the new one is a new file."""
+    dc = disk_cache.DiskCache(tmp_path / "c")
+    dc.put("k", b"old" * 1000)
+    with open(dc.path("k"), "rb") as old:
+        inode = os.fstat(old.fileno()).st_ino
+        dc.put("k", b"new")
+        assert disk_cache._unwrap(old.read(), "k") == b"old" * 1000
+    assert dc.path("k").stat().st_ino != inode and dc.get("k") == b"new"
+    assert not list((tmp_path / "c").glob(".tmp-*"))
+
+
+def test_an_oversized_payload_is_not_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(disk_cache, "MAX_ENTRY_BYTES", 1000)
+    dc = disk_cache.DiskCache(tmp_path / "c")
+    dc.put("k", bytes(2000))
+    assert not dc.path("k").exists() and dc.get("k") is None
+
+
 # ---- in one process -----------------------------------------------------------------------------------
 def test_build_writes_an_entry_that_the_next_build_loads(cache_dir, compile_count):
     shape = fresh_shape()
@@ -128,6 +164,79 @@ def test_corrupt_entry_is_discarded_and_rebuilt(cache_dir, compile_count, corrup
     rebuilt = entry_of(cache_dir, k)
     assert disk_cache.DiskCache(cache_dir).get(rebuilt.stem) is not None, "the rebuilt entry is not valid"
     assert rebuilt.read_bytes() == good
+
+
+def _dispatch_after(cache_dir, shape, plant) -> None:
+    """Build relu at shape, replace its entry by plant(entry path), then dispatch it twice
+    from an empty memory cache: each time it must work."""
+    entry = entry_of(cache_dir, tpp.unary("relu", *shape))
+    plant(entry)
+    for _ in range(2):                  # the second run: the rebuilt entry is good again
+        dispatch.clear_memory_cache()
+        check_relu(tpp.unary("relu", *shape))
+    assert entry.is_file() and not entry.is_symlink()
+    assert disk_cache.DiskCache(cache_dir).get(entry.stem) is not None, "the rebuilt entry is not valid"
+
+
+def test_another_kernels_entry_is_rebuilt(cache_dir, compile_count):
+    """An entry holding another kernel's valid object (copied over it) used to fail every
+    later dispatch of the key with 'symbols missing': now it is dropped and rebuilt once."""
+    other = entry_of(cache_dir, tpp.unary("relu", *fresh_shape()))
+    _dispatch_after(cache_dir, fresh_shape(), lambda entry: entry.write_bytes(other.read_bytes()))
+    assert len(compile_count) == 3
+
+
+def test_an_entry_claiming_the_key_with_another_kernels_object_is_rebuilt(cache_dir, compile_count):
+    """The key matches but the object defines another kernel's symbol: the caller's check
+    (objfile.problem) refuses it before it is linked."""
+    other = entry_of(cache_dir, tpp.unary("relu", *fresh_shape()))
+    foreign = disk_cache._unwrap(other.read_bytes())
+    _dispatch_after(cache_dir, fresh_shape(),
+                    lambda entry: entry.write_bytes(disk_cache.wrap(entry.stem, foreign)))
+    assert len(compile_count) == 3
+
+
+def _symlink_to(target: str):
+    def plant(entry: Path) -> None:
+        entry.unlink()
+        entry.symlink_to(target)
+    return plant
+
+
+def _sparse(size: int):
+    def plant(entry: Path) -> None:
+        with open(entry, "r+b") as f:
+            f.truncate(size)
+    return plant
+
+
+def _directory(entry: Path) -> None:
+    entry.unlink()
+    entry.mkdir()
+
+
+def _fifo(entry: Path) -> None:
+    entry.unlink()
+    os.mkfifo(entry)
+
+
+SPECIAL_ENTRIES = {
+    "symlink to /dev/zero": _symlink_to("/dev/zero"),
+    "symlink to /dev/urandom": _symlink_to("/dev/urandom"),
+    "dangling symlink": _symlink_to("/nonexistent/tpp-entry"),
+    "sparse file of 1 TB": _sparse(1 << 40),
+    "one byte over the bound": _sparse(disk_cache.MAX_ENTRY_BYTES + 1),
+    "directory": _directory,
+    "fifo": _fifo,
+}
+
+
+@pytest.mark.parametrize("plant", SPECIAL_ENTRIES.values(), ids=SPECIAL_ENTRIES.keys())
+def test_special_or_huge_entries_are_not_read(cache_dir, compile_count, plant):
+    """Reading any of these whole ended in MemoryError (or a hang, for a FIFO): each is
+    removed unread and the kernel rebuilt."""
+    _dispatch_after(cache_dir, fresh_shape(), plant)
+    assert len(compile_count) == 2
 
 
 def test_disabled_cache_writes_nothing(tmp_path, compile_count):
