@@ -231,6 +231,9 @@ class _Row:
                 spec = unary_k.KINDS[node[1]]
                 alpha = node[2] if node[2] is not None else spec.default_alpha
                 out = spec.body(v, [self.vector(node[3], j, mask, memo)], unary_k.Params(self.elem, alpha))[0]
+            elif tag == "binary" and node[1] == "div" and ("recip", node[3]) in memo:
+                # by one value per row: a multiply by its reciprocal, computed once per row
+                out = b.fmul(self.vector(node[2], j, mask, memo), memo[("recip", node[3])])
             elif tag == "binary":
                 out = binary_k.KINDS[node[1]].body(v, self.vector(node[2], j, mask, memo),
                                                    self.vector(node[3], j, mask, memo))
@@ -238,6 +241,22 @@ class _Row:
                 raise AssertionError(f"reduction {node!r} used before its pass")
         memo[node] = out
         return out
+
+    def hoisted(self, tree, done: set) -> dict:
+        """The values a pass over `tree` needs that are one per row, computed here, before
+        the pass's loops (a step's memo starts from them): per-row scalars such as
+        rsqrt(var + eps) and the reciprocals of per-row divisors."""
+        pre: dict = {}
+        for node in _reads(tree, done):
+            if node in self.scalars or varies(node, self.modes):
+                if node[0] == "binary" and node[1] == "div" and not varies(node[3], self.modes):
+                    key = ("recip", node[3])
+                    if key not in pre:
+                        one = self.v.const(1.0, self.elem)
+                        pre[key] = self.v.b.fdiv(one, self.vector(node[3], i64(0), None, pre))
+                continue
+            self.vector(node, i64(0), None, pre)
+        return pre
 
     @property
     def cdt(self) -> DType:
@@ -337,6 +356,7 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
                 at = element_ptr(b, ptr, dt, b.mul(row.i, ld)) if mode is Bcast.COL else ptr
                 scalars[("arg", i)] = v.splat(load_element(b, at, dt))
         st = _Row(v, d, elem, bases, scalars)
+        done: set = set()
 
         for r in reductions:
             identity, combine = REDUCE[r[1]]
@@ -344,8 +364,10 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
             stash = buffers.get(r[2])
             state = {"accs": carry}
 
-            def step(j, mask, u, r=r, stash=stash, identity=identity):
-                x = st.vector(r[2], j, mask, {})
+            pre = st.hoisted(r[2], done)
+
+            def step(j, mask, u, r=r, stash=stash, identity=identity, pre=pre):
+                x = st.vector(r[2], j, mask, dict(pre))
                 if stash is not None:
                     v.store(x, element_ptr(b, stash, cdt, j), cdt, mask)
                 if mask is not None:
@@ -356,12 +378,14 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
             for other in state["accs"][1:]:
                 total = _combine(v, r[1], total, other)
             scalars[r] = v.splat(v.reduce(combine, total))
+            done.add(r)
             if stash is not None:
                 st.stash[r[2]] = stash
 
         out, out_ld = slots[-1]
+        pre = st.hoisted(d.tree, done)
         if by_row:
-            value = st.vector(d.tree, i64(0), None, {})
+            value = st.vector(d.tree, i64(0), None, pre)
             first = b.extract_element(value, ir.Constant(ir.IntType(32), 0))
             b.store(f32_to_bf16(b, first) if d.out_dtype is DType.BF16 else first,
                     element_ptr(b, out, d.out_dtype, row.i))
@@ -369,7 +393,7 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
             out_row = element_ptr(b, out, d.out_dtype, b.mul(row.i, out_ld))
 
             def store(j, mask, u):
-                v.store(st.vector(d.tree, j, mask, {}), element_ptr(b, out_row, d.out_dtype, j),
+                v.store(st.vector(d.tree, j, mask, dict(pre)), element_ptr(b, out_row, d.out_dtype, j),
                         d.out_dtype, mask)
             _over_row(v, d.n, unroll, {"accs": []}, store)
     b.ret_void()
