@@ -1,17 +1,26 @@
 """Every environment knob of tpp, read in one place.
 
-| variable          | meaning                                                     | default            |
-|-------------------|-------------------------------------------------------------|--------------------|
-| TPP_TARGET        | force a target by name (x86-avx512, x86-avx2)               | the host's best    |
-| TPP_CACHE         | 0 disables the on-disk kernel cache                         | 1                  |
-| TPP_CACHE_DIR     | where compiled kernels are kept                             | ~/.cache/tpp (XDG) |
-| TPP_OPT_LEVEL     | LLVM optimisation level 0-3                                 | 3                  |
-| TPP_NUM_THREADS   | worker threads for parallel composites                      | cores available    |
-| TPP_HOST_LIMIT    | treat the CPU as one that runs at most this x86 target      | none               |
-|                   | (x86-avx2: an AVX-512 machine plays an AVX2-only one; the   |                    |
-|                   | host target is then x86-avx2 and x86-avx512 cannot run)     |                    |
+| variable              | meaning                                                   | default            |
+|-----------------------|-----------------------------------------------------------|--------------------|
+| TPP_TARGET            | force a target by name (x86-avx512, x86-avx2)             | the host's best    |
+| TPP_CACHE             | the on-disk kernel cache: 1/true/yes/on or 0/false/no/off | 1                  |
+|                       | (any case); any other value is refused                    |                    |
+| TPP_CACHE_DIR         | where compiled kernels are kept                           | ~/.cache/tpp (XDG) |
+| TPP_KERNEL_CACHE_SIZE | kernels and composites kept compiled in memory when       | 1024               |
+|                       | nothing else refers to them (the least recently           |                    |
+|                       | dispatched beyond this many are dropped and their code    |                    |
+|                       | freed); 0 keeps only those in use                         |                    |
+| TPP_OPT_LEVEL         | LLVM optimisation level 0-3                               | 3                  |
+| TPP_NUM_THREADS       | worker threads for parallel composites, at most           | cores available    |
+|                       | THREADS_PER_CORE (4) x the CPUs available to the process  |                    |
+|                       | (a larger count is refused, here and as an op's threads=) |                    |
+| TPP_HOST_LIMIT        | treat the CPU as one that runs at most this x86 target    | none               |
+|                       | (x86-avx2: an AVX-512 machine plays an AVX2-only one; the |                    |
+|                       | host target is then x86-avx2 and x86-avx512 cannot run)   |                    |
 
 `config.override(cache=False, ...)` changes knobs for a block (tests use it).
+A bad value of any knob raises ValueError naming the variable (TPP_TARGET's is checked
+where a target is first needed, as tpp.TargetError).
 """
 from __future__ import annotations
 
@@ -31,6 +40,18 @@ class Config:
     opt_level: int
     num_threads: int
     host_limit: str | None = None
+    kernel_cache_size: int = 1024
+    max_threads: int = 1024          # the most threads a composite may be asked for
+
+
+# More threads than cores only slow a composite down (its workers spin, then park:
+# TPP_NUM_THREADS=1000 made a 512^3 matmul take 28 s instead of milliseconds), so counts
+# past a few per core are refused rather than started.
+THREADS_PER_CORE = 4
+THREADS_LIMIT = 1024                 # the hard range of TPP_NUM_THREADS, whatever the cores
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def _default_cache_dir() -> Path:
@@ -51,15 +72,38 @@ def _int(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(f"tpp: {name}={raw!r} is not a boolean; use one of "
+                     f"{'/'.join(_TRUE)} or {'/'.join(_FALSE)} (any case)")
+
+
+def cores() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def from_environment() -> Config:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = cores()
+    most = min(THREADS_LIMIT, THREADS_PER_CORE * available)
+    threads = _int("TPP_NUM_THREADS", min(available, most), 1, THREADS_LIMIT)
+    if threads > most:
+        raise ValueError(f"tpp: TPP_NUM_THREADS={threads} is more than the maximum of {most} "
+                         f"({THREADS_PER_CORE} per CPU available to this process: {available})")
     return Config(
         target=os.environ.get("TPP_TARGET") or None,
-        cache=os.environ.get("TPP_CACHE", "1") not in ("0", "false", "off", "no"),
+        cache=_bool("TPP_CACHE", True),
         cache_dir=Path(os.environ.get("TPP_CACHE_DIR") or _default_cache_dir()),
         opt_level=_int("TPP_OPT_LEVEL", 3, 0, 3),
-        num_threads=_int("TPP_NUM_THREADS", cores, 1, 1024),
+        num_threads=threads,
         host_limit=os.environ.get("TPP_HOST_LIMIT") or None,
+        kernel_cache_size=_int("TPP_KERNEL_CACHE_SIZE", 1024, 0, 1 << 30),
+        max_threads=most,
     )
 
 

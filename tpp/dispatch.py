@@ -35,7 +35,10 @@ def current_target() -> Target:
     cfg = config.get()
     t = _targets.get((cfg.target, cfg.host_limit))
     if t is None:
-        t = Target.named(cfg.target) if cfg.target else Target.host()
+        try:
+            t = Target.named(cfg.target) if cfg.target else Target.host()
+        except ValueError as exc:     # the same error as target="bogus" (resolve_target)
+            raise TargetError(f"{exc} (TPP_TARGET)") from None
         _targets[(cfg.target, cfg.host_limit)] = t
     return t
 
@@ -110,6 +113,18 @@ def check_offered(desc, target: Target, what: str | None = None) -> None:
     reason = target.unsupported_reason(desc.family) or desc.record.unsupported_reason(target.model)
     if reason:
         raise TargetError(f"{what or 'tpp ' + desc.kind}: not offered for target {target.name} yet: {reason}")
+
+
+def check_runnable(what: str, target: Target) -> None:
+    """Raise TargetError unless this machine runs the target's code (composites, the pool:
+    they are called, never only compiled)."""
+    if target.runs_on_host:
+        return
+    cfg = config.get()
+    named = " (TPP_TARGET)" if cfg.target == target.name else ""
+    kind = "a CPU target" if target.model == "simd" else "a GPU target"
+    raise TargetError(f"{what}: target {target.name}{named} is {kind} this machine cannot run "
+                      f"(its CPU runs {Target.host().name}); composites run on the host CPU only")
 
 
 def _build(desc, target: Target) -> Kernel:

@@ -15,3 +15,7 @@ class AliasError(TppError, ValueError):
 
 class TargetError(TppError, RuntimeError):
     """The kernel's target cannot run on this machine."""
+
+
+class ArgumentError(TppError, ValueError):
+    """A call argument that is not an array has a bad value (an op's threads=)."""

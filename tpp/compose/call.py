@@ -23,10 +23,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .. import cabi, pool
-from ..dispatch import current_target, get_functions, resolve_target
+from .. import cabi, config, pool
+from ..dispatch import check_runnable, current_target, get_functions, resolve_target
 from ..dtypes import to_numpy
-from ..errors import AliasError, DTypeError, ShapeError
+from ..errors import AliasError, ArgumentError, DTypeError, ShapeError
 from .emit import CONTROL_WORDS, COUNTER, STATUS, Layout, emit_composite
 
 
@@ -39,11 +39,16 @@ class CompositeDesc:
 
 
 def threads_arg(what: str, threads) -> int:
-    """A composite's `threads=`: None for TPP_NUM_THREADS, else a positive int."""
+    """A composite's `threads=`: None for TPP_NUM_THREADS, else a positive int up to the
+    documented maximum (config.Config.max_threads: a few per CPU; more only slow it down)."""
     if threads is None:
         return pool.threads()
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"{what}: threads must be a positive int or None, got {threads!r}")
+        raise ArgumentError(f"{what}: threads must be a positive int or None, got {threads!r}")
+    most = config.get().max_threads
+    if threads > most:
+        raise ArgumentError(f"{what}: threads={int(threads)} is more than the maximum of {most} "
+                            f"({config.THREADS_PER_CORE} per CPU available to this process)")
     return int(threads)
 
 
@@ -167,6 +172,7 @@ def program(what: str, desc, target=None) -> Program:
     key = (desc, target)
     found = _programs.get(key)
     if found is None:
+        check_runnable(what, target)      # before its plan is emitted for a target it may not fit
         with _programs_lock:
             found = _programs.get(key)
             if found is None:

@@ -1,0 +1,110 @@
+"""The runtime under hostile conditions: knobs with bad values, targets a composite cannot
+run on, thread counts past the cores, fork() after or during use, and the memory of many
+distinct kernels. Each risky case runs in its own interpreter with a timeout (a hang fails
+the test instead of the run)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tpp
+import tpp.ops
+from tpp import config, pool
+from tpp.errors import ArgumentError
+
+
+# ---- knobs ----------------------------------------------------------------------------
+@pytest.mark.parametrize("value, on", [("False", False), ("OFF", False), ("no", False), (" 0 ", False),
+                                       ("TRUE", True), ("On", True), ("yes", True), ("1", True)])
+def test_cache_switch_spellings(monkeypatch, value, on):
+    monkeypatch.setenv("TPP_CACHE", value)
+    assert config.from_environment().cache is on
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "disable", "of"])
+def test_cache_switch_refuses_other_words(monkeypatch, value):
+    monkeypatch.setenv("TPP_CACHE", value)
+    with pytest.raises(ValueError, match=f"TPP_CACHE={value!r} is not a boolean"):
+        config.from_environment()
+
+
+def test_bad_knob_refused_at_import(run_python):
+    ran = run_python("import tpp", env={"TPP_CACHE": "sometimes"})
+    assert ran.returncode == 1 and "TPP_CACHE='sometimes' is not a boolean" in ran.stderr
+
+
+def test_kernel_cache_size_knob(monkeypatch):
+    monkeypatch.setenv("TPP_KERNEL_CACHE_SIZE", "7")
+    assert config.from_environment().kernel_cache_size == 7
+    monkeypatch.setenv("TPP_KERNEL_CACHE_SIZE", "-1")
+    with pytest.raises(ValueError, match="TPP_KERNEL_CACHE_SIZE=-1 is outside"):
+        config.from_environment()
+
+
+# ---- targets ----------------------------------------------------------------------------
+ALL_OPS = """
+import numpy as np, tpp, tpp.ops
+a = np.ones((8, 8), np.float32)
+calls = {"matmul": lambda: tpp.ops.matmul(a, a),
+         "bias_act": lambda: tpp.ops.bias_act(a, np.ones(8, np.float32), "relu"),
+         "segment_sum": lambda: tpp.ops.segment_sum(np.array([0, 4, 8]), a)}
+for name, call in calls.items():
+    try:
+        call()
+        print(name, "ran")
+    except tpp.TargetError as e:
+        print(name, "TargetError", e)
+"""
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"TPP_TARGET": "bogus"}, ["unknown target 'bogus'", "(TPP_TARGET)"]),
+    ({"TPP_TARGET": "x86-avx512", "TPP_HOST_LIMIT": "x86-avx2"},
+     ["target x86-avx512 (TPP_TARGET) is a CPU target this machine cannot run", "runs x86-avx2"]),
+    ({"TPP_TARGET": "nvptx-sm90"}, ["target nvptx-sm90 (TPP_TARGET) is a GPU target", "host CPU only"]),
+    ({"TPP_TARGET": "aarch64-sve"}, ["target aarch64-sve (TPP_TARGET)", "host CPU only"]),
+])
+def test_composites_on_a_target_they_cannot_run(run_python, env, says):
+    ran = run_python(ALL_OPS, env=env, timeout=120).check()
+    lines = ran.stdout.strip().split("\n")
+    assert [line.split()[:2] for line in lines] == [[op, "TargetError"] for op in
+                                                    ("matmul", "bias_act", "segment_sum")], ran.stdout
+    assert all(s in line for s in says for line in lines), ran.stdout
+
+
+def test_target_argument_and_knob_raise_the_same_error():
+    with pytest.raises(tpp.TargetError, match="unknown target 'bogus'"):
+        tpp.unary("relu", 4, 4, target="bogus")
+    with config.override(target="bogus"), pytest.raises(tpp.TargetError, match=r"\(TPP_TARGET\)"):
+        tpp.current_target()
+
+
+# ---- threads ----------------------------------------------------------------------------
+def test_thread_counts_past_the_maximum_are_refused():
+    a = np.ones((16, 16), np.float32)
+    most = config.get().max_threads
+    assert most == min(config.THREADS_LIMIT, config.THREADS_PER_CORE * config.cores())
+    for op in (lambda t: tpp.ops.matmul(a, a, threads=t),
+               lambda t: tpp.ops.bias_act(a, np.ones(16, np.float32), "relu", threads=t),
+               lambda t: tpp.ops.segment_sum(np.array([0, 8, 16]), a, threads=t)):
+        for threads in (most + 1, 100000, np.int64(1 << 40)):
+            with pytest.raises(ArgumentError, match=f"threads={int(threads)} is more than the maximum of {most}"):
+                op(threads)
+        np.testing.assert_allclose(op(most), op(1), rtol=1e-6)     # the maximum itself runs
+
+
+def test_thread_knob_past_the_maximum_is_refused(monkeypatch):
+    most = config.THREADS_PER_CORE * config.cores()
+    monkeypatch.setenv("TPP_NUM_THREADS", str(most + 1))
+    if most + 1 <= config.THREADS_LIMIT:
+        with pytest.raises(ValueError, match=f"TPP_NUM_THREADS={most + 1} is more than the maximum"):
+            config.from_environment()
+    monkeypatch.setenv("TPP_NUM_THREADS", str(min(most, config.THREADS_LIMIT)))
+    assert config.from_environment().num_threads == min(most, config.THREADS_LIMIT)
+
+
+def test_the_pool_never_grows_past_the_maximum():
+    a = np.ones((64, 64), np.float32)
+    most = config.get().max_threads
+    np.testing.assert_allclose(tpp.ops.matmul(a, a, threads=most), a @ a, rtol=1e-6)
+    assert len(pool._workers) <= most - 1
