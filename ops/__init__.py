@@ -2,6 +2,7 @@
 layer (tpp.compose) whose loop bodies inline primitives."""
 from .bias_act import bias_act
 from .matmul import MatmulPlan, matmul
+from .norms import layer_norm, log_softmax, rms_norm, softmax
 from .segment import segment_sum
 
-__all__ = ["bias_act", "matmul", "MatmulPlan", "segment_sum"]
+__all__ = ["bias_act", "layer_norm", "log_softmax", "matmul", "MatmulPlan", "rms_norm", "segment_sum", "softmax"]
