@@ -74,6 +74,9 @@ def bias_act(x: np.ndarray, bias: np.ndarray, activation: str | None = None, *, 
     None or a one-input unary kind of the catalog ("relu", "gelu_tanh", "sigmoid", ...;
     alpha for leaky_relu / elu). out may be x itself (in place)."""
     threads = compose.threads_arg(WHAT, threads)
+    if alpha is not None and (isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number))
+                              or isinstance(alpha, complex) or np.iscomplexobj(alpha)):
+        raise DescriptorError(f"{WHAT}: alpha must be None or a real number, got {type(alpha).__name__} {alpha!r}")
     params = (activation, alpha)
     if out is not None and _memo.call(params, [x, bias, out], threads):
         return out

@@ -21,6 +21,7 @@ scratch, barrier, checks, memos and the pool.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,10 +29,11 @@ import numpy as np
 from .. import compose
 from ..descriptors import BrgemmDesc, GemmDesc, UnaryDesc
 from ..dtypes import parse as parse_dtype, to_numpy
-from ..errors import DTypeError, ShapeError
+from ..errors import DescriptorError, DTypeError, ShapeError
 from ..jit.loops import I64, i64
 from ..jit.types import DType
 from ..kernels import vnni as vnni_k
+from ..kernels import epilogue as epilogue_k
 from ..kernels.epilogue import epilogue_inputs
 from .matmul_plan import MatmulPlan, default_plan
 
@@ -236,7 +238,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     optional fused epilogue, e.g. matmul(a, b, epilogue=("bias", "relu"), bias=b0).
     a and b may be row-major views or transposed ones (x.T, w.T: stored by columns),
     read as they are stored. Runs on TPP_NUM_THREADS threads (or `threads`)."""
-    epilogue = (epilogue,) if isinstance(epilogue, str) else tuple(epilogue)
+    epilogue = _epilogue(epilogue)
     given = {"bias": bias, "residual": residual}
     arrays = [a, b, *(given.get(step) for step in epilogue_inputs(epilogue)), out]
     threads = compose.threads_arg(WHAT, threads)
@@ -244,6 +246,30 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     if out is not None and _memo.call((epilogue, plan, threads), arrays, threads):
         return out
     return _checked(a, b, out, epilogue, given, plan, threads)
+
+
+@functools.lru_cache(maxsize=256)
+def _known_epilogue(steps: tuple) -> tuple[str, ...]:
+    known = epilogue_k.INPUT_STEPS + epilogue_k.activation_kinds()
+    for step in steps:
+        if not isinstance(step, str) or step not in known:
+            raise DescriptorError(f"{WHAT}: epilogue step {step!r} is not one of: {', '.join(known)}")
+    for step in epilogue_k.INPUT_STEPS:
+        if steps.count(step) > 1:
+            raise DescriptorError(f"{WHAT}: the epilogue adds {step!r} more than once: {steps!r}")
+    return steps
+
+
+def _epilogue(epilogue) -> tuple[str, ...]:
+    """The epilogue as a tuple of known steps (a step name alone is a one-step epilogue)."""
+    if isinstance(epilogue, str):
+        epilogue = (epilogue,)
+    if not isinstance(epilogue, (tuple, list)):
+        raise DescriptorError(f"{WHAT}: epilogue must be a tuple of step names, got {epilogue!r}")
+    try:
+        return _known_epilogue(tuple(epilogue))
+    except TypeError:           # an unhashable step
+        raise DescriptorError(f"{WHAT}: epilogue must be a tuple of step names, got {epilogue!r}") from None
 
 
 def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:

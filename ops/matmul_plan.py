@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from .. import pool
 from ..jit import host
 from ..dispatch import current_target
+from ..errors import DescriptorError
 from ..jit.types import DType
+from ..kernels import fields
 
 A_LAYOUTS = ("in_place", "blocks", "panels", "rows")
+MAX_BLOCK = 1 << 20      # rows, columns or depth of a block: a panel of 2**40 elements is no plan
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,20 @@ class MatmulPlan:
     b_strip: int = 1
 
     def __post_init__(self) -> None:
-        if self.a_layout not in A_LAYOUTS:
-            raise ValueError(f"MatmulPlan.a_layout must be one of {A_LAYOUTS}, got {self.a_layout!r}")
-        if self.b_strip < 1 or self.kb % self.b_strip:
-            raise ValueError(f"MatmulPlan.b_strip must divide kb={self.kb}, got {self.b_strip}")
+        # Python ints: numpy integers would wrap in the scratch sizes (np.int8(16) * 512
+        # gave a too-small panel buffer and a crash)
+        for name in ("mb", "nb", "kb", "b_strip"):
+            value = fields.integer("ops.matmul", f"MatmulPlan.{name}", getattr(self, name))
+            if not 1 <= value <= MAX_BLOCK:
+                raise DescriptorError(f"tpp ops.matmul: MatmulPlan.{name} must be in 1..{MAX_BLOCK}, got {value}")
+            object.__setattr__(self, name, value)
+        if not isinstance(self.order, tuple) or sorted(self.order) != ["mb", "nb"]:
+            raise DescriptorError(f"tpp ops.matmul: MatmulPlan.order must be ('mb', 'nb') or ('nb', 'mb'), "
+                                  f"got {self.order!r}")
+        if not isinstance(self.a_layout, str) or self.a_layout not in A_LAYOUTS:
+            raise DescriptorError(f"MatmulPlan.a_layout must be one of {A_LAYOUTS}, got {self.a_layout!r}")
+        if self.kb % self.b_strip:
+            raise DescriptorError(f"MatmulPlan.b_strip must divide kb={self.kb}, got {self.b_strip}")
 
     @property
     def a_ahead(self) -> bool:

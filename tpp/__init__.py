@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import _checkout  # noqa: F401  (first: finds tpp.jit & co. in a source checkout)
 from . import config, cuda
 from .brgemm import BatchReduceKernel
@@ -75,7 +77,21 @@ def _gemm_dtypes(dtype, out_dtype) -> tuple[DType, DType | None]:
 
 
 def _steps(epilogue) -> tuple[str, ...]:
-    return (epilogue,) if isinstance(epilogue, str) else tuple(epilogue)
+    if isinstance(epilogue, str):
+        return (epilogue,)
+    if not isinstance(epilogue, (tuple, list)):
+        raise DescriptorError(f"tpp gemm: epilogue must be a tuple of step names, got {epilogue!r}")
+    return tuple(epilogue)
+
+
+def _beta(beta) -> float:
+    """beta as a Python float (what the descriptor checks), or an error naming it."""
+    if isinstance(beta, (str, bytes)) or not isinstance(beta, (int, float, np.integer, np.floating)):
+        raise DescriptorError(f"tpp gemm: beta must be a number (0.0 or 1.0), got {type(beta).__name__} {beta!r}")
+    try:
+        return float(beta)
+    except OverflowError:
+        raise DescriptorError(f"tpp gemm: beta must be 0.0 or 1.0, got {beta!r}") from None
 
 
 def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b: bool = False,
@@ -101,7 +117,7 @@ def gemm_desc(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, tra
               out_dtype=None, b_vnni: bool = False, epilogue=()) -> GemmDesc:
     """The descriptor tpp.gemm dispatches."""
     dt, odt = _gemm_dtypes(dtype, out_dtype)
-    return GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), float(beta), lda, ldb, ldc,
+    return GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), _beta(beta), lda, ldb, ldc,
                     odt, bool(b_vnni), _steps(epilogue))
 
 
@@ -127,7 +143,7 @@ def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride",
                 out_dtype=None, b_vnni: bool = False, epilogue=()) -> BrgemmDesc:
     """The descriptor tpp.brgemm dispatches."""
     dt, odt = _gemm_dtypes(dtype, out_dtype)
-    return BrgemmDesc(m, n, k, dt, variant, bool(trans_a), bool(trans_b), float(beta),
+    return BrgemmDesc(m, n, k, dt, variant, bool(trans_a), bool(trans_b), _beta(beta),
                       lda, ldb, ldc, stride_a, stride_b, odt, bool(b_vnni), _steps(epilogue))
 
 
