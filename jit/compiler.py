@@ -7,10 +7,12 @@ read back from the disk cache take the same path into memory.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 
 from llvmlite import binding as llvm
+from llvmlite.binding import ffi as _llvm_ffi
 from llvmlite import ir
 
 from . import objfile
@@ -24,6 +26,24 @@ _loaded: dict[tuple[Target, str], int] = {}     # symbols already linked, per en
 
 
 _all_targets = False
+
+
+# fork() while another thread is inside LLVM (parsing, optimising, linking into an engine)
+# would hand the child LLVM's state half-changed and the locks held forever: llvmlite's
+# own (held around every call into LLVM, garbage collection's disposals included) and
+# ours. The fork waits for both (ours first, the order every compile takes them); the
+# child, the forking thread alone, releases them.
+def _fork_prepare() -> None:
+    _lock.acquire()
+    _llvm_ffi.lib._lock.__enter__()
+
+
+def _fork_done() -> None:
+    _llvm_ffi.lib._lock.__exit__(None, None, None)
+    _lock.release()
+
+
+os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_done, after_in_child=_fork_done)
 
 
 def _init(target: Target | None = None) -> None:

@@ -108,3 +108,100 @@ def test_the_pool_never_grows_past_the_maximum():
     most = config.get().max_threads
     np.testing.assert_allclose(tpp.ops.matmul(a, a, threads=most), a @ a, rtol=1e-6)
     assert len(pool._workers) <= most - 1
+
+
+# ---- fork -------------------------------------------------------------------------------
+# A child of fork() has only the thread that forked. Each case forks from a fresh
+# interpreter; a child that is not done in CHILD_S is killed and reported as a hang (left
+# alone, one spun at 100% CPU forever).
+FORKING = r"""
+import os, signal, sys, threading, time
+import numpy as np, tpp, tpp.ops
+
+CHILD_S = 60.0
+
+
+def forked(child):
+    pid = os.fork()
+    if pid == 0:
+        code = 4
+        try:
+            code = child()
+        except BaseException as exc:
+            print("child raised", type(exc).__name__, exc, flush=True)
+        os._exit(code)
+    deadline = time.monotonic() + CHILD_S
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "hang"
+
+
+rng = np.random.default_rng(0)
+a = rng.uniform(-1, 1, (192, 160)).astype(np.float32)
+b = rng.uniform(-1, 1, (160, 96)).astype(np.float32)
+want = a.astype(np.float64) @ b
+
+
+def matmul_ok(_=None):
+    c = tpp.ops.matmul(a, b, threads=2)
+    return 0 if np.allclose(c, want, rtol=1e-4, atol=1e-4) else 3
+"""
+
+AFTER_USE = FORKING + r"""
+assert matmul_ok() == 0                  # the pool's worker is started (and spinning)
+print([forked(matmul_ok) for _ in range(2)], matmul_ok())
+"""
+
+DURING_COMPILE = FORKING + r"""
+stop = threading.Event()
+
+
+def compile_forever():
+    i = 0
+    while not stop.is_set():
+        tpp.unary("relu", 1 + i % 97, 3 + i // 97)       # a new kernel each time: locks held
+        i += 1
+
+
+def child(n):
+    def run():
+        x = np.zeros((5, n), np.float32)
+        if not np.allclose(tpp.unary("sigmoid", 5, n)(x), 0.5):   # a first dispatch there
+            return 3
+        return matmul_ok()
+    return run
+
+
+results = []
+for attempt in range(5):
+    t = threading.Thread(target=compile_forever)
+    t.start()
+    time.sleep(0.03 + 0.02 * attempt)
+    results.append(forked(child(1000 + attempt)))
+    stop.set()
+    t.join()
+    stop.clear()
+print(results, matmul_ok())
+"""
+
+FORK_POOL = FORKING + r"""
+import multiprocessing
+assert matmul_ok() == 0
+with multiprocessing.get_context("fork").Pool(2) as workers:
+    print(workers.map_async(matmul_ok, range(4)).get(timeout=CHILD_S), matmul_ok())
+"""
+
+
+@pytest.mark.parametrize("script, expected", [
+    (AFTER_USE, "[0, 0] 0"),                   # hung forever on the child's parallel call
+    (DURING_COMPILE, "[0, 0, 0, 0, 0] 0"),     # deadlocked on the child's first dispatch
+    (FORK_POOL, "[0, 0, 0, 0] 0"),             # multiprocessing's fork pool hung the same way
+], ids=["after-use", "during-compile", "multiprocessing"])
+def test_fork(run_python, script, expected):
+    ran = run_python(script, env={"TPP_NUM_THREADS": "2"}, timeout=200).check()
+    assert ran.stdout.strip().split("\n")[-1] == expected, ran.stdout

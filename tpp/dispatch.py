@@ -8,6 +8,7 @@ numpy array layout the wrapper reads.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from pathlib import Path
 
@@ -180,6 +181,15 @@ def get_functions(desc, target=None, suffixes: tuple[str, ...] = ("",)) -> list[
 
 
 _functions: dict[tuple, list[int]] = {}
+
+
+def _fork_child() -> None:
+    """After fork, in the child: a lock a parent thread held mid-build stays held there."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fork_child)
 
 
 def clear_memory_cache() -> None:

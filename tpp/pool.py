@@ -14,9 +14,14 @@ posts jobs and waits for them in native code too. A worker that has seen no job
 for SPINS turns of its loop parks (a threading.Event) and is woken by the next
 post; the park/post handshake is a store, a full fence and a load on each side,
 so no wake-up is lost.
+
+A child of os.fork() has only the thread that forked: the workers are gone, and posting
+to their slots would spin forever, so the child starts with no workers and fresh locks
+(os.register_at_fork below).
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -196,6 +201,17 @@ def _take(count: int, serve) -> list[_Worker]:
 
 
 _run_lock = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    """After fork, in the child: no worker threads exist there, and a lock held by a thread
+    of the parent (a run in progress, a worker being started) would never be released."""
+    global _workers, _lock, _run_lock, _native_lock
+    _workers = []
+    _lock, _run_lock, _native_lock = threading.Lock(), threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def shares(total: int, workers: int) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ composite's tensors by name. From there this module does the rest:
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -178,6 +179,15 @@ def program(what: str, desc, target=None) -> Program:
             if found is None:
                 found = _programs[key] = Program(what, desc, target)
     return found
+
+
+def _fork_child() -> None:
+    """After fork, in the child: a lock a parent thread held while compiling stays held."""
+    global _programs_lock
+    _programs_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fork_child)
 
 
 # ---- per-thread memo: call-scope scratch and the last argument table ------------------
