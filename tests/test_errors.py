@@ -105,6 +105,15 @@ BAD = [
         r"tpp gemm: n, k, ldb make operand 'b' span \d+ bytes, more than the limit of 2\*\*48"),
     Bad("nan alpha", lambda: tpp.unary("elu", 4, 4, alpha=float("nan")), tpp.DescriptorError,
         r"tpp elu: alpha must be finite, got nan"),
+    # one rule for alpha and beta, at the descriptor (the C ABI and tpp-aot say the same)
+    Bad("infinite alpha", lambda: tpp.unary("leaky_relu", 4, 4, alpha=-float("inf")), tpp.DescriptorError,
+        r"tpp leaky_relu: alpha must be finite, got -inf"),
+    Bad("string alpha", lambda: tpp.unary("elu", 4, 4, alpha="big"), tpp.DescriptorError,
+        r"tpp elu: alpha must be a real number, got str 'big'"),
+    Bad("infinite beta", lambda: tpp.gemm(4, 4, 4, beta=float("inf")), tpp.DescriptorError,
+        r"tpp gemm: beta must be finite, got inf"),
+    Bad("nan brgemm beta", lambda: tpp.brgemm(4, 4, 4, beta=float("nan")), tpp.DescriptorError,
+        r"tpp brgemm: beta must be finite, got nan"),
     Bad("f64 gemm, f32-only epilogue", lambda: tpp.gemm(4, 4, 4, "f64", epilogue="gelu_tanh"), tpp.DTypeError,
         r"tpp gemm: epilogue step 'gelu_tanh' is not offered for f64 \(supported: bf16, f32\)"),
     Bad("unknown target", lambda: tpp.unary("relu", 4, 4, target="riscv-v"), tpp.TargetError,
@@ -169,8 +178,18 @@ BAD = [
         r"tpp brgemm\(offset\): a_offsets must hold integers, got dtype float64"),
     Bad("brgemm offset near 2**63", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
         f32(8), f32(8), f32(2, 2), np.array([0]), np.array([2 ** 63 - 1])), tpp.ShapeError,
-        r"a block of 'b' at offset 9223372036854775807 with row stride 2 would start before or end past "
-        r"the buffer's 8 elements \(b_offsets must lie in 0 \.\. 4\)"),
+        r"b_offsets\[0\] = 9223372036854775807: the block of 'b' there \(row stride 2\) would start before "
+        r"or end past the buffer's 8 elements \(b_offsets must lie in 0 \.\. 4\)"),
+    Bad("negative brgemm offset: its index and value, not 'offset 0'", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
+        f32(8), f32(8), f32(2, 2), np.array([0, 4, -3]), np.array([0, 0, 0])), tpp.ShapeError,
+        r"tpp brgemm\(offset\): a_offsets\[2\] = -3: the block of 'a' there \(row stride 2\) would start "
+        r"before or end past the buffer's 8 elements \(a_offsets must lie in 0 \.\. 4\)"),
+    Bad("brgemm offset of -2**63", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
+        f32(8), f32(8), f32(2, 2), np.array([0]), np.array([-2 ** 63])), tpp.ShapeError,
+        r"b_offsets\[0\] = -9223372036854775808: "),
+    Bad("brgemm offsets into a buffer smaller than a block", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
+        f32(3), f32(8), f32(2, 2), np.array([0]), np.array([0])), tpp.ShapeError,
+        r"buffer 'a' has 3 elements, fewer than one block of 2 x 2 with row stride 2 spans \(4\)"),
     Bad("batch past 2**31 - 1", lambda: tpp.brgemm(2, 2, 2)(*[np.lib.stride_tricks.as_strided(
         f32(2, 2), (2 ** 40, 2, 2), (0, 8, 4))] * 2, f32(2, 2)), tpp.ShapeError,
         r"tpp brgemm\(stride\): a batch of 1099511627776 blocks is more than the limit of 2147483647"),

@@ -206,12 +206,18 @@ class BatchReduceKernel:
             if offs.ndim != 1:
                 raise ShapeError(f"{self._what}: {name}_offsets must be 1-D, got shape {offs.shape}")
             span = (shape[0] - 1) * ld + shape[1]
-            # in Python ints: offs.max() + span in int64 wraps for offsets near 2**63
-            lo, hi = (int(offs.min()), int(offs.max())) if offs.size else (0, buf.size - span)
-            if lo < 0 or hi > buf.size - span:
-                raise ShapeError(f"{self._what}: a block of '{name}' at offset {lo if lo < 0 else hi} "
-                                 f"with row stride {ld} would start before or end past the buffer's "
-                                 f"{buf.size} elements ({name}_offsets must lie in 0 .. {buf.size - span})")
+            # compared with the last start, not offs + span: that sum in int64 wraps for
+            # offsets near 2**63
+            last = buf.size - span
+            bad = np.flatnonzero((offs < 0) | (offs > last)) if offs.size else ()
+            if len(bad) and last < 0:
+                raise ShapeError(f"{self._what}: buffer '{name}' has {buf.size} elements, fewer than one "
+                                 f"block of {shape[0]} x {shape[1]} with row stride {ld} spans ({span})")
+            if len(bad):                    # the first bad entry, as given (was: "offset 0")
+                i = int(bad[0])
+                raise ShapeError(f"{self._what}: {name}_offsets[{i}] = {int(offs[i])}: the block of '{name}' "
+                                 f"there (row stride {ld}) would start before or end past the buffer's "
+                                 f"{buf.size} elements ({name}_offsets must lie in 0 .. {last})")
             keep += [buf, offs]
             args.append((data_address(buf), ld, offs))
         if args[0][2].size != args[1][2].size:
