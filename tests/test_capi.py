@@ -242,12 +242,35 @@ def test_brgemm(lib, variant, rng):
     ("brgemm", {"m": 4, "n": 4, "k": 4, "stride_a": 2 ** 62}, capi.E_DESCRIPTOR, "more than the limit of 2**48"),
     ("gemm", {"m": 4, "n": 4, "k": 4, "lda": 2 ** 62}, capi.E_DESCRIPTOR, "make operand 'a' span"),
     ("unary", {"kind": "relu", "m": 2 ** 40, "n": 4}, capi.E_DESCRIPTOR, "m=1099511627776 is too large"),
+    # bytes that are not UTF-8: the caller's argument is bad (was TPP_ERROR_INTERNAL)
+    ("unary", {"kind": b"rel\xffu", "m": 4, "n": 4}, capi.E_ARGUMENT, "desc->kind is not UTF-8 text (byte 0xff at offset 3)"),
+    ("gemm", {"m": 4, "n": 4, "k": 4, "dtype": b"\xc3("}, capi.E_ARGUMENT, "desc->dtype is not UTF-8"),
+    ("binary", {"kind": "add", "m": 4, "n": 4, "broadcast_b": b"\x80"}, capi.E_ARGUMENT, "desc->broadcast_b"),
+    ("brgemm", {"m": 4, "n": 4, "k": 4, "variant": b"off\xfe"}, capi.E_ARGUMENT, "desc->variant"),
+    ("gemm", {"m": 4, "n": 4, "k": 4, "target": b"\xff"}, capi.E_ARGUMENT, "desc->target"),
 ])
 def test_dispatch_errors(lib, kind, fields, code, message):
     d = Desc(**{k: (v.encode() if isinstance(v, str) else v) for k, v in fields.items()})
     assert getattr(lib, f"tpp_dispatch_{kind}")(ctypes.byref(d)) is None
     assert lib.tpp_last_error_code() == code
     assert message in lib.tpp_last_error().decode()
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), float("-inf")])
+def test_one_alpha_rule_for_python_aot_and_c(lib, alpha):
+    """A non-finite alpha is refused by the descriptor, with the same message, whichever
+    way it arrives (the C ABI used to refuse it alone)."""
+    expected = f"tpp elu: alpha must be finite, got {alpha}"
+    with pytest.raises(tpp.DescriptorError) as python:
+        tpp.unary("elu", 4, 4, alpha=alpha)
+    assert str(python.value) == expected
+    with pytest.raises(tpp.DescriptorError) as spec:
+        aot.descriptor({"name": "e", "kind": "unary", "op": "elu", "m": 4, "n": 4, "alpha": alpha})
+    assert str(spec.value) == f"kernel e: {expected}"
+    d = Desc(kind=b"elu", m=4, n=4, alpha=alpha, flags=capi.ALPHA)
+    assert lib.tpp_dispatch_unary(ctypes.byref(d)) is None
+    assert lib.tpp_last_error_code() == capi.E_DESCRIPTOR
+    assert lib.tpp_last_error().decode() == expected
 
 
 def test_null_descriptor(lib):

@@ -10,8 +10,6 @@ failure becomes an error code and a message in the calling thread's error slot.
 """
 from __future__ import annotations
 
-import math
-
 from . import brgemm_desc, binary_desc, gemm_desc, unary_desc
 from .dispatch import get_kernel
 from .errors import DescriptorError, DTypeError, ShapeError, TargetError
@@ -50,7 +48,14 @@ class _Fields:
 
     def text(self, name: str, default: str | None = None) -> str | None:
         value = getattr(self.d, name)
-        return default if value == self.ffi.NULL else self.ffi.string(value).decode()
+        if value == self.ffi.NULL:
+            return default
+        raw = self.ffi.string(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:       # the caller's bytes, not a fault of ours
+            raise ArgumentError(f"desc->{name} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                                f"{exc.start})") from None
 
     def ld(self, name: str) -> int | None:
         value = getattr(self.d, name)
@@ -74,9 +79,8 @@ def unary_from_c(f: _Fields):
     if f.flag(REDUCE_ROWS) and f.flag(REDUCE_COLS):
         raise DescriptorError("tpp_dispatch_unary: TPP_FLAG_REDUCE_ROWS and TPP_FLAG_REDUCE_COLS exclude each other")
     axis = 1 if f.flag(REDUCE_ROWS) else 0 if f.flag(REDUCE_COLS) else None
+    # a non-finite alpha is refused by the descriptor (kernels/fields.real), as from Python
     alpha = float(f.d.alpha) if f.flag(ALPHA) else None
-    if alpha is not None and not math.isfinite(alpha):
-        raise DescriptorError(f"tpp_dispatch_unary: alpha must be finite, got {alpha}")
     return unary_desc(kind, f.d.m, f.d.n, f.text("dtype", "f32"), out_dtype=f.text("out_dtype"),
                       alpha=alpha, axis=axis, argidx=f.flag(ARGIDX))
 
