@@ -10,11 +10,15 @@ reads a spec (JSON, or TOML on Python >= 3.11): a list of named descriptors,
       {"name": "gemm_64", "kind": "gemm", "m": 64, "n": 64, "k": 64, "beta": 0}
     ]}
 
-(the other keys are the keyword arguments of tpp.unary / binary / gemm / brgemm),
+(the other keys are the keyword arguments of tpp.unary / binary / gemm / brgemm;
+a top-level "prefix": "mylib_", or --prefix, is put before every kernel's name),
 and writes NAME.o (every kernel, compiled for the target), libNAME.a, libNAME.so
 (linked by the system C compiler, `cc` or $CC) and NAME.h, which declares one C
 function per kernel, `void relu_64(const tpp_tensor *args)`, with its operands
 documented. The kernels are the ones the JIT would build for that target.
+Kernel names that a C program cannot safely link (keywords, the C library's names,
+reserved and runtime names: tpp/cnames.py) are refused, and every error in a spec is
+one line naming the file, the kernel and the field.
 """
 from __future__ import annotations
 
@@ -25,72 +29,142 @@ import re
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import binary_desc, brgemm_desc, gemm_desc, unary_desc
+from . import binary_desc, brgemm_desc, cnames, gemm_desc, unary_desc
 from .dispatch import check_offered, resolve_target
 from .irgen import module_for
-from .errors import DescriptorError, TppError
+from .errors import DescriptorError, TargetError, TppError
 from .jit import compiler
+from .kernels import fields
 from .jit.targets import Target
 
 BUILDERS = {"unary": unary_desc, "binary": binary_desc, "gemm": gemm_desc, "brgemm": brgemm_desc}
-_C_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _C_TYPES = {"f32": "float", "f64": "double", "bf16": "uint16_t (bf16)", "i8": "int8_t", "u8": "uint8_t",
             "i32": "int32_t", "i64": "int64_t", "bool": "uint8_t (0/1)"}
+_SPEC_KEYS = ("kernels", "prefix")
+# The Python builders convert these with float() / bool() before the descriptor sees them
+# ("x" raises a bare ValueError, "false" is True): a spec's values are checked by the
+# descriptor's own field rules first, so the rule and its message are the descriptor's.
+_REAL_FIELDS = ("alpha", "beta")
+_FLAG_FIELDS = ("trans_a", "trans_b", "b_vnni", "argidx")
+# Library names whose files would shadow the system's: -lNAME, or NAME.h on the -I path
+_SYSTEM_NAMES = frozenset("""
+tpp c m pthread dl rt util resolv crypt gcc gcc_s atomic
+assert complex ctype errno fenv float inttypes iso646 limits locale math setjmp signal stdalign
+stdarg stdatomic stdbit stdbool stdckdint stddef stdint stdio stdlib stdnoreturn string tgmath
+threads time uchar wchar wctype unistd fcntl dirent sched semaphore dlfcn poll malloc alloca
+memory strings termios syslog
+""".split())
 
 
 class SpecError(DescriptorError):
     """A kernel spec that names no kernel (the message says which entry and why)."""
 
 
-def read_spec(path: str | Path) -> list[dict]:
-    """The kernel list of a JSON or TOML spec file."""
+@dataclass(frozen=True)
+class Spec:
+    """A spec file's contents: its kernel tables and the prefix of their C names."""
+    kernels: list[dict]
+    prefix: str = ""
+
+
+def load_spec(path: str | Path) -> Spec:
+    """The kernel list and name prefix of a JSON or TOML spec file; SpecError (naming the
+    file and what is wrong) for one that is not UTF-8, not JSON/TOML, or not a spec."""
     path = Path(path)
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                        f"{exc.start})") from None
     if path.suffix == ".toml":
         try:
             import tomllib
-        except ImportError as exc:
-            raise SpecError(f"{path}: TOML specs need Python >= 3.11 (tomllib); use JSON") from exc
-        data = tomllib.loads(text)
+        except ImportError:
+            raise SpecError(f"{path}: TOML specs need Python >= 3.11 (tomllib); use JSON") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{path}: not valid TOML: {exc}") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(f"{path}: not valid JSON: {exc}") from None
-    kernels = data.get("kernels") if isinstance(data, dict) else data
-    if not isinstance(kernels, list) or not all(isinstance(k, dict) for k in kernels):
+        except RecursionError:
+            raise SpecError(f"{path}: not a spec: nested too deeply") from None
+    prefix = ""
+    if isinstance(data, dict):
+        unknown = [k for k in data if k not in _SPEC_KEYS]
+        if unknown:
+            raise SpecError(f"{path}: unknown top-level key {unknown[0]!r} (a spec has: "
+                            f"{', '.join(_SPEC_KEYS)})")
+        prefix = data.get("prefix", "")
+        if not isinstance(prefix, str):
+            raise SpecError(f"{path}: 'prefix' must be a string, got {prefix!r}")
+        data = data.get("kernels")
+    if not isinstance(data, list) or not all(isinstance(k, dict) for k in data):
         raise SpecError(f"{path}: expected a list of kernel tables, or {{\"kernels\": [...]}}")
-    return kernels
+    return Spec(data, prefix)
 
 
-def descriptor(entry: dict):
-    """(name, descriptor) for one spec entry."""
+def read_spec(path: str | Path) -> list[dict]:
+    """The kernel list of a JSON or TOML spec file."""
+    return load_spec(path).kernels
+
+
+def check_name(name: str, given: str | None = None) -> None:
+    """Refuse a kernel's C name (`given` + prefix) that a program could not safely link."""
+    why = cnames.problem(name)
+    if why and given in (None, name):
+        raise SpecError(f"kernel name {name!r} {why}; rename it, or give every name a prefix "
+                        f"(tpp-aot --prefix mylib_, or \"prefix\" in the spec)")
+    if why:
+        raise SpecError(f"kernel name {name!r} (prefix + {given!r}) {why}; choose another prefix")
+
+
+def descriptor(entry: dict, prefix: str = "", index: int | None = None):
+    """(C name, descriptor) for one spec entry; the name is prefix + its 'name'."""
     entry = dict(entry)
     name = entry.pop("name", None)
-    if not isinstance(name, str) or not _C_NAME.match(name):
-        raise SpecError(f"kernel {name!r}: 'name' must be a C identifier")
+    where = f"kernel {name}" if isinstance(name, str) else "kernel" if index is None else f"kernel #{index}"
+    if not isinstance(name, str) or not cnames.IDENTIFIER.match(name):
+        raise SpecError(f"{where}: 'name' must be a C identifier, got {name!r}")
+    check_name(prefix + name, name)
     kind = entry.pop("kind", None)
     if kind not in BUILDERS:
-        raise SpecError(f"kernel {name}: 'kind' must be one of {', '.join(BUILDERS)}, got {kind!r}")
+        raise SpecError(f"{where}: 'kind' must be one of {', '.join(BUILDERS)}, got {kind!r}")
     args = []
     if kind in ("unary", "binary"):
         if "op" not in entry:
-            raise SpecError(f"kernel {name}: a {kind} kernel needs 'op' (e.g. \"relu\", \"add\")")
+            raise SpecError(f"{where}: a {kind} kernel needs 'op' (e.g. \"relu\", \"add\")")
         args.append(entry.pop("op"))
     try:
         dims = [entry.pop(d) for d in ("m", "n", "k")[:3 if kind in ("gemm", "brgemm") else 2]]
     except KeyError as missing:
-        raise SpecError(f"kernel {name}: missing {missing}") from None
-    if "broadcast" in entry and isinstance(entry["broadcast"], list):
-        entry["broadcast"] = tuple(entry["broadcast"])
+        raise SpecError(f"{where}: missing {missing}") from None
+    for key in ("broadcast", "epilogue"):
+        value = entry.get(key)
+        if isinstance(value, list):
+            entry[key] = tuple(value)
+        elif key == "epilogue" and key in entry and not isinstance(value, str):
+            raise SpecError(f"{where}: 'epilogue' must be a step name or a list of step names, got {value!r}")
+    what = args[0] if args and isinstance(args[0], str) else kind
     try:
-        return name, BUILDERS[kind](*args, *dims, **entry)
+        for key in _REAL_FIELDS:
+            if key in entry:
+                fields.real(what, key, entry[key])
+        for key in _FLAG_FIELDS:
+            if key in entry:
+                fields.flag(what, key, entry[key])
+        return prefix + name, BUILDERS[kind](*args, *dims, **entry)
     except TypeError as exc:            # an unknown key
-        raise SpecError(f"kernel {name}: {exc}") from None
+        raise SpecError(f"{where}: {exc}") from None
     except TppError as exc:
-        raise type(exc)(f"kernel {name}: {exc}") from None
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def _object(named: list[tuple[str, object]], target: Target) -> bytes:
@@ -141,24 +215,51 @@ def _run(cmd: list[str]) -> None:
 
 
 def build(spec: list[dict], target=None, out: str | Path = ".", library: str = "tppkernels",
-          shared: bool = True, static: bool = True) -> dict[str, Path]:
-    """Compile the spec's kernels for `target` into OUT/LIBRARY.o, .h, lib*.a and lib*.so."""
-    return build_named([descriptor(entry) for entry in spec], target, out, library, shared, static)
+          shared: bool = True, static: bool = True, prefix: str = "") -> dict[str, Path]:
+    """Compile the spec's kernels for `target` into OUT/LIBRARY.o, .h, lib*.a and lib*.so,
+    each under prefix + its name."""
+    return build_named(describe(spec, prefix), target, out, library, shared, static)
+
+
+def describe(spec: list[dict], prefix: str = "",
+             source: str | Path | None = None) -> list[tuple[str, object]]:
+    """(C name, descriptor) for each entry; errors name `source` (the spec file) first."""
+    try:
+        if not isinstance(prefix, str) or (prefix and not cnames.IDENTIFIER.match(prefix)):
+            raise SpecError(f"the name prefix {prefix!r} must be the start of a C identifier")
+        return [descriptor(entry, prefix, i) for i, entry in enumerate(spec)]
+    except TppError as exc:
+        if source is None:
+            raise
+        raise type(exc)(f"{source}: {exc}") from None
+
+
+def check_library(library: str, target: Target) -> None:
+    if not isinstance(library, str) or not cnames.IDENTIFIER.match(library):
+        raise SpecError(f"library name {library!r} must be a C identifier")
+    if library in _SYSTEM_NAMES:
+        raise SpecError(f"library name {library!r} is the runtime's or the system's (lib{library}, "
+                        f"{library}.h would shadow it); choose another with --name")
+    if target.output != "object":
+        raise TargetError(f"target {target.name} produces PTX text, not object code: tpp-aot builds "
+                          f"C libraries for CPU targets (x86-*, aarch64-*); GPU kernels are loaded "
+                          f"with tpp.cuda")
 
 
 def build_named(named: list[tuple[str, object]], target=None, out: str | Path = ".", library: str = "tppkernels",
                 shared: bool = True, static: bool = True) -> dict[str, Path]:
     """build() for (C name, descriptor) pairs."""
-    if not _C_NAME.match(library):
-        raise SpecError(f"library name {library!r} must be a C identifier")
     target = resolve_target(target)
+    check_library(library, target)
     if not named:
         raise SpecError("the spec lists no kernels")
-    seen = set()
+    seen = {f"{library.upper()}_H"}          # the header's include guard is a macro
     for name, desc in named:
+        check_name(name)
         if name in seen:
-            raise SpecError(f"kernel name {name!r} appears twice")
+            raise SpecError(f"kernel name {name!r} appears twice (or is the header's guard)")
         seen.add(name)
+    for name, desc in named:
         check_offered(desc, target, f"kernel {name}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,12 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default=None, help="target name (default: this machine's), e.g. x86-avx2")
     p.add_argument("--out", default=".", help="output directory (default: .)")
     p.add_argument("--name", default=None, help="library name (default: the spec file's stem)")
+    p.add_argument("--prefix", default=None,
+                   help="put before every kernel's C name, e.g. mylib_ (default: the spec's "
+                        "\"prefix\", or none)")
     p.add_argument("--no-shared", action="store_true", help="skip the shared library")
     p.add_argument("--no-static", action="store_true", help="skip the static library")
     args = p.parse_args(argv)
     name = args.name or re.sub(r"\W", "_", Path(args.spec).stem)
     try:
-        paths = build(read_spec(args.spec), args.target, args.out, name, not args.no_shared, not args.no_static)
+        spec = load_spec(args.spec)
+        named = describe(spec.kernels, spec.prefix if args.prefix is None else args.prefix, args.spec)
+        paths = build_named(named, args.target, args.out, name, not args.no_shared, not args.no_static)
     except (TppError, RuntimeError, OSError) as exc:
         print(f"tpp-aot: {exc}", file=sys.stderr)
         return 1

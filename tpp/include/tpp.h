@@ -62,7 +62,7 @@ typedef struct tpp_tensor {
 #define TPP_ERROR_DESCRIPTOR 1        /* a descriptor that names no kernel (bad kind, m = 0, ...) */
 #define TPP_ERROR_DTYPE 2             /* a dtype or dtype combination the kind does not offer */
 #define TPP_ERROR_TARGET 3            /* an unknown target, or one this machine cannot run */
-#define TPP_ERROR_ARGUMENT 4          /* a NULL descriptor or a bad argument */
+#define TPP_ERROR_ARGUMENT 4          /* a NULL descriptor, unknown flags, a string not UTF-8 */
 #define TPP_ERROR_INTERNAL 5          /* anything else (the message says what) */
 
 #define TPP_FLAG_TRANS_A 1            /* gemm/brgemm: A is stored transposed (k x m) */
@@ -88,7 +88,7 @@ typedef struct tpp_desc {
     const char *epilogue;             /* gemm/brgemm: e.g. "bias,relu"; NULL: none */
     const char *variant;              /* brgemm: "stride" (NULL), "offset", "address" */
     const char *target;               /* NULL: this machine; "x86-avx2", "x86-avx512" */
-    double alpha;                     /* unary parameter, read with TPP_FLAG_ALPHA */
+    double alpha;                     /* unary parameter, read with TPP_FLAG_ALPHA; finite */
     uint32_t flags;                   /* TPP_FLAG_* */
 } tpp_desc;
 
