@@ -243,7 +243,8 @@ def test_brgemm(lib, variant, rng):
     ("gemm", {"m": 4, "n": 4, "k": 4, "lda": 2 ** 62}, capi.E_DESCRIPTOR, "make operand 'a' span"),
     ("unary", {"kind": "relu", "m": 2 ** 40, "n": 4}, capi.E_DESCRIPTOR, "m=1099511627776 is too large"),
     # bytes that are not UTF-8: the caller's argument is bad (was TPP_ERROR_INTERNAL)
-    ("unary", {"kind": b"rel\xffu", "m": 4, "n": 4}, capi.E_ARGUMENT, "desc->kind is not UTF-8 text (byte 0xff at offset 3)"),
+    ("unary", {"kind": b"rel\xffu", "m": 4, "n": 4}, capi.E_ARGUMENT,
+     "desc->kind is not UTF-8 text (byte 0xff at offset 3)"),
     ("gemm", {"m": 4, "n": 4, "k": 4, "dtype": b"\xc3("}, capi.E_ARGUMENT, "desc->dtype is not UTF-8"),
     ("binary", {"kind": "add", "m": 4, "n": 4, "broadcast_b": b"\x80"}, capi.E_ARGUMENT, "desc->broadcast_b"),
     ("brgemm", {"m": 4, "n": 4, "k": 4, "variant": b"off\xfe"}, capi.E_ARGUMENT, "desc->variant"),

@@ -180,7 +180,7 @@ BAD = [
         f32(8), f32(8), f32(2, 2), np.array([0]), np.array([2 ** 63 - 1])), tpp.ShapeError,
         r"b_offsets\[0\] = 9223372036854775807: the block of 'b' there \(row stride 2\) would start before "
         r"or end past the buffer's 8 elements \(b_offsets must lie in 0 \.\. 4\)"),
-    Bad("negative brgemm offset: its index and value, not 'offset 0'", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
+    Bad("negative brgemm offset: its entry, not 'offset 0'", lambda: tpp.brgemm(2, 2, 2, variant="offset")(
         f32(8), f32(8), f32(2, 2), np.array([0, 4, -3]), np.array([0, 0, 0])), tpp.ShapeError,
         r"tpp brgemm\(offset\): a_offsets\[2\] = -3: the block of 'a' there \(row stride 2\) would start "
         r"before or end past the buffer's 8 elements \(a_offsets must lie in 0 \.\. 4\)"),
