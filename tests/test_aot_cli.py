@@ -92,7 +92,8 @@ def test_a_target_without_object_code_is_one_line(tmp_path, target, words):
 
 
 UNSAFE = ["malloc", "free", "abort", "main", "_start", "int", "void", "memcpy", "expf", "sqrt", "printf",
-          "errno", "pthread_create", "__bzero", "_Exit", "_private", "tpp_dispatch_gemm", "TPP_OK", "class"]
+          "errno", "pthread_create", "__bzero", "_Exit", "_private", "tpp_dispatch_gemm", "TPP_OK", "class",
+          "PyInit__tpp_capi", "Py_Initialize", "PyObject_Call"]
 
 
 @pytest.mark.parametrize("name", ["malloc", "_start", "int", "tpp_dispatch_gemm"])
@@ -134,7 +135,7 @@ def test_library_names_that_shadow_the_system_are_refused(tmp_path, library):
 
 def test_the_name_rules_without_a_subprocess():
     """cnames.problem: the lists, the reserved forms, and names that are fine."""
-    for name in ("relu_64", "my_gemm", "exkernels_add", "Gemm32", "strided_copy", "topk"):
+    for name in ("relu_64", "my_gemm", "exkernels_add", "Gemm32", "strided_copy", "topk", "PyTorchGemm"):
         assert cnames.problem(name) is None, name
     for name in ("1x", "a-b", "", "a b", None, "caller\u00e9"):
         assert "C identifier" in cnames.problem(name), name

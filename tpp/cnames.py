@@ -6,8 +6,8 @@ runtime's symbols clashes with libtpp. `problem(name)` says why a name is refuse
 
 The lists: C23 and C++ keywords; the C standard library's functions and objects
 (C23, math in its float/long double forms), POSIX's and common glibc extensions; the
-names ISO C reserves (a leading underscore: `_start`, `__libc_*`, `_Exit`); anything
-the host's C and math libraries export beyond these.
+names ISO C reserves (a leading underscore: `_start`, `__libc_*`, `_Exit`); the Python C
+API's (libtpp embeds Python); anything the host's C and math libraries export beyond these.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import functools
 import re
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Py_Initialize, PyObject_Call, PyInit__tpp_capi (libtpp's own export): not PyTorchGemm
+_PYTHON_API = re.compile(r"Py([A-Z][A-Za-z]*)?_")
 
 KEYWORDS = frozenset("""
 auto break case char const continue default do double else enum extern float for goto if
@@ -148,6 +150,9 @@ def problem(name: object) -> str | None:
                 "__libc_*, _Exit, ...)")
     if name.lower().startswith("tpp_"):
         return "starts with 'tpp_', the prefix of the tpp runtime's own symbols (libtpp, tpp.h)"
+    if _PYTHON_API.match(name):
+        return ("is in the Python C API's namespace (Py_*, PyObject_*, PyInit_*), which libtpp's "
+                "embedded interpreter links")
     if name in LIBC or _exported_by_host(name):
         return ("is a function or object of the C library: a kernel under that name would "
                 "replace it in every program linked against the library")
