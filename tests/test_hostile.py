@@ -1,22 +1,17 @@
 """Input from a hostile probe that crashed, hung or silently misbehaved, each pinned.
 
 Cases that could kill or hang a process (an offset near 2**63 on an array that ends
-at a guard page, a batch count whose transpose buffer wraps, disk-cache entries that
-are garbage with a good checksum or a FIFO behind a symlink) run in a child process:
+at a guard page, a batch count whose transpose buffer wraps) run in a child process:
 this file is also that child's script (`python test_hostile.py CASE ...`), which prints
-each case's name before running it, so a crash names its case and the runner starts
-the cases after it in a fresh process. The rest run here.
+each case's name before running it, so a crash names its case and the runner
+(tests/hostile/harness.py) starts the cases after it in a fresh process. The rest run
+here. The suite in tests/hostile/ covers every family with generated cases.
 """
 from __future__ import annotations
 
 import faulthandler
-import hashlib
-import itertools
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +22,7 @@ import pytest
 from numpy.lib.stride_tricks import as_strided
 
 import tpp
+from hostile.harness import run_children
 from tpp import cabi, capi, capi_build, dispatch
 from tpp.jit import cache as disk_cache
 from tpp.jit import compiler
@@ -95,71 +91,9 @@ def capi_ffi() -> cffi.FFI:
     return _ffi[0]
 
 
-# ---- disk-cache entries that are not what their key names --------------------------------
-_fresh = itertools.count()
-
-
-def _planted(make_bad) -> None:
-    """Write the disk entry of a fresh relu kernel without linking it, replace it with
-    make_bad(path, object code), then dispatch it in this process (so the bad entry is
-    the first code for its symbol): it must be discarded, rebuilt and work."""
-    shape = (5, 7000 + next(_fresh))              # a symbol no earlier case linked
-    with tempfile.TemporaryDirectory(prefix="tpp-hostile-") as tmp, \
-            tpp.config.override(cache=True, cache_dir=Path(tmp) / "kernels"):
-        directory = Path(tmp)
-        desc, target = tpp.unary_desc("relu", *shape), dispatch.current_target()
-        obj, symbol, _ = dispatch._object_code({"target": target, "descriptor": desc},
-                                               lambda sym: dispatch._module(desc, target, sym))
-        entry, = (directory / "kernels").glob(f"{symbol[4:]}*.o")
-        make_bad(entry, obj)
-        x = np.linspace(-1, 1, shape[0] * shape[1], dtype=np.float32).reshape(shape)
-        k = tpp.unary("relu", *shape)
-        np.testing.assert_array_equal(k(x), np.maximum(x, 0))
-        rebuilt = entry.read_bytes()
-        assert entry.is_file() and not entry.is_symlink() and disk_cache._unwrap(rebuilt) == obj
-
-
-def _entry(payload: bytes) -> bytes:
-    """An entry with a good checksum around any payload."""
-    return disk_cache._MAGIC + hashlib.sha256(payload).digest() + payload
-
-
-BAD_PAYLOADS = {
-    "garbage": lambda obj: os.urandom(len(obj)),
-    "empty": lambda obj: b"",
-    "elf_header_only": lambda obj: obj[:64],
-    "elf_cut_in_half": lambda obj: obj[: len(obj) // 2],
-    "section_table_past_the_end": lambda obj: obj[:40] + (len(obj) + 4096).to_bytes(8, "little") + obj[48:],
-    "another_machine": lambda obj: obj[:18] + (183).to_bytes(2, "little") + obj[20:],     # AArch64
-    "another_kernels_object": lambda obj: obj.replace(b"tpp_", b"tqq_"),
-}
-for _name, _bad in BAD_PAYLOADS.items():
-    case(lambda _bad=_bad: _planted(lambda path, obj: path.write_bytes(_entry(_bad(obj)))),
-         f"cache_entry_{_name}")
-
-
-def _fifo_behind_symlink(path: Path, obj: bytes) -> None:
-    fifo = path.with_name("fifo")
-    os.mkfifo(fifo)
-    path.unlink()
-    path.symlink_to(fifo)
-
-
-def _fifo(path: Path, obj: bytes) -> None:
-    path.unlink()
-    os.mkfifo(path)
-
-
-def _symlink_to_a_good_entry(path: Path, obj: bytes) -> None:
-    """Even a valid entry is not read through a link (it could be swapped under us)."""
-    elsewhere = path.with_name("elsewhere")
-    path.rename(elsewhere)
-    path.symlink_to(elsewhere)
-
-
-for _name, _make in (("fifo_behind_a_symlink", _fifo_behind_symlink), ("fifo", _fifo),
-                     ("symlink_to_a_good_entry", _symlink_to_a_good_entry)):
-    case(lambda _make=_make: _planted(_make), f"cache_entry_{_name}")
+# ---- disk-cache entries: tests/hostile/test_cache.py (garbage, empty, header-only, cut,
+# a section table past the end, another machine's or another kernel's object under the
+# key, FIFOs, symlinks to a FIFO and to a good entry, and more)
 
 
 # it leaves a thread computing: the last case
@@ -190,50 +124,10 @@ def main(names: list[str]) -> None:
     os._exit(0)                                  # without waiting for a computing thread
 
 
-# ---- the runner (test_fuzz.py uses it too) -------------------------------------------------
-def run_children(script: Path, names: list[str], kernel_cache_dir, timeout: float = 120) -> dict[str, str]:
-    """Run `python script NAME ...` (each name printed as `case NAME`, then `ok NAME` or
-    `failed NAME: why`) in as few child processes as crashes allow: after a crash or a
-    hang, the names after the one running start in a fresh child. Returns name -> "ok"
-    or what happened, with the child's last lines (its log of what it was doing)."""
-    results: dict[str, str] = {}
-    left = list(names)
-    env = {**os.environ, "TPP_CACHE_DIR": str(kernel_cache_dir), "PYTHONFAULTHANDLER": "1"}
-    while left:
-        try:
-            proc = subprocess.run([sys.executable, str(script), *left], capture_output=True, text=True,
-                                  env=env, timeout=timeout)
-            out, err = proc.stdout, proc.stderr
-            how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-                   else f"exit status {proc.returncode}")
-        except subprocess.TimeoutExpired as exc:
-            out, err = (exc.stdout or b"").decode(), (exc.stderr or b"").decode()
-            how = f"hung (killed after {timeout} s)"
-        running, lines = None, []
-        for line in out.splitlines():
-            word, _, rest = line.partition(" ")
-            if word == "case":
-                running, lines = rest, []
-            elif word == "ok":
-                results[rest] = "ok"
-            elif word == "failed":
-                name, _, detail = rest.partition(": ")
-                results[name] = detail + "\n--- the child's output ---\n" + "\n".join(lines[-40:])
-            else:
-                lines.append(line)
-        tail = "\n".join(lines[-5:]) + f"\n--- stderr (tail) ---\n{err[-2500:]}"
-        if running is None or running in results:      # nothing started, or every one finished
-            for name in left:
-                results.setdefault(name, f"not run: the child ended with {how}\n{tail}")
-            break
-        results[running] = f"{how} during it; last logged:\n{tail}"
-        left = left[left.index(running) + 1:]
-    return results
-
-
+# ---- the runner: tests/hostile/harness.py ------------------------------------------------
 @pytest.fixture(scope="module")
 def hostile(kernel_cache_dir) -> dict[str, str]:
-    return run_children(Path(__file__), list(CASES), kernel_cache_dir)
+    return run_children([sys.executable, str(Path(__file__))], list(CASES), kernel_cache_dir, timeout=120)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -339,11 +233,12 @@ def test_a_bad_ptx_entry_is_rebuilt(tmp_path):
         k = tpp.unary("relu", *shape, target="nvptx-sm90")
         entry, = tmp_path.glob(f"{k.symbol[4:]}*.o")
         good = k.code
-        entry.write_bytes(_entry(good.replace(b".target sm_90", b".target sm_80")))
+        key = entry.read_bytes()[len(disk_cache._MAGIC):].partition(b"\n")[0].decode()
+        entry.write_bytes(disk_cache.wrap(key, good.replace(b".target sm_90", b".target sm_80")))
         dispatch.clear_memory_cache()
         again = tpp.unary("relu", *shape, target="nvptx-sm90")
     dispatch.clear_memory_cache()
-    assert again.code == good and disk_cache._unwrap(entry.read_bytes()) == good
+    assert again.code == good and entry.read_bytes().endswith(good)
 
 
 if __name__ == "__main__":
