@@ -5,6 +5,8 @@ them safe. Compiles small kernels only, no C program is run."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +18,12 @@ from tpp import aot, cnames
 RELU = {"name": "relu_4", "kind": "unary", "op": "relu", "m": 4, "n": 4}
 
 
-def tpp_aot(tmp_path: Path, spec: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tpp.aot", str(spec), "--out", str(tmp_path / "out"),
-                           "--no-shared", *args], capture_output=True, text=True, timeout=240)
+def tpp_aot(tmp_path: Path, spec: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """tpp-aot SPEC --out TMP/out --no-shared ARGS (args may end in --shared: both libraries)."""
+    shared = args[-1:] == ("--shared",)
+    args = args[:-1] if shared else (*args, "--no-shared")
+    return subprocess.run([sys.executable, "-m", "tpp.aot", str(spec), "--out", str(tmp_path / "out"), *args],
+                          capture_output=True, text=True, timeout=240, env=env)
 
 
 def write(tmp_path: Path, data, name: str = "spec.json") -> Path:
@@ -94,6 +99,20 @@ def test_a_target_without_object_code_is_one_line(tmp_path, target, words):
 UNSAFE = ["malloc", "free", "abort", "main", "_start", "int", "void", "memcpy", "expf", "sqrt", "printf",
           "errno", "pthread_create", "__bzero", "_Exit", "_private", "tpp_dispatch_gemm", "TPP_OK", "class",
           "PyInit__tpp_capi", "Py_Initialize", "PyObject_Call"]
+
+
+def test_a_missing_compiler_is_one_line(tmp_path):
+    env = {**os.environ, "CC": "no-such-cc-for-tpp"}
+    refused(tpp_aot(tmp_path, write(tmp_path, kernel()), "--shared", env=env),
+            "cannot run the C compiler ($CC) 'no-such-cc-for-tpp'")
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the hint is for objects of another architecture")
+def test_a_cross_build_without_cc_says_what_to_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CC"}
+    proc = tpp_aot(tmp_path, write(tmp_path, kernel()), "--target", "aarch64-sve", "--shared", env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "set CC to a C compiler for aarch64" in proc.stderr and "--no-shared" in proc.stderr
 
 
 @pytest.mark.parametrize("name", ["malloc", "_start", "int", "tpp_dispatch_gemm"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import shlex
 import subprocess
@@ -208,10 +209,22 @@ def header(library: str, named: list[tuple[str, object]], target: Target) -> str
     return "\n".join(lines)
 
 
-def _run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def _run(cmd: list[str], what: str, hint: str = "") -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise RuntimeError(f"cannot run {what} {cmd[0]!r}: {exc.strerror}{hint}") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr.strip()}")
+        raise RuntimeError(f"{shlex.join(cmd)} failed{hint}:\n{proc.stderr.strip()}")
+
+
+def _cross_hint(target: Target) -> str:
+    """Why the system's cc may fail to link the target's objects, and what to do."""
+    arch = target.triple.split("-")[0]
+    if arch == platform.machine() or "CC" in os.environ:
+        return ""
+    return (f" (the objects are {arch} code: set CC to a C compiler for {target.triple}, e.g. "
+            f"CC={arch}-linux-gnu-gcc, or pass --no-shared)")
 
 
 def build(spec: list[dict], target=None, out: str | Path = ".", library: str = "tppkernels",
@@ -269,11 +282,13 @@ def build_named(named: list[tuple[str, object]], target=None, out: str | Path = 
     if static:
         paths["static"] = out / f"lib{library}.a"
         paths["static"].unlink(missing_ok=True)
-        _run([os.environ.get("AR", "ar"), "rcs", str(paths["static"]), str(paths["object"])])
+        _run([os.environ.get("AR", "ar"), "rcs", str(paths["static"]), str(paths["object"])],
+             "the archiver ($AR)")
     if shared:
         paths["shared"] = out / f"lib{library}.so"
         cc = shlex.split(os.environ.get("CC", "cc"))    # a cross compiler for other architectures
-        _run(cc + ["-shared", "-o", str(paths["shared"]), str(paths["object"])])
+        _run(cc + ["-shared", "-o", str(paths["shared"]), str(paths["object"])], "the C compiler ($CC)",
+             _cross_hint(target))
     return paths
 
 
