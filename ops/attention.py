@@ -1,0 +1,341 @@
+"""tpp.ops.attention: softmax(Q K^T * scale + mask) V, flash-style, with the semantics of
+torch.nn.functional.scaled_dot_product_attention.
+
+ONE composite on the layer, two phases:
+  pack:    K^T of every (batch, kv head) key block into D x Bt blocks (row stride Bt: a
+           block's rows are whole vectors for the S GEMM, not rows Sk apart); for bf16
+           the K^T and V blocks are VNNI-2 packed for the dot kernels.
+  compute: over (batch, head, block of Bt queries), the parallel range; per query block
+           ONE loop over its key blocks keeps the output accumulator O (Bt x D, f32), the
+           running row max m and sum l in per-thread buffers and never forms the Sq x Sk
+           scores:
+               S  = Q_blk K_blk^T                       GEMM
+               m' = max(m, rowmax(S scale + mask))      equation (one value per row)
+               P  = exp(S scale + mask - m')            equation, in S's place
+               l  = l exp(m - m') + rowsum(P)           reduce + equation
+               O  = O exp(m - m') + P V_blk             binary mul (col) + GEMM (beta 1)
+           then out = O / l (an equation, cast to the output dtype). The first key block
+           starts m, l and O instead of rescaling them.
+Causal (top-left aligned like torch: query i sees keys j <= i) uses query and key blocks
+of the same Bt on one grid: key blocks past the query block's diagonal are skipped, the
+one on it adds a lower-triangular 0 / -inf tile. A row whose keys are all masked gives
+NaN (0 / 0), as torch does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import compose
+from .. import expr as eq
+from ..descriptors import BinaryDesc, GemmDesc, UnaryDesc
+from ..dtypes import parse as parse_dtype
+from ..errors import DTypeError, ShapeError
+from ..expr import equation_desc
+from ..jit.loops import i64
+from ..jit.types import DType
+from ..kernels.operands import Bcast
+
+WHAT = "tpp.ops.attention"
+BLOCK = 64                              # queries per block and keys per block
+LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp(m - m') stays finite for masked rows
+MODE_NAMES = {Bcast.FULL: "full", Bcast.ROW: "row", Bcast.COL: "col", Bcast.SCALAR: "scalar"}
+
+
+@dataclass(frozen=True)
+class AttentionDesc(compose.CompositeDesc):
+    batch: int
+    heads: int
+    kv_heads: int
+    sq: int
+    sk: int
+    d: int
+    dtype: DType
+    scale: float
+    causal: bool
+    q_strides: tuple[int, ...]
+    k_strides: tuple[int, ...]
+    v_strides: tuple[int, ...]
+    out_strides: tuple[int, ...]
+    mask_strides: tuple[int, ...] | None = None     # an additive f32 mask, broadcast (stride 0)
+    kind = "attention"
+
+    # ---- geometry ---------------------------------------------------------------------
+    @property
+    def key_blocks(self) -> int:
+        return -(-self.sk // BLOCK)
+
+    @property
+    def vnni(self) -> bool:
+        return self.dtype is DType.BF16
+
+    def kt_block(self) -> int:
+        """Elements of one packed K^T block (D x Bt; VNNI pairs of D rows for bf16)."""
+        return (-(-self.d // 2) * 2 if self.vnni else self.d) * BLOCK
+
+    def v_block(self) -> int:
+        return BLOCK * self.d            # bf16: Bt/2 pairs x 2D
+
+    def _mask_mode(self) -> Bcast:
+        sq_stride, sk_stride = self.mask_strides[2], self.mask_strides[3]
+        return {(False, False): Bcast.FULL, (True, False): Bcast.ROW, (False, True): Bcast.COL,
+                (True, True): Bcast.SCALAR}[(sq_stride == 0 or self.sq == 1, sk_stride == 0 or self.sk == 1)]
+
+    # ---- the equations of one (query block, key block) step -----------------------------
+    def _scores(self, tri: bool) -> tuple[eq.Expr, list[str]]:
+        """S scale (+ mask) (+ the causal triangle), and the inputs it reads after S."""
+        e, names = eq.arg(0) * self.scale, []
+        if self.mask_strides is not None:
+            e = e + eq.arg(1, MODE_NAMES[self._mask_mode()])
+            names.append("mask")
+        if tri:
+            e = e + eq.arg(1 + len(names))
+            names.append("tri")
+        return e, names
+
+    def composite(self, target) -> compose.Composite:
+        dt, f32, d, bt = self.dtype, DType.F32, self.d, BLOCK
+        tensors = [compose.Tensor("q", dt, (self.batch, self.heads, self.sq, d), self.q_strides),
+                   compose.Tensor("k", dt, (self.batch, self.kv_heads, self.sk, d), self.k_strides),
+                   compose.Tensor("v", dt, (self.batch, self.kv_heads, self.sk, d), self.v_strides)]
+        if self.mask_strides is not None:
+            tensors.append(compose.Tensor("mask", f32, (self.batch, self.heads, self.sq, self.sk),
+                                          self.mask_strides))
+        if self.causal:
+            tensors.append(compose.Tensor("tri", f32, (bt, bt)))
+        tensors.append(compose.Tensor("out", dt, (self.batch, self.heads, self.sq, d), self.out_strides,
+                                      output=True))
+        blocks = self.batch * self.kv_heads * self.key_blocks
+        scratch = [compose.Scratch("kt", dt, blocks * self.kt_block(), "call", "K^T blocks"),
+                   compose.Scratch("s", f32, bt * bt, "thread", "a block of scores"),
+                   compose.Scratch("o", f32, bt * d, "thread", "the output accumulator"),
+                   compose.Scratch("m", f32, bt, "thread", "the running row max"),
+                   compose.Scratch("m_new", f32, bt, "thread", "the new row max"),
+                   compose.Scratch("l", f32, bt, "thread", "the running row sum"),
+                   compose.Scratch("rs", f32, bt, "thread", "a block's row sums"),
+                   compose.Scratch("alpha", f32, bt, "thread", "exp(m - m')")]
+        if self.vnni:
+            scratch += [compose.Scratch("vp", dt, blocks * self.v_block(), "call", "VNNI-packed V blocks"),
+                        compose.Scratch("p16", dt, bt * bt, "thread", "P in bf16"),
+                        compose.Scratch("kt_rows", dt, d * bt, "thread", "a K^T block before VNNI packing")]
+        pack = compose.Loop("pb", self.batch, (compose.Loop("ph", self.kv_heads, (
+            compose.Loop("pk", self.sk, (self._pack,), tile=bt, parallel=True),), parallel=True),), parallel=True)
+        compute = compose.Loop("b", self.batch, (compose.Loop("h", self.heads, (
+            compose.Loop("qb", self.sq, (self._query_block,), tile=bt, parallel=True),), parallel=True),),
+            parallel=True)
+        return compose.Composite(tuple(tensors), (pack, compose.BARRIER, compute), tuple(scratch))
+
+    # ---- pack phase ---------------------------------------------------------------------
+    def _block_index(self, ctx, b_idx, kvh, kb):
+        b = ctx.b
+        return b.add(b.mul(b.add(b.mul(b_idx, i64(self.kv_heads)), kvh), i64(self.key_blocks)), kb)
+
+    def _pack(self, ctx) -> None:
+        b, dt, d, bt = ctx.b, self.dtype, self.d, BLOCK
+        rows = ctx.size["pk"]
+        at = (ctx.start["pb"], ctx.start["ph"], ctx.start["pk"])
+        blk = self._block_index(ctx, ctx.start["pb"], ctx.start["ph"], ctx.index["pk"])
+        kt = b.gep(ctx.buffer("kt"), [b.mul(blk, i64(self.kt_block()))], source_etype=dt.storage)
+        transpose = ctx.primitive(UnaryDesc("transpose", rows, d, dt, dt))
+        if not self.vnni:
+            ctx.call(transpose, [ctx.tensor("k").arg(*at), (kt, bt)])
+            return
+        staged = (ctx.buffer("kt_rows"), bt)
+        ctx.call(transpose, [ctx.tensor("k").arg(*at), staged])
+        ctx.call(ctx.primitive(UnaryDesc("vnni_pack", d, rows, dt, dt)), [staged, (kt, 2 * bt)])
+        vp = b.gep(ctx.buffer("vp"), [b.mul(blk, i64(self.v_block()))], source_etype=dt.storage)
+        ctx.call(ctx.primitive(UnaryDesc("vnni_pack", rows, d, dt, dt)), [ctx.tensor("v").arg(*at), (vp, 2 * d)])
+
+    # ---- compute phase --------------------------------------------------------------------
+    def _query_block(self, ctx) -> None:
+        b, bq = ctx.b, ctx.size["qb"]
+        kvh = b.sdiv(ctx.start["h"], i64(self.heads // self.kv_heads))
+        full = self.sk // BLOCK                         # whole key blocks
+        edge = self.sk - full * BLOCK                   # keys in the short last one
+        qb = ctx.index["qb"]
+
+        def step(kb, keys: int, first: bool, tri: bool):
+            return lambda ctx: self._key_block(ctx, kvh, kb(ctx), bq, keys, first, tri)
+        if not self.causal:
+            if full:
+                ctx.run(step(lambda ctx: i64(0), BLOCK, True, False))
+                if full > 1:
+                    ctx.run(compose.Loop("kb", start=lambda ctx: i64(1), stop=lambda ctx: i64(full),
+                                         body=(step(lambda ctx: ctx.index["kb"], BLOCK, False, False),)))
+            if edge:
+                ctx.run(step(lambda ctx: i64(full), edge, not full, False))
+        else:
+            # whole key blocks before the diagonal (the diagonal block's index is qb), the
+            # diagonal one (whole, or the short last one where Sk ends in it) with the
+            # triangle, and a short last block wholly before the diagonal where Sq > Sk
+            before = b.select(b.icmp_signed("<", qb, i64(full)), qb, i64(full))
+            has_first = b.icmp_signed(">", before, i64(0))
+            with b.if_then(has_first):
+                ctx.run(step(lambda ctx: i64(0), BLOCK, True, False))
+                ctx.run(compose.Loop("kb", start=lambda ctx: i64(1), stop=lambda ctx: before,
+                                     body=(step(lambda ctx: ctx.index["kb"], BLOCK, False, False),)))
+            cases = [(BLOCK, b.icmp_signed("<", qb, i64(full)), True)]
+            if edge:
+                cases += [(edge, b.icmp_signed("==", qb, i64(full)), True),
+                          (edge, b.icmp_signed(">", qb, i64(full)), False)]
+            for keys, cond, tri in cases:
+                kb = (lambda ctx: qb) if tri else (lambda ctx: i64(full))
+                with b.if_then(cond):
+                    with b.if_else(has_first) as (then, otherwise):
+                        with then:
+                            ctx.run(step(kb, keys, False, tri))
+                        with otherwise:
+                            ctx.run(step(kb, keys, True, tri))
+        self._finish(ctx, bq)
+
+    def _key_block(self, ctx, kvh, kb, bq: int, keys: int, first: bool, tri: bool) -> None:
+        b, dt, f32, d, bt = ctx.b, self.dtype, DType.F32, self.d, BLOCK
+        bi, h, q0 = ctx.start["b"], ctx.start["h"], ctx.start["qb"]
+        blk = self._block_index(ctx, bi, kvh, kb)
+        s, o = (ctx.buffer("s"), bt), (ctx.buffer("o"), d)
+        m, m_new, l, rs, alpha = ((ctx.buffer(name), bq) for name in ("m", "m_new", "l", "rs", "alpha"))
+        col = {name: (ctx.buffer(name), 1) for name in ("m", "m_new", "alpha")}
+        # S = Q K^T
+        kt = b.gep(ctx.buffer("kt"), [b.mul(blk, i64(self.kt_block()))], source_etype=dt.storage)
+        ctx.call(ctx.primitive(GemmDesc(bq, keys, d, dt, beta=0.0, lda=self.q_strides[2], ldb=2 * bt if self.vnni
+                                        else bt, ldc=bt, out_dtype=f32, b_vnni=self.vnni)),
+                 [ctx.tensor("q").arg(bi, h, q0), (kt, 2 * bt if self.vnni else bt), s])
+        scores, names = self._scores(tri)
+        extra = []
+        for name in names:
+            extra.append(ctx.tensor("mask").arg(bi, h, q0, b.mul(kb, i64(bt))) if name == "mask"
+                         else (ctx.tensor("tri").ptr, bt))
+        dts = (f32,) * (1 + len(names))
+
+        def run_eq(tree, inputs, out, out_dtype=f32, extra_dts=()):
+            desc = equation_desc(tree, bq, keys, dtypes=dts + extra_dts, out_dtype=out_dtype)
+            ctx.call(ctx.primitive(desc), inputs + [out])
+        # m' = max(m, rowmax(scores)); the first block starts from the floor
+        floor = eq.arg(1 + len(names), "col") if not first else LOWEST
+        run_eq(eq.maximum(floor, eq.max(scores)), [s, *extra] + ([col["m"]] if not first else []),
+               (ctx.buffer("m_new"), 1), extra_dts=() if first else (f32,))
+        # P = exp(scores - m'), over S
+        run_eq(eq.exp(scores - eq.arg(1 + len(names), "col")), [s, *extra, col["m_new"]], s, extra_dts=(f32,))
+        ctx.call(ctx.primitive(UnaryDesc("reduce_sum", bq, keys, f32, f32, axis=1)), [s, (ctx.buffer("rs"), bq)])
+        copy_vec = ctx.primitive(UnaryDesc("copy", 1, bq, f32, f32))
+        if first:
+            ctx.call(copy_vec, [rs, l])
+        else:
+            x = eq.arg(0)
+            ctx.call(ctx.primitive(equation_desc(eq.exp(x - eq.arg(1)), 1, bq)), [m, m_new, alpha])
+            ctx.call(ctx.primitive(equation_desc(eq.arg(0) * eq.arg(1) + eq.arg(2), 1, bq)), [l, alpha, rs, l])
+            ctx.call(ctx.primitive(BinaryDesc("mul", bq, d, f32, Bcast.FULL, Bcast.COL)), [o, col["alpha"], o])
+        ctx.call(copy_vec, [m_new, m])
+        # O (+)= P V
+        p = s
+        if self.vnni:
+            p = (ctx.buffer("p16"), bt)
+            ctx.call(ctx.primitive(UnaryDesc("cast", bq, keys, f32, dt)), [s, p])
+            vp = b.gep(ctx.buffer("vp"), [b.mul(blk, i64(self.v_block()))], source_etype=dt.storage)
+            v_arg = (vp, 2 * d)
+        else:
+            v_arg = ctx.tensor("v").arg(bi, kvh, b.mul(kb, i64(bt)))
+        ctx.call(ctx.primitive(GemmDesc(bq, d, keys, dt, beta=0.0 if first else 1.0, lda=bt,
+                                        ldb=2 * d if self.vnni else self.v_strides[2], ldc=d, out_dtype=f32,
+                                        b_vnni=self.vnni)), [p, v_arg, o])
+
+    def _finish(self, ctx, bq: int) -> None:
+        """out = O / l for the query block (NaN where every key was masked)."""
+        o = (ctx.buffer("o"), self.d)
+        out = ctx.tensor("out").arg(ctx.start["b"], ctx.start["h"], ctx.start["qb"])
+        desc = equation_desc(eq.arg(0) / eq.arg(1, "col"), bq, self.d, dtypes=(DType.F32, DType.F32),
+                             out_dtype=self.dtype)
+        ctx.call(ctx.primitive(desc), [o, (ctx.buffer("l"), 1), out])
+
+
+def triangle() -> np.ndarray:
+    """The causal tile of a diagonal block: 0 where key j <= query i, -inf above."""
+    return np.where(np.tri(BLOCK, BLOCK, dtype=bool), 0.0, -np.inf).astype(np.float32)
+
+
+_memo = compose.Memo()
+
+
+def _strides(a: np.ndarray) -> tuple[int, ...]:
+    """Element strides; an axis of extent 1 takes the C-order stride (it is never stepped)."""
+    c_order = compose.Tensor("", DType.F32, a.shape).strides
+    return tuple(s // a.itemsize if e > 1 else c for s, e, c in zip(a.strides, a.shape, c_order))
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
+              causal: bool = False, scale: float | None = None, threads: int | None = None) -> np.ndarray:
+    """softmax(q k^T * scale + mask) v like torch.nn.functional.scaled_dot_product_attention:
+    q (B, H, Sq, D), k and v (B, Hkv, Sk, D) with H a multiple of Hkv (grouped-query
+    attention; (H, S, D) without a batch axis works too), float32 or bfloat16 (computed
+    in f32, bf16 products through the dot instructions where the CPU has them). mask: bool
+    (True keeps) or an additive float mask, broadcastable to (B, H, Sq, Sk); causal: query
+    i sees keys j <= i (top-left aligned, like torch; not together with a mask). scale
+    defaults to 1/sqrt(D). A row whose keys are all masked gives NaN, as in torch."""
+    threads = compose.threads_arg(WHAT, threads)
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{WHAT}: argument '{name}' must be a numpy array, got {type(x).__name__}")
+        if x.ndim not in (3, 4):
+            raise ShapeError(f"{WHAT}: argument '{name}' must be (B, H, S, D) or (H, S, D), got shape {x.shape}")
+    if not (q.ndim == k.ndim == v.ndim):
+        raise ShapeError(f"{WHAT}: q, k and v must have the same number of axes, got {q.shape}, {k.shape}, {v.shape}")
+    if q.ndim == 3:
+        return attention(q[None], k[None], v[None], mask, causal=causal, scale=scale, threads=threads)[0]
+    dtype = parse_dtype(q.dtype, "q.dtype")
+    if dtype not in (DType.F32, DType.BF16) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise DTypeError(f"{WHAT}: q, k and v must all be float32 or all bfloat16, got {q.dtype}, {k.dtype}, "
+                         f"{v.dtype}")
+    (bsz, heads, sq, d), (bk, kv_heads, sk, dk) = q.shape, k.shape
+    if v.shape != k.shape:
+        raise ShapeError(f"{WHAT}: k and v must have the same shape, got {k.shape} and {v.shape}")
+    if bk != bsz or dk != d:
+        raise ShapeError(f"{WHAT}: k must be (B={bsz}, Hkv, Sk, D={d}) like q's batch and head size, got {k.shape}")
+    if kv_heads == 0 or heads % kv_heads:
+        raise ShapeError(f"{WHAT}: q's {heads} heads must be a multiple of k's {kv_heads} (grouped-query attention)")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"{WHAT}: causal must be a bool, got {causal!r}")
+    if causal and mask is not None:
+        raise ValueError(f"{WHAT}: give a mask or causal=True, not both (as torch)")
+    if scale is None:
+        scale = 1.0 / float(np.sqrt(d)) if d else 1.0
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(scale):
+        raise ValueError(f"{WHAT}: scale must be a finite number, got {scale!r}")
+    out = np.empty(q.shape, q.dtype)
+    if out.size == 0:
+        return out
+    if sk == 0:
+        out[...] = 0
+        return out
+    add_mask = None if mask is None else _additive(mask, (bsz, heads, sq, sk))
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if d > 1 and x.strides[-1] != x.itemsize:
+            raise ShapeError(f"{WHAT}: argument '{name}' must have unit element stride along D, got strides "
+                             f"{x.strides}")
+    desc = AttentionDesc(bsz, heads, kv_heads, sq, sk, d, dtype, float(scale), bool(causal), _strides(q),
+                         _strides(k), _strides(v), _strides(out),
+                         None if add_mask is None else tuple(s // 4 for s in add_mask.strides))
+    arrays = [q, k, v] + ([add_mask] if add_mask is not None else []) + ([triangle()] if causal else []) + [out]
+    compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)
+    return out
+
+
+def _additive(mask, shape: tuple[int, ...]) -> np.ndarray:
+    """The mask as additive float32, broadcast to `shape` (stride 0 on broadcast axes,
+    unit stride along the keys): a bool mask's False becomes -inf."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{WHAT}: mask must be a numpy array or None, got {type(mask).__name__}")
+    if mask.dtype == np.bool_:
+        mask = np.where(mask, np.float32(0), np.float32(-np.inf))
+    elif mask.dtype != np.float32:
+        if parse_dtype(mask.dtype, "mask.dtype") not in (DType.BF16, DType.F64):
+            raise DTypeError(f"{WHAT}: mask must be bool or a float array, got {mask.dtype}")
+        mask = mask.astype(np.float32)
+    try:
+        full = np.broadcast_to(mask, shape)
+    except ValueError:
+        raise ShapeError(f"{WHAT}: mask of shape {mask.shape} does not broadcast to (B, H, Sq, Sk) = {shape}") from None
+    if shape[-1] > 1 and full.strides[-1] not in (0, 4):
+        full = np.broadcast_to(np.ascontiguousarray(mask), shape)
+    return full
