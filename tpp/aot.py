@@ -33,6 +33,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llvmlite import binding as llvm
+
 from . import binary_desc, brgemm_desc, cnames, gemm_desc, unary_desc
 from .dispatch import check_offered, resolve_target
 from .irgen import module_for
@@ -169,10 +171,15 @@ def descriptor(entry: dict, prefix: str = "", index: int | None = None):
 
 
 def _object(named: list[tuple[str, object]], target: Target) -> bytes:
-    """One object file with every kernel, each under its own name."""
+    """One object file with every kernel, each under its own name, each optimised alone
+    (as the JIT builds it)."""
+    # modules link only within one LLVM context, and optimise() may parse each kernel into
+    # a context of its own: each optimised kernel is read back into one shared context
+    context = llvm.create_context()
     merged = None
     for name, desc in named:
-        mod = compiler.optimise(str(module_for(desc, target, name)), target)
+        text = str(compiler.optimise(str(module_for(desc, target, name)), target))
+        mod = llvm.parse_assembly(text, context=context)
         if merged is None:
             merged = mod
         else:
