@@ -165,3 +165,12 @@ def test_the_name_rules_without_a_subprocess():
         aot.build_named([("k", None), ("k", None)], "x86-avx2", ".", "lib")
     with pytest.raises(aot.SpecError, match="'malloc'"):
         aot.build_named([("malloc", None)], "x86-avx2", ".", "lib")
+
+
+def test_a_toml_spec_takes_a_prefix(tmp_path):
+    pytest.importorskip("tomllib")
+    path = write(tmp_path, 'prefix = "t_"\n\n[[kernels]]\nname = "free"\nkind = "unary"\nop = "relu"\n'
+                           'm = 4\nn = 4\n', "spec.toml")
+    spec = aot.load_spec(path)
+    assert spec.prefix == "t_" and [name for name, _ in aot.describe(spec.kernels, spec.prefix)] == ["t_free"]
+    assert aot.read_spec(path) == spec.kernels
