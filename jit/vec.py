@@ -60,8 +60,9 @@ def bf16_to_f32(b: ir.IRBuilder, bits: ir.Value) -> ir.Value:
 
 
 def f32_to_bf16(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
-    """Round float to bf16 bits (i16), nearest-even, bit-equal to ml_dtypes (NaN stays
-    a quiet NaN, subnormals are kept: vcvtneps2bf16 would flush them to zero)."""
+    """Round float to bf16 bits (i16), nearest-even, bit-equal to ml_dtypes: every NaN
+    becomes the quiet NaN of its sign (0x7FC0 / 0xFFC0, payload dropped, as ml_dtypes
+    does), subnormals are kept (vcvtneps2bf16 would flush them to zero)."""
     return b.trunc(f32_to_bf16_wide(b, value), _like(value.type, I16))
 
 
@@ -72,7 +73,7 @@ def f32_to_bf16_wide(b: ir.IRBuilder, value: ir.Value) -> ir.Value:
     bits = b.bitcast(value, _like(t, I32))
     lsb = b.and_(b.lshr(bits, c(16)), c(1))
     rounded = b.lshr(b.add(bits, b.add(c(0x7FFF), lsb)), c(16))
-    quiet_nan = b.or_(b.lshr(bits, c(16)), c(0x40))
+    quiet_nan = b.or_(b.and_(b.lshr(bits, c(16)), c(0x8000)), c(0x7FC0))
     return b.select(b.fcmp_unordered("uno", value, value), quiet_nan, rounded)
 
 
