@@ -65,6 +65,8 @@ BAD_SPECS = {
                                                                      "real number"]),
     "alpha_infinite": ('{"kernels": [{"name": "e", "kind": "unary", "op": "elu", "m": 4, "n": 4, '
                        '"alpha": 1e400}]}', "spec.json", ["kernel e", "alpha must be finite, got inf"]),
+    "beta_null": ({"kernels": [{"name": "g", "kind": "gemm", "m": 4, "n": 4, "k": 4, "beta": None}]},
+                  "spec.json", ["kernel g", "beta must be a real number"]),
     "flag_a_string": ({"kernels": [{"name": "g", "kind": "gemm", "m": 4, "n": 4, "k": 4,
                                     "trans_b": "false"}]},
                       "spec.json", ["kernel g", "trans_b must be True or False"]),
@@ -174,3 +176,8 @@ def test_a_toml_spec_takes_a_prefix(tmp_path):
     spec = aot.load_spec(path)
     assert spec.prefix == "t_" and [name for name, _ in aot.describe(spec.kernels, spec.prefix)] == ["t_free"]
     assert aot.read_spec(path) == spec.kernels
+
+
+def test_a_null_alpha_is_the_kinds_default():
+    name, desc = aot.descriptor({"name": "e", "kind": "unary", "op": "elu", "m": 4, "n": 4, "alpha": None})
+    assert name == "e" and desc.alpha is None and desc.alpha_value() == 1.0

@@ -120,7 +120,8 @@ def read_spec(path: str | Path) -> list[dict]:
 
 
 def check_name(name: str, given: str | None = None) -> None:
-    """Refuse a kernel's C name (`given` + prefix) that a program could not safely link."""
+    """Refuse a kernel's C name (prefix + the spec's `given` name) that a program could not
+    safely link."""
     why = cnames.problem(name)
     if why and given in (None, name):
         raise SpecError(f"kernel name {name!r} {why}; rename it, or give every name a prefix "
@@ -158,7 +159,7 @@ def descriptor(entry: dict, prefix: str = "", index: int | None = None):
     what = args[0] if args and isinstance(args[0], str) else kind
     try:
         for key in _REAL_FIELDS:
-            if key in entry:
+            if key in entry and not (key == "alpha" and entry[key] is None):   # None: the kind's default
                 fields.real(what, key, entry[key])
         for key in _FLAG_FIELDS:
             if key in entry:
