@@ -264,14 +264,17 @@ def _strides(a: np.ndarray) -> tuple[int, ...]:
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
-              causal: bool = False, scale: float | None = None, threads: int | None = None) -> np.ndarray:
+              causal: bool = False, scale: float | None = None, out: np.ndarray | None = None,
+              threads: int | None = None) -> np.ndarray:
     """softmax(q k^T * scale + mask) v like torch.nn.functional.scaled_dot_product_attention:
     q (B, H, Sq, D), k and v (B, Hkv, Sk, D) with H a multiple of Hkv (grouped-query
     attention; (H, S, D) without a batch axis works too), float32 or bfloat16 (computed
     in f32, bf16 products through the dot instructions where the CPU has them). mask: bool
     (True keeps) or an additive float mask, broadcastable to (B, H, Sq, Sk); causal: query
     i sees keys j <= i (top-left aligned, like torch; not together with a mask). scale
-    defaults to 1/sqrt(D). A row whose keys are all masked gives NaN, as in torch."""
+    defaults to 1/sqrt(D). A row whose keys are all masked gives NaN, as in torch. out: an
+    array of q's shape and dtype to write (any strides with unit stride along D, e.g. the
+    (B, H, S, D) view of a (B, S, H*D) buffer)."""
     threads = compose.threads_arg(WHAT, threads)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, np.ndarray):
@@ -281,7 +284,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     if not (q.ndim == k.ndim == v.ndim):
         raise ShapeError(f"{WHAT}: q, k and v must have the same number of axes, got {q.shape}, {k.shape}, {v.shape}")
     if q.ndim == 3:
-        return attention(q[None], k[None], v[None], mask, causal=causal, scale=scale, threads=threads)[0]
+        return attention(q[None], k[None], v[None], mask, causal=causal, scale=scale, threads=threads,
+                         out=None if out is None else out[None])[0]
     dtype = parse_dtype(q.dtype, "q.dtype")
     if dtype not in (DType.F32, DType.BF16) or k.dtype != q.dtype or v.dtype != q.dtype:
         raise DTypeError(f"{WHAT}: q, k and v must all be float32 or all bfloat16, got {q.dtype}, {k.dtype}, "
@@ -302,14 +306,18 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
             or not np.isfinite(scale):
         raise ValueError(f"{WHAT}: scale must be a finite number, got {scale!r}")
-    out = np.empty(q.shape, q.dtype)
+    if out is None:
+        out = np.empty(q.shape, q.dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != q.shape or out.dtype != q.dtype:
+        raise ShapeError(f"{WHAT}: out must be an array of q's shape {q.shape} and dtype {q.dtype}, got "
+                         f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
     if out.size == 0:
         return out
     if sk == 0:
         out[...] = 0
         return out
     add_mask = None if mask is None else _additive(mask, (bsz, heads, sq, sk))
-    for name, x in (("q", q), ("k", k), ("v", v)):
+    for name, x in (("q", q), ("k", k), ("v", v), ("out", out)):
         if d > 1 and x.strides[-1] != x.itemsize:
             raise ShapeError(f"{WHAT}: argument '{name}' must have unit element stride along D, got strides "
                              f"{x.strides}")

@@ -22,7 +22,7 @@ scratch, barrier, checks, memos and the pool.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from ..kernels import vnni as vnni_k
 from ..kernels import epilogue as epilogue_k
 from ..kernels.epilogue import epilogue_inputs
 from .matmul_plan import MatmulPlan, default_plan
+from .packed import PackedB, packed_matmul
 
 WHAT = "tpp.ops.matmul"
 DTYPES = (DType.F32, DType.F64, DType.BF16)
@@ -60,6 +61,10 @@ class MatmulDesc(compose.CompositeDesc):
     trans_a: bool = False       # A given as A^T (k x m, row stride lda), e.g. x.T of a C-order x
     trans_b: bool = False       # B given as B^T (n x k, row stride ldb), e.g. w.T
     ldr: int = 0                # the residual's row stride (epilogue "residual")
+    # "given": B as stored, packed by the pack phase of every call; "pack": the function
+    # only packs B, into the output "packed" (tpp.ops.pack_b); "packed": B is that packed
+    # buffer (a PackedB), and calls do no packing of B
+    b_mode: str = "given"
     kind = "matmul"
 
     def __post_init__(self) -> None:
@@ -95,27 +100,46 @@ class MatmulDesc(compose.CompositeDesc):
         return {"in_place": (self.lda, p.kb * (self.lda if self.trans_a else 1)),
                 "blocks": (p.kb, p.mb * p.kb), "rows": (p.kb, p.mb * p.kb), "panels": (p.mb, p.mb * p.kb)}[p.a_layout]
 
+    def packed_size(self) -> int:
+        """Elements of B packed (every panel's K chunks)."""
+        _, nbs, kcs = self.counts()
+        return nbs * kcs * self.b_chunk()[1]
+
+    def _packed_b(self, ctx):
+        """Where the packed B panels are: a call buffer, or a tensor (pack / packed modes)."""
+        return {"given": lambda: ctx.buffer("packed_b"), "pack": lambda: ctx.tensor("packed").ptr,
+                "packed": lambda: ctx.tensor("b").ptr}[self.b_mode]()
+
     # ---- the composite -------------------------------------------------------------
     def composite(self, target) -> compose.Composite:
         p, dt = self.plan, self.dtype
         mbs, nbs, kcs = self.counts()
         a_shape = (self.k, self.m) if self.trans_a else (self.m, self.k)
         b_shape = (self.n, self.k) if self.trans_b else (self.k, self.n)
-        tensors = [compose.Tensor("a", dt, a_shape, (self.lda, 1)), compose.Tensor("b", dt, b_shape, (self.ldb, 1))]
+        b_tensor = (compose.Tensor("b", dt, (self.packed_size(),)) if self.b_mode == "packed"
+                    else compose.Tensor("b", dt, b_shape, (self.ldb, 1)))
+        pack = [compose.Loop("strip", self.k, (compose.Loop("nb", self.n, (self._pack_b,), tile=p.nb),),
+                             tile=p.b_strip, parallel=True)]
+        b_rows = ([compose.Scratch("b_rows", dt, p.b_strip * p.nb, "thread", "a strip of B")]
+                  if self.trans_b and self.b_group > 1 else [])
+        if self.b_mode == "pack":
+            return compose.Composite((b_tensor, compose.Tensor("packed", dt, (self.packed_size(),), output=True)),
+                                     tuple(pack), tuple(b_rows))
+        tensors = [compose.Tensor("a", dt, a_shape, (self.lda, 1)), b_tensor]
         for step in epilogue_inputs(self.epilogue):
             tensors.append(compose.Tensor("bias", self.out_dtype, (self.n,)) if step == "bias" else
                            compose.Tensor("residual", self.out_dtype, (self.m, self.n), (self.ldr, 1)))
         tensors.append(compose.Tensor("c", self.out_dtype, (self.m, self.n), (self.ldc, 1), output=True))
-        scratch = [compose.Scratch("packed_b", dt, nbs * kcs * self.b_chunk()[1], "call")]
+        scratch = b_rows
+        if self.b_mode == "given":
+            scratch.append(compose.Scratch("packed_b", dt, self.packed_size(), "call"))
+        else:
+            pack = []
         if p.a_ahead:
             scratch.append(compose.Scratch("packed_a", dt, mbs * kcs * p.mb * p.kb, "call"))
         if p.a_layout in ("panels", "rows"):
             scratch.append(compose.Scratch("a_panels", dt, p.mb * kcs * p.kb, "thread",
                                            "A each thread copies its block rows into"))
-        if self.trans_b and self.b_group > 1:
-            scratch.append(compose.Scratch("b_rows", dt, p.b_strip * p.nb, "thread", "a strip of B"))
-        pack = [compose.Loop("strip", self.k, (compose.Loop("nb", self.n, (self._pack_b,), tile=p.nb),),
-                             tile=p.b_strip, parallel=True)]
         if p.a_ahead:
             pack.insert(0, compose.Loop("mb", self.m, (compose.Loop("kc", self.k, (self._pack_a,), tile=p.kb,
                                                                     parallel=True),), tile=p.mb, parallel=True))
@@ -125,7 +149,7 @@ class MatmulDesc(compose.CompositeDesc):
             extent, tile = tiles[name]
             return compose.Loop(name, extent, body, tile=tile, parallel=True)
         compute = blocks(p.order[0], (blocks(p.order[1], (self._block,)),))
-        body = (*pack, compose.BARRIER, self._forget_panels, compute)
+        body = (*pack, compose.BARRIER, self._forget_panels, compute) if pack else (self._forget_panels, compute)
         return compose.Composite(tuple(tensors), body, tuple(scratch))
 
     def _unary(self, ctx, kind: str, rows: int, cols: int):
@@ -156,7 +180,7 @@ class MatmulDesc(compose.CompositeDesc):
         src = ctx.tensor("b").at(j0, r0) if self.trans_b else ctx.tensor("b").at(r0, j0)
         at = b.add(b.add(b.mul(kc, i64(b_chunk)), b.mul(b.sdiv(row_in, i64(self.b_group)), i64(b_ld))),
                    b.mul(ctx.index["nb"], i64(kcs * b_chunk)))
-        given, out = (src, self.ldb), (b.gep(ctx.buffer("packed_b"), [at], source_etype=st), b_ld)
+        given, out = (src, self.ldb), (b.gep(self._packed_b(ctx), [at], source_etype=st), b_ld)
         b_pack = "copy" if self.b_group == 1 else "vnni_pack"
         if not self.trans_b:
             ctx.call(self._unary(ctx, b_pack, rows, cols), [given, out])
@@ -213,7 +237,7 @@ class MatmulDesc(compose.CompositeDesc):
                           source_etype=dt.storage)
         else:
             a_blk = ctx.tensor("a").at(i64(0), i0) if self.trans_a else ctx.tensor("a").at(i0, i64(0))
-        b_blk = b.gep(ctx.buffer("packed_b"), [b.mul(ctx.index["nb"], i64(kcs * b_chunk))], source_etype=dt.storage)
+        b_blk = b.gep(self._packed_b(ctx), [b.mul(ctx.index["nb"], i64(kcs * b_chunk))], source_etype=dt.storage)
         c = ctx.tensor("c").arg(i0, j0)
         if kcs > 1:
             br = ctx.primitive(BrgemmDesc(mr, nr, p.kb, dt, "stride", trans_a, beta=0.0, lda=a_ld, ldb=b_ld,
@@ -240,6 +264,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     read as they are stored. Runs on TPP_NUM_THREADS threads (or `threads`)."""
     epilogue = _epilogue(epilogue)
     given = {"bias": bias, "residual": residual}
+    if isinstance(b, PackedB):
+        return packed_matmul(a, b, out, epilogue, given, plan, compose.threads_arg(WHAT, threads))
     arrays = [a, b, *(given.get(step) for step in epilogue_inputs(epilogue)), out]
     threads = compose.threads_arg(WHAT, threads)
     # the default plan depends on the thread count
@@ -272,20 +298,25 @@ def _epilogue(epilogue) -> tuple[str, ...]:
         raise DescriptorError(f"{WHAT}: epilogue must be a tuple of step names, got {epilogue!r}") from None
 
 
-def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
-    """matmul with every check, raising the error that fits; remembers the geometry."""
+def _checked(a, b, out, epilogue, given, plan, threads, packed: PackedB | None = None) -> np.ndarray:
+    """matmul with every check, raising the error that fits; remembers the geometry.
+    `packed`: B packed ahead (b is then packed.data)."""
     if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray):
         raise TypeError(f"{WHAT}: a and b must be numpy arrays")
-    if a.ndim != 2 or b.ndim != 2:
+    if a.ndim != 2 or (b.ndim != 2 and packed is None):
         raise ShapeError(f"{WHAT}: a and b must be 2-D, got shapes {a.shape} and {b.shape}")
-    (m, k), (k2, n) = a.shape, b.shape
+    (m, k), (k2, n) = a.shape, (b.shape if packed is None else packed.shape)
     if k != k2:
-        raise ShapeError(f"{WHAT}: inner dimensions differ: a is {a.shape}, b is {b.shape}")
+        raise ShapeError(f"{WHAT}: inner dimensions differ: a is {a.shape}, b is {(k2, n)}")
     dtype = parse_dtype(a.dtype, "a.dtype")
     if dtype not in DTYPES:
         raise DTypeError(f"{WHAT}: dtype {a.dtype} is not supported (supported: "
                          f"{', '.join(str(to_numpy(d)) for d in DTYPES)}; bf16 gives float32)")
+    if packed is not None and packed.dtype is not dtype:
+        raise DTypeError(f"{WHAT}: b was packed for {packed.dtype.value}, a is {a.dtype}")
     if min(m, n, k) == 0:
+        if packed is not None:
+            return _empty(a, np.zeros((k, n), a.dtype), out, epilogue, given, plan, threads, dtype)
         return _empty(a, b, out, epilogue, given, plan, threads, dtype)
     if out is None:
         out = np.empty((m, n), to_numpy(c_dtype(dtype)))
@@ -299,7 +330,7 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
     for name, x in zip(names, arrays):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{WHAT}: argument '{name}' must be a numpy array, got {type(x).__name__}")
-    trans_a, trans_b = _by_columns(a), _by_columns(b)
+    trans_a, trans_b = _by_columns(a), packed is None and _by_columns(b)
     stored = [a.T if trans_a else a, b.T if trans_b else b]
     for step, x in zip(steps, extras):
         if step == "bias" and x.shape == (1, n):
@@ -307,13 +338,18 @@ def _checked(a, b, out, epilogue, given, plan, threads) -> np.ndarray:
         stored.append(x)
     stored.append(out)
     for name, x in zip(names, stored):
-        compose.check_rows(WHAT, name, x, " or be a transposed view")
-    lda, ldb = _row_stride(stored[0]), _row_stride(stored[1])
+        if name != "b" or packed is None:
+            compose.check_rows(WHAT, name, x, " or be a transposed view")
+    lda, ldb = _row_stride(stored[0]), (_row_stride(stored[1]) if packed is None else n)
     ldr = _row_stride(given["residual"]) if "residual" in steps and given["residual"].ndim == 2 else 0
-    desc = MatmulDesc(m, n, k, dtype, lda, ldb, _row_stride(out), epilogue,
-                      plan or default_plan(dtype, m, n, k, lda, threads, trans_a, trans_b), trans_a, trans_b, ldr)
+    chosen = plan or default_plan(dtype, m, n, k, lda, threads, trans_a, trans_b)
+    if packed is not None:          # B's panels and chunks are the packing's
+        chosen = replace(chosen, nb=packed.nb, kb=packed.kb, b_strip=packed.b_strip)
+    desc = MatmulDesc(m, n, k, dtype, lda, ldb, _row_stride(out), epilogue, chosen, trans_a, trans_b, ldr,
+                      "given" if packed is None else "packed")
     prog = compose.program(WHAT, desc)
-    compose.run_checked(_memo, (epilogue, plan, threads), prog, stored, threads, given=arrays)
+    params = (epilogue, plan, threads) if packed is None else (epilogue, plan, threads, packed.key)
+    compose.run_checked(_memo, params, prog, stored, threads, given=arrays)
     return out
 
 

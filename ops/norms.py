@@ -30,12 +30,13 @@ TILE_BYTES = 16 << 10       # a tile's rows stay in L1 for every pass over them
 NAMES = ("softmax", "log_softmax", "layer_norm", "rms_norm")
 
 
-def _tree(which: str, n: int, eps: float, weight: bool, bias: bool) -> dict[str, eq.Expr]:
+def _tree(which: str, n: int, eps: float, weight: bool, bias: bool, residual: bool = False) -> dict[str, eq.Expr]:
     """The equations per output ("y", and for layer_norm's stats "mean", "rstd"). Inputs:
-    0 = x, then the weight and the bias (rows) where given."""
-    x = eq.arg(0)
-    w = eq.arg(1, "row") if weight else None
-    bias_arg = eq.arg(2 if weight else 1, "row") if bias else None
+    0 = x, then the residual added to x (full), the weight and the bias (rows) where given."""
+    x = eq.arg(0) + eq.arg(1) if residual else eq.arg(0)
+    first = 1 + residual
+    w = eq.arg(first, "row") if weight else None
+    bias_arg = eq.arg(first + weight, "row") if bias else None
     if which == "softmax":
         e = eq.exp(x - eq.max(x))
         return {"y": e / eq.sum(e)}
@@ -68,13 +69,15 @@ class NormDesc(compose.CompositeDesc):
     weight: bool = False
     bias: bool = False
     stats: bool = False             # layer_norm: also the per-row mean and rstd
+    residual_strides: tuple[int, ...] | None = None     # layer_norm of x + residual
     kind = "norm"
 
     def equations(self, rows: int) -> dict[str, EquationDesc]:
         n = self.shape[-1]
-        trees = _tree(self.which, n, self.eps, self.weight, self.bias)
+        residual = self.residual_strides is not None
+        trees = _tree(self.which, n, self.eps, self.weight, self.bias, residual)
         wanted = ("y", "mean", "rstd") if self.stats else ("y",)
-        dtypes = (self.dtype,) + (DType.F32,) * (self.weight + self.bias)
+        dtypes = (self.dtype,) * (1 + residual) + (DType.F32,) * (self.weight + self.bias)
         # the statistics read x only
         return {name: equation_desc(trees[name], rows, n, dtypes=dtypes[:1 + max(trees[name].modes)],
                                     out_dtype=self.out_dtype if name == "y" else DType.F32)
@@ -89,7 +92,10 @@ class NormDesc(compose.CompositeDesc):
 
         def body(ctx: compose.Context) -> None:
             at = [ctx.start[name] for name in names] + [ctx.start["r"]]
-            ins = [ctx.tensor("x").arg(*at)] + [(ctx.tensor(name).ptr, n) for name in extras]
+            ins = [ctx.tensor("x").arg(*at)]
+            if self.residual_strides is not None:
+                ins.append(ctx.tensor("residual").arg(*at))
+            ins += [(ctx.tensor(name).ptr, n) for name in extras]
             for out, desc in self.equations(ctx.size["r"]).items():
                 ctx.call(ctx.primitive(desc), ins[:len(desc.inputs)] + [ctx.tensor(out).arg(*at)])
 
@@ -97,6 +103,8 @@ class NormDesc(compose.CompositeDesc):
         for name, extent in reversed(list(zip(names, lead))):
             loop = compose.Loop(name, extent, (loop,), parallel=True)
         tensors = [compose.Tensor("x", self.dtype, self.shape, self.x_strides)]
+        if self.residual_strides is not None:
+            tensors.append(compose.Tensor("residual", self.dtype, self.shape, self.residual_strides))
         tensors += [compose.Tensor(name, DType.F32, (n,)) for name in extras]
         alias = "x" if self.out_dtype is self.dtype else None
         tensors.append(compose.Tensor("y", self.out_dtype, self.shape, self.y_strides, output=True, alias=alias))
@@ -109,11 +117,11 @@ _memo = compose.Memo()
 
 
 def _run(which: str, x, *, eps: float = 0.0, weight=None, bias=None, out=None, out_dtype=None,
-         threads=None, stats: bool = False):
+         threads=None, stats: bool = False, residual=None):
     what = f"tpp.ops.{which}"
     threads = compose.threads_arg(what, threads)
-    key = (which, float(eps), weight is not None, bias is not None, out_dtype, stats)
-    given = [a for a in (weight, bias) if a is not None]
+    key = (which, float(eps), weight is not None, bias is not None, out_dtype, stats, residual is not None)
+    given = [a for a in (residual, weight, bias) if a is not None]
     if out is not None and not stats and _memo.call(key, [x, *given, out], threads):
         return out
     if not isinstance(x, np.ndarray):
@@ -144,13 +152,19 @@ def _run(which: str, x, *, eps: float = 0.0, weight=None, bias=None, out=None, o
         mean, rstd = np.empty(x.shape[:-1], np.float32), np.empty(x.shape[:-1], np.float32)
     if x.size == 0:
         return (out, mean, rstd) if stats else out
-    rows2 = x.reshape(1, n) if x.ndim == 1 else x
-    out2 = out.reshape(1, n) if x.ndim == 1 else out
-    for name, arr in (("x", rows2), ("out", out2)):
-        compose.check_rows(what, name, arr)
+    if residual is not None and (not isinstance(residual, np.ndarray) or residual.shape != x.shape
+                                 or residual.dtype != x.dtype):
+        raise ShapeError(f"{what}: argument 'residual' must be an array of x's shape {x.shape} and dtype {x.dtype}, "
+                         f"got {getattr(residual, 'shape', type(residual).__name__)} {getattr(residual, 'dtype', '')}")
+    two = (lambda a: a.reshape(1, n)) if x.ndim == 1 else (lambda a: a)
+    rows2, out2 = two(x), two(out)
+    res2 = None if residual is None else two(residual)
+    for name, arr in (("x", rows2), ("out", out2), ("residual", res2)):
+        if arr is not None:
+            compose.check_rows(what, name, arr)
     desc = NormDesc(which, rows2.shape, _strides(rows2), _strides(out2), dtype, odt, float(eps),
-                    weight is not None, bias is not None, stats)
-    arrays = [rows2, *given, out2]
+                    weight is not None, bias is not None, stats, None if res2 is None else _strides(res2))
+    arrays = [rows2, *([res2] if res2 is not None else []), *[a for a in (weight, bias) if a is not None], out2]
     if stats:
         arrays += [mean.reshape(rows2.shape[:-1]), rstd.reshape(rows2.shape[:-1])]
     prog = compose.program(what, desc)
@@ -182,13 +196,15 @@ def log_softmax(x: np.ndarray, axis: int = -1, *, out=None, out_dtype=None, thre
     return _run("log_softmax", x, out=out, out_dtype=out_dtype, threads=threads)
 
 
-def layer_norm(x: np.ndarray, weight=None, bias=None, eps: float = 1e-5, *, out=None, out_dtype=None,
-               stats: bool = False, threads=None):
+def layer_norm(x: np.ndarray, weight=None, bias=None, eps: float = 1e-5, *, residual=None, out=None,
+               out_dtype=None, stats: bool = False, threads=None):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance,
-    like torch.nn.functional.layer_norm); weight and bias: float32 (n,) or None. With
-    stats=True returns (y, mean, rstd), the per-row statistics in float32."""
+    like torch.nn.functional.layer_norm); weight and bias: float32 (n,) or None.
+    residual: an array like x added to it first, in the same pass (a post-LN block's
+    layer_norm(x + sublayer(x))). With stats=True returns (y, mean, rstd), the per-row
+    statistics in float32."""
     return _run("layer_norm", x, eps=_eps("tpp.ops.layer_norm", eps), weight=weight, bias=bias, out=out,
-                out_dtype=out_dtype, threads=threads, stats=bool(stats))
+                out_dtype=out_dtype, threads=threads, stats=bool(stats), residual=residual)
 
 
 def rms_norm(x: np.ndarray, weight=None, eps: float = 1e-6, *, out=None, out_dtype=None, threads=None):
