@@ -28,7 +28,11 @@ def main() -> None:
             isinstance(exc, (TypeError, ValueError)) and str(exc).startswith("tpp"))
         say(step="import", error=str(exc)[:500], type=type(exc).__name__, documented=ours)
         return
-    say(step="import", target=tpp.current_target().name, threads=tpp.config.get().num_threads)
+    say(step="import", threads=tpp.config.get().num_threads)
+    try:
+        say(step="target", target=tpp.current_target().name)
+    except Exception as exc:                   # noqa: BLE001  (a bad TPP_TARGET: at the first use)
+        say(step="target", error=str(exc)[:500], type=type(exc).__name__, documented=documented(exc))
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((67, 45)).astype(np.float32), rng.standard_normal((45, 33)).astype(np.float32)
     x = rng.standard_normal((9, 40)).astype(np.float32)
