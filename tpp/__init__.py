@@ -44,7 +44,7 @@ def unary_desc(kind: str, m: int, n: int, dtype="f32", *, out_dtype=None, alpha:
     kind = _unary_k.ALIASES.get(kind, kind) if isinstance(kind, str) else kind
     dt = _parse_dtype(dtype)
     odt = _parse_dtype(out_dtype, "out_dtype") if out_dtype is not None else dt
-    return UnaryDesc(kind, m, n, dt, odt, alpha, axis, bool(argidx))
+    return UnaryDesc(kind, m, n, dt, odt, alpha, axis, argidx)
 
 
 def binary(kind: str, m: int, n: int, dtype="f32", *, broadcast=None, target=None) -> Kernel:
@@ -117,8 +117,8 @@ def gemm_desc(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, tra
               out_dtype=None, b_vnni: bool = False, epilogue=()) -> GemmDesc:
     """The descriptor tpp.gemm dispatches."""
     dt, odt = _gemm_dtypes(dtype, out_dtype)
-    return GemmDesc(m, n, k, dt, bool(trans_a), bool(trans_b), _beta(beta), lda, ldb, ldc,
-                    odt, bool(b_vnni), _steps(epilogue))
+    # flags go to the descriptor as given: it refuses what is not a bool (bool("false") is True)
+    return GemmDesc(m, n, k, dt, trans_a, trans_b, _beta(beta), lda, ldb, ldc, odt, b_vnni, _steps(epilogue))
 
 
 def brgemm(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride", trans_a: bool = False,
@@ -143,8 +143,8 @@ def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride",
                 out_dtype=None, b_vnni: bool = False, epilogue=()) -> BrgemmDesc:
     """The descriptor tpp.brgemm dispatches."""
     dt, odt = _gemm_dtypes(dtype, out_dtype)
-    return BrgemmDesc(m, n, k, dt, variant, bool(trans_a), bool(trans_b), _beta(beta),
-                      lda, ldb, ldc, stride_a, stride_b, odt, bool(b_vnni), _steps(epilogue))
+    return BrgemmDesc(m, n, k, dt, variant, trans_a, trans_b, _beta(beta), lda, ldb, ldc, stride_a, stride_b, odt,
+                      b_vnni, _steps(epilogue))
 
 
 __all__ = ["unary", "binary", "gemm", "brgemm", "equation", "equation_desc", "eq", "EquationDesc", "cuda",
