@@ -8,6 +8,7 @@
     tpp-bench brgemm --sizes 64 --batch 16 --variant stride,offset,address
     tpp-bench matmul --sizes 512,1024,2048 --threads 1,2
     tpp-bench ops --threads 1,2          (bias_act, segment_sum: the composition layer's small ops)
+    tpp-bench attention | norm | bert --threads 1,2   (against torch where installed, else numpy)
     tpp-bench capi --sizes 32,64,128     (GEMM through libtpp, timed in a C loop)
     tpp-bench info                      (target, features, threads, cache, peaks)
 
@@ -27,9 +28,14 @@ from tpp import config
 from tpp.jit.targets import names
 
 from . import (blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, gpu_suite, matmul_suite, ops_suite, peak, report,
-               suites)
+               suites, transformer_suite)
 from . import info as info_mod
 from . import plot
+
+# commands that run several threads (never pinned to one CPU), and the transformer rows
+TRANSFORMER = {"attention": transformer_suite.attention_rows, "norm": transformer_suite.norm_rows,
+               "bert": transformer_suite.bert_rows}
+MULTI_THREAD = ("matmul", "ops") + tuple(TRANSFORMER)
 
 _SUPPRESS = argparse.SUPPRESS
 _DEFAULTS = {"json": False, "repeat": 5, "min_time_ms": 20.0, "cpu": None, "no_pin": False, "plot": None,
@@ -150,6 +156,16 @@ def _ops(sub, common) -> None:
                    help="comma-separated thread counts for tpp (default 1,2)")
 
 
+def _transformer(sub, common) -> None:
+    for name, text in (("attention", "tpp.ops.attention against torch's scaled_dot_product_attention"),
+                       ("norm", "tpp.ops.layer_norm and softmax against torch's"),
+                       ("bert", "tpp.ops.BertLayer against torch.nn.TransformerEncoderLayer")):
+        p = sub.add_parser(name, parents=[common], help=text, description=transformer_suite.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--threads", type=_list(int, "thread count"), default=[1, 2],
+                       help="comma-separated thread counts (tpp's and torch's; default 1,2)")
+
+
 def _capi(sub, common) -> None:
     p = sub.add_parser("capi", parents=[common], help="GEMM through libtpp, timed in a C loop",
                        description=capi_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,7 +177,8 @@ def parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{unary,binary,gemm,brgemm,matmul,ops,capi,gpu,info}")
+    sub = p.add_subparsers(dest="command",
+                           metavar="{unary,binary,gemm,brgemm,matmul,ops,attention,norm,bert,capi,gpu,info}")
     sub.add_parser("info", parents=[common], help="target, features, threads, cache and measured peaks")
     sub.add_parser("gpu", parents=[common], help="NVPTX kernels on an NVIDIA GPU (tpp.cuda)",
                    description=gpu_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     _brgemm(sub, common)
     _matmul(sub, common)
     _ops(sub, common)
+    _transformer(sub, common)
     return p
 
 
@@ -186,7 +204,7 @@ def _kinds(p: argparse.ArgumentParser, text: str, catalog: tuple[str, ...]) -> l
 def _pin(args) -> int | None:
     """Run on one CPU: no migrations mid-repetition (the kernels are single-threaded).
     matmul runs several threads and is never pinned."""
-    if args.no_pin or args.command in ("matmul", "ops") or not hasattr(os, "sched_setaffinity"):
+    if args.no_pin or args.command in MULTI_THREAD or not hasattr(os, "sched_setaffinity"):
         return None
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
@@ -197,7 +215,7 @@ def _peaks(command, plan) -> list[str]:
     """The peaks a command's header reports: its own first, then f32 FMA for comparison."""
     if command == "gemm":
         return list(dict.fromkeys([plan[1], "f32"]))
-    return [] if command in ("matmul", "gpu", "ops") else ["f32"]
+    return [] if command in ("gpu",) + MULTI_THREAD else ["f32"]
 
 
 def _rows(args, plan, opts) -> list[dict]:
@@ -217,6 +235,8 @@ def _rows(args, plan, opts) -> list[dict]:
         return gpu_suite.rows(opts, target=args.target)
     if args.command == "ops":
         return ops_suite.rows(plan, opts)
+    if args.command in TRANSFORMER:
+        return TRANSFORMER[args.command](plan, opts)
     return suites.sizes_rows(args.family, *plan, opts)
 
 
@@ -226,7 +246,7 @@ def _split(args, plan) -> list:
         return [(f"{'x'.join(map(str, size))}", (([size],) + tuple(plan[1:]))) for size in plan[0]]
     if args.command == "capi":
         return [(f"{'x'.join(map(str, size))}", [size]) for size in plan]
-    if args.command in ("gpu", "ops"):
+    if args.command in ("gpu", "ops") + tuple(TRANSFORMER):
         return [(args.command, plan)]
     if args.command in ("unary", "binary"):
         kinds, sizes, dtype = plan
@@ -336,7 +356,7 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
         return args.sizes
     if args.command == "gpu":
         return ()
-    if args.command == "ops":
+    if args.command in ("ops",) + tuple(TRANSFORMER):
         if not args.threads or any(t < 1 for t in args.threads):
             p.error("--threads must be >= 1")
         return args.threads

@@ -9,8 +9,8 @@ same data, repetitions interleaved, one row per (op, shape, threads).
                (d, heads, 4 d, gelu, batch_first, post-LN) in eval mode (ms; tpp/base is
                the latency ratio)
 
-The baseline is torch where it is installed (`pip install 'tpp[bench]'`, CPU wheel),
-set to the same thread count, else the numpy expression of the same computation; the
+The baseline is torch where it is installed (the CPU wheel: `pip install
+torch==2.13.0+cpu`), set to the same thread count, else the numpy expression of the same computation; the
 "baseline is" column says which. Every result is checked against the baseline's.
 """
 from __future__ import annotations
