@@ -44,8 +44,9 @@ def _numpy_attention(q, k, v, causal):
 ATTENTION = ((1, 12, 512, 64, False), (1, 12, 2048, 64, False), (1, 12, 2048, 64, True))
 
 
-def attention_rows(thread_counts, opts, cases=ATTENTION, dtype="f32") -> list[dict]:
+def attention_rows(thread_counts, opts, cases=None, dtype="f32") -> list[dict]:
     rows = []
+    cases = ATTENTION if cases is None else cases
     rng = np.random.default_rng(0)
     for b, h, s, d, causal in cases:
         q, k, v = (rng.standard_normal((b, h, s, d), dtype=np.float32) for _ in range(3))
@@ -71,8 +72,9 @@ def attention_rows(thread_counts, opts, cases=ATTENTION, dtype="f32") -> list[di
 NORM_SHAPES = ((4096, 768),)
 
 
-def norm_rows(thread_counts, opts, shapes=NORM_SHAPES) -> list[dict]:
+def norm_rows(thread_counts, opts, shapes=None) -> list[dict]:
     rows = []
+    shapes = NORM_SHAPES if shapes is None else shapes
     rng = np.random.default_rng(1)
     for m, n in shapes:
         x = rng.standard_normal((m, n), dtype=np.float32)
@@ -156,8 +158,9 @@ def numpy_bert_layer(x, params, heads, key_padding_mask=None, eps=1e-5):
     return norm(x1 + hidden @ p["ff2_w"].T + p["ff2_b"], p["ln2_w"], p["ln2_b"])
 
 
-def bert_rows(thread_counts, opts, cases=BERT) -> list[dict]:
+def bert_rows(thread_counts, opts, cases=None) -> list[dict]:
     rows = []
+    cases = BERT if cases is None else cases
     rng = np.random.default_rng(2)
     for b, s, d, heads in cases:
         params = random_params(d, rng)
