@@ -1,8 +1,16 @@
 """Compile LLVM IR for a target: optimise (new pass manager), emit object code or
-assembly, and load object code into a long-lived MCJIT engine per target.
+assembly, and link object code into memory (MCJIT engines) and free it again.
 
 Everything goes through object code so that a freshly compiled kernel and one
 read back from the disk cache take the same path into memory.
+
+`link(obj, target, symbols)` returns a Code: the symbols' addresses, valid as long as the
+Code object lives. Code is linked into engines of up to GROUP objects; a Code holds its
+engine, and an engine that no Code refers to any more is disposed of, which unmaps its
+code (one engine per target for the whole process kept every distinct kernel, ~29 KB
+each, forever). Grouping spreads an engine's own cost (its target machine: ~50 KB and
+~0.9 ms to create) over its objects; a Code kept alive keeps the rest of its group
+mapped, at most GROUP - 1 objects. `load_object` links code for the whole process.
 """
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import contextlib
 import os
 import re
 import threading
+import weakref
 
 from llvmlite import binding as llvm
 from llvmlite.binding import ffi as _llvm_ffi
@@ -21,8 +30,7 @@ from .targets import Target
 _lock = threading.RLock()
 _initialised = False
 _machines: dict[tuple[Target, int], llvm.TargetMachine] = {}
-_engines: dict[Target, llvm.ExecutionEngine] = {}
-_loaded: dict[tuple[Target, str], int] = {}     # symbols already linked, per engine
+GROUP = 16               # objects linked into one engine
 
 
 _all_targets = False
@@ -125,12 +133,28 @@ def optimise(module: ir.Module | str, target: Target, opt: int = 3) -> llvm.Modu
         mod.data_layout = str(tm.target_data)
         mod.verify()
         if opt > 0:
-            pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=opt))
-            mpm = llvm.create_new_module_pass_manager()
-            for name in _PASSES:
-                getattr(mpm, f"add_{name}_pass")()
+            mpm, pb = _pipeline(target, opt)
             mpm.run(mod, pb)
         return mod
+
+
+_pipelines: dict[tuple[Target, int], tuple] = {}
+
+
+def _pipeline(target: Target, opt: int) -> tuple:
+    """The clean-up pass manager and its pass builder, made once per target and level:
+    LLVM keeps ~4 KB of each pair made even after llvmlite disposes of it (measured: a
+    new pair per kernel grew the process by 4.3 KB a kernel, for good)."""
+    key = (target, opt)
+    found = _pipelines.get(key)
+    if found is None:
+        pb = llvm.create_pass_builder(target_machine(target, opt),
+                                      llvm.create_pipeline_tuning_options(speed_level=opt))
+        mpm = llvm.create_new_module_pass_manager()
+        for name in _PASSES:
+            getattr(mpm, f"add_{name}_pass")()
+        found = _pipelines[key] = (mpm, pb)
+    return found
 
 
 @contextlib.contextmanager
@@ -164,37 +188,79 @@ def emit_code(mod: llvm.ModuleRef, target: Target, opt: int = 3) -> bytes:
     return emit_object(mod, target, opt)
 
 
-def load_object(obj: bytes, target: Target, symbols: list[str]) -> dict[str, int]:
-    """Link object code into the target's engine; returns each symbol's address.
-    Engines live for the whole process, so returned addresses stay valid."""
+class _Engine:
+    """An MCJIT engine and the symbols linked into it. Disposed of (its code unmapped) when
+    garbage: only the Code objects of its objects, and the open group, refer to it."""
+
+    def __init__(self, target: Target):
+        _init()
+        # a target machine of its own: the engine takes ownership and disposes of it
+        tm = llvm.Target.from_triple(target.triple).create_target_machine(
+            cpu=target.cpu, features=target.features, opt=3, reloc="static", codemodel=target.code_model)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+        self.symbols: set[str] = set()
+        self.objects = 0
+
+
+class Code:
+    """Linked object code: `addresses[symbol]`, valid while this object lives."""
+
+    __slots__ = ("addresses", "_engine", "__weakref__")
+
+    def __init__(self, addresses: dict[str, int], engine: _Engine):
+        self.addresses = addresses
+        self._engine = engine
+
+
+_open: dict[Target, _Engine] = {}                      # the engine taking objects, per target
+_linked: weakref.WeakValueDictionary = weakref.WeakValueDictionary()   # (target, symbols) -> Code
+_kept: set[Code] = set()                               # load_object's: never freed
+
+
+def link(obj: bytes, target: Target, symbols: list[str]) -> Code:
+    """Link object code into memory; its symbols' addresses stay valid while the Code lives.
+    Code for the same symbols still alive is shared, not linked twice."""
     if not target.runs_on_host:
         raise RuntimeError(f"tpp: target {target.name} cannot run on this machine")
+    key = (target, tuple(symbols))
     with _lock:
-        if all((target, s) in _loaded for s in symbols):   # same code linked before
-            return {s: _loaded[(target, s)] for s in symbols}
+        code = _linked.get(key)
+        if code is not None:
+            return code
         # RuntimeDyld trusts what it links: code that is not the target's, or lacks a
         # symbol, would crash the process here instead of raising
         reason = objfile.problem(obj, target, symbols)
         if reason:
             raise RuntimeError(f"tpp: refusing to link object code for {target.name}: {reason}")
-        engine = _engines.get(target)
-        if engine is None:
-            _init()
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target))
-            _engines[target] = engine
-        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        engine.finalize_object()
-        addrs = {s: engine.get_function_address(s) for s in symbols}
+        group = _open.get(target)
+        # a symbol defined twice in one engine resolves to one of them: start another
+        if group is None or group.objects >= GROUP or not group.symbols.isdisjoint(symbols):
+            group = _open[target] = _Engine(target)
+        group.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        group.engine.finalize_object()
+        group.objects += 1
+        group.symbols.update(symbols)
+        addrs = {s: group.engine.get_function_address(s) for s in symbols}
         # an address past the user half is no address: the loader's mapping failed (seen
         # under an address-space limit: MAP_FAILED-based garbage that would crash a call)
         if any(a >= 1 << 63 for a in addrs.values()):
             raise MemoryError(f"tpp: the JIT could not map the code of {', '.join(symbols)} "
                               "(out of address space?)")
-        _loaded.update({(target, s): a for s, a in addrs.items() if a})
-    missing = [s for s, a in addrs.items() if not a]
-    if missing:
-        raise RuntimeError(f"tpp: symbols missing from object code: {missing}")
-    return addrs
+        missing = [s for s, a in addrs.items() if not a]
+        if missing:
+            raise RuntimeError(f"tpp: symbols missing from object code: {missing}")
+        code = _linked[key] = Code(addrs, group)
+        if group.objects >= GROUP:
+            del _open[target]           # full: it lives on as long as its Code objects
+    return code
+
+
+def load_object(obj: bytes, target: Target, symbols: list[str]) -> dict[str, int]:
+    """Link object code for the rest of the process; returns each symbol's address."""
+    code = link(obj, target, symbols)
+    with _lock:
+        _kept.add(code)
+    return code.addresses
 
 
 def llvm_version() -> str:

@@ -1,15 +1,17 @@
 """Dispatch: descriptor + target -> Kernel, through two cache levels.
 
-In memory: a lock-protected dict from (descriptor, target). On disk: object
-code keyed by the package version, a hash of the code generators' sources, the
-llvmlite/LLVM versions, the target, the descriptor, the opt level and the
-numpy array layout the wrapper reads.
+In memory: a lock-protected map from (descriptor, target), bounded by
+TPP_KERNEL_CACHE_SIZE (recent.py; a kernel dropped from it is freed, code and all, once
+nothing else holds it). On disk: object code keyed by the package version, a hash of the
+code generators' sources, the llvmlite/LLVM versions, the target, the descriptor, the opt
+level and the numpy array layout the wrapper reads.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import llvmlite
@@ -22,10 +24,12 @@ from .errors import TargetError
 from .irgen import generate_ir, module_for  # noqa: F401  (generate_ir: dispatch's public name)
 from .jit.targets import Target
 from .kernel import Kernel
+from .recent import Recent
 
 __version__ = "0.1.0"
 _lock = threading.Lock()
-_memory: dict[tuple, Kernel] = {}
+_memory = Recent(lambda: config.get().kernel_cache_size)     # (descriptor, target) -> Kernel
+_found, _tick = _memory.found, _memory.tick
 _targets: dict[tuple, Target] = {}       # (TPP_TARGET, TPP_HOST_LIMIT) -> target
 _source_hash: str | None = None
 _module = module_for                      # the older name (tests build modules through it)
@@ -73,14 +77,15 @@ def sources_hash() -> str:
 def get_kernel(desc, target=None) -> Kernel:
     target = resolve_target(target)
     key = (desc, target)
-    kernel = _memory.get(key)
+    kernel = _found.get(key)          # Recent.get, inlined: a hit is a lookup and a stamp
     if kernel is not None:
+        kernel._used = _tick()
         return kernel
     with _lock:
-        kernel = _memory.get(key)
+        kernel = _memory.find(key)
         if kernel is None:
             kernel = _build(desc, target)
-            _memory[key] = kernel
+        _memory.put(key, kernel)
     return kernel
 
 
@@ -130,14 +135,16 @@ def check_runnable(what: str, target: Target) -> None:
 
 def _build(desc, target: Target) -> Kernel:
     check_offered(desc, target)
-    obj, symbol, text = _object_code({"target": target, "descriptor": desc},
-                                     lambda sym: module_for(desc, target, sym))
-    address = compiler.load_object(obj, target, [symbol])[symbol] if target.runs_on_host else 0
+    obj, symbol, _ = _object_code({"target": target, "descriptor": desc},
+                                  lambda sym: module_for(desc, target, sym))
+    code = compiler.link(obj, target, [symbol]) if target.runs_on_host else None
+    address = code.addresses[symbol] if code else 0
     # descriptors whose arguments are not a fixed list of 2-D arrays (BRGEMM) have no
     # native Python entry; their wrapper checks and calls in Python
     native = target.runs_on_host and desc.native_python_entry
     entry = python_entry(len(desc.operands())) if native else 0
-    kernel = Kernel(desc, target, symbol, address, entry, text, dispatch=get_kernel)
+    # no IR text kept (~10 KB a kernel): Kernel.ir generates it again when asked
+    kernel = Kernel(desc, target, symbol, address, entry, dispatch=get_kernel, code=code)
     if not target.runs_on_host:
         kernel.code = obj          # PTX text or object code, for a loader elsewhere (tpp.cuda, AOT)
     return kernel
@@ -162,25 +169,37 @@ def python_entry(count: int) -> int:
     return address
 
 
-def get_functions(desc, target=None, suffixes: tuple[str, ...] = ("",)) -> list[int]:
-    """Addresses of a composite's compiled functions: `desc.emit(module, symbol, target)`
-    defines `symbol + suffix` for each suffix, with the signatures the composite documents."""
+def functions(desc, target=None, suffixes: tuple[str, ...] = ("",)) -> compiler.Code:
+    """A composite's compiled functions: `desc.emit(module, symbol, target)` defines
+    `symbol + suffix` for each suffix, with the signatures the composite documents; their
+    addresses (`.addresses[symbol + suffix]`, in the order of suffixes) stay valid while
+    the returned Code lives (a compose Program holds it)."""
     target = resolve_target(target)
     key = ("function", desc, target, suffixes)
-    addresses = _functions.get(key)
-    if addresses is None:
+    code = _functions.get(key)
+    if code is None:
         with _lock:
-            addresses = _functions.get(key)
-            if addresses is None:
+            code = _functions.get(key)
+            if code is None:
+                check_runnable(f"tpp {type(desc).__name__}", target)
                 obj, symbol, _ = _object_code({"target": target, "descriptor": desc},
                                               lambda sym: module_for(desc, target, sym), suffixes)
-                found = compiler.load_object(obj, target, [symbol + s for s in suffixes])
-                addresses = [found[symbol + s] for s in suffixes]
-                _functions[key] = addresses
-    return addresses
+                code = _functions[key] = compiler.link(obj, target, [symbol + s for s in suffixes])
+    return code
 
 
-_functions: dict[tuple, list[int]] = {}
+def get_functions(desc, target=None, suffixes: tuple[str, ...] = ("",)) -> list[int]:
+    """The addresses of functions(...), kept for the rest of the process (raw addresses
+    cannot say when they are no longer used)."""
+    code = functions(desc, target, suffixes)
+    with _lock:
+        _pinned.add(code)
+    return list(code.addresses.values())
+
+
+# alive while a Program holds them (compose keeps Programs in its own bounded cache)
+_functions: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_pinned: set = set()
 
 
 def _fork_child() -> None:

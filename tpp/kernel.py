@@ -17,19 +17,27 @@ from .irgen import generate_ir
 from .jit import compiler
 
 
+# Kernels whose raw address was handed out (C callers, BRGEMM's stride siblings, the
+# bench's repeat loop): nothing says when such an address is last called, so their code
+# is kept for the rest of the process.
+_pinned: set = set()
+
+
 class Kernel:
     """A JIT-compiled TPP. `address` is its C entry `void f(const tpp_tensor *args)`.
     `descriptor` follows the descriptor protocol (protocol.py); `dispatch(desc, target)`
     returns the kernel of another descriptor (tpp.dispatch.get_kernel: views with other
-    row strides run siblings compiled for them)."""
+    row strides run siblings compiled for them). `code` (jit.compiler.Code) keeps the
+    machine code mapped: it is freed with the last Kernel that refers to it."""
 
     def __init__(self, descriptor, target, symbol: str, address: int, entry: int,
-                 source_ir: str | None = None, dispatch=None):
+                 source_ir: str | None = None, dispatch=None, code=None):
         self.descriptor = descriptor
         self._dispatch = dispatch
         self.target = target
         self.symbol = symbol
-        self.address = address
+        self._address = address
+        self._code = code
         self._ir = source_ir
         self._asm = None
         self.code: bytes | None = None    # what a loader elsewhere takes (PTX), for non-host targets
@@ -99,9 +107,10 @@ class Kernel:
                   for op, val, dt in zip(self._operands, list(args) + list(outs), self._np)]
         checks.check_overlap(self._what, self._operands, arrays, self.descriptor.elementwise)
         lds = [cabi.row_stride(a, None) for a in arrays]
-        raw = self._raw
+        raw, sibling = self._raw, None
         if any(op.ld is not None and ld is not None and ld != op.ld for op, ld in zip(self._operands, lds)):
-            raw = self._sibling(lds)._raw          # compiled for other row strides
+            sibling = self._sibling(lds)           # compiled for other row strides; held
+            raw = sibling._raw                     # across the call (its code lives with it)
         raw(cabi.tensors([(cabi.data_address(a), arrayabi.default_ld(op) if ld is None else ld)
                           for op, a, ld in zip(self._operands, arrays, lds)]))   # cffi releases the GIL
 
@@ -112,6 +121,14 @@ class Kernel:
         return self._dispatch(self.descriptor.with_lds(*fixed), self.target)
 
     # ---- inspection -----------------------------------------------------------------
+    @property
+    def address(self) -> int:
+        """The C entry's address (0 for a target this machine cannot run). Reading it keeps
+        the kernel's code for the rest of the process: a raw address has no lifetime."""
+        if self._address:
+            _pinned.add(self)
+        return self._address
+
     @property
     def ir(self) -> str:
         """The kernel's LLVM IR (before optimisation)."""

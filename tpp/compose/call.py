@@ -25,9 +25,10 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import cabi, config, pool
-from ..dispatch import check_runnable, current_target, get_functions, resolve_target
+from ..dispatch import check_runnable, current_target, functions, resolve_target
 from ..dtypes import to_numpy
 from ..errors import AliasError, ArgumentError, DTypeError, ShapeError
+from ..recent import Recent
 from .emit import CONTROL_WORDS, COUNTER, STATUS, Layout, emit_composite
 
 
@@ -93,7 +94,8 @@ class Program:
                          if self.tensors[o].alias in names
                          and self.tensors[names.index(self.tensors[o].alias)].strides == self.tensors[o].strides}
         self.max_threads = composite.parallel_extent()
-        [address] = get_functions(desc, target)
+        self.code = functions(desc, target)         # the function's code lives with the Program
+        [address] = self.code.addresses.values()
         self.fn = cabi.ffi.cast(cabi.NEST, address)
 
     def team(self, threads: int) -> int:
@@ -163,7 +165,9 @@ class Program:
             raise MemoryError(f"{self.what}: no memory for the {sc.bytes} bytes of {sc.what or sc.name}")
 
 
-_programs: dict = {}
+# bounded like dispatch's kernels (TPP_KERNEL_CACHE_SIZE); a Program in use (a call in
+# progress, a memo, a thread's scratch) keeps its code however old it is
+_programs = Recent(lambda: config.get().kernel_cache_size)
 _programs_lock = threading.Lock()
 
 
@@ -175,9 +179,10 @@ def program(what: str, desc, target=None) -> Program:
     if found is None:
         check_runnable(what, target)      # before its plan is emitted for a target it may not fit
         with _programs_lock:
-            found = _programs.get(key)
+            found = _programs.find(key)
             if found is None:
-                found = _programs[key] = Program(what, desc, target)
+                found = Program(what, desc, target)
+            _programs.put(key, found)
     return found
 
 
