@@ -115,6 +115,22 @@ def test_the_pool_never_grows_past_the_maximum():
     assert len(pool._workers) <= most - 1
 
 
+
+def test_a_composite_starts_no_more_threads_than_its_work_can_use(run_python):
+    """One row of work runs on the calling thread alone, whatever threads= asks for; 16 rows
+    on a fresh pool start at most 15 workers beside the caller."""
+    ran = run_python("""
+import numpy as np, tpp, tpp.ops
+from tpp import config, pool
+most = config.get().max_threads
+tpp.ops.bias_act(np.ones((1, 64), np.float32), np.ones(64, np.float32), "relu", threads=most)
+print(len(pool._workers))
+x = np.ones((16, 64), np.float32)
+tpp.ops.bias_act(x, np.ones(64, np.float32), "relu", threads=most)
+print(len(pool._workers) <= min(most, 16) - 1)
+""", timeout=120).check()
+    assert ran.stdout.split() == ["0", "True"], ran.stdout
+
 # ---- fork -------------------------------------------------------------------------------
 # A child of fork() has only the thread that forked. Each case forks from a fresh
 # interpreter; a child that is not done in CHILD_S is killed and reported as a hang (left
