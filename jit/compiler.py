@@ -30,10 +30,8 @@ from .targets import Target
 _lock = threading.RLock()
 _initialised = False
 _machines: dict[tuple[Target, int], llvm.TargetMachine] = {}
-GROUP = 16               # objects linked into one engine
-
-
 _all_targets = False
+GROUP = 16               # objects linked into one engine
 
 
 # fork() while another thread is inside LLVM (parsing, optimising, linking into an engine)
@@ -41,13 +39,17 @@ _all_targets = False
 # own (held around every call into LLVM, garbage collection's disposals included) and
 # ours. The fork waits for both (ours first, the order every compile takes them); the
 # child, the forking thread alone, releases them.
+# llvmlite's lock is not public API: without it, only ours is waited for
+_llvm_lock = getattr(_llvm_ffi.lib, "_lock", None) or contextlib.nullcontext()
+
+
 def _fork_prepare() -> None:
     _lock.acquire()
-    _llvm_ffi.lib._lock.__enter__()
+    _llvm_lock.__enter__()
 
 
 def _fork_done() -> None:
-    _llvm_ffi.lib._lock.__exit__(None, None, None)
+    _llvm_lock.__exit__(None, None, None)
     _lock.release()
 
 
