@@ -1,10 +1,16 @@
 """Vector transcendental functions emitted as IR (f32 lanes): no libm calls.
 
-Error bounds (tests/test_unary.py checks them against float64 numpy):
-  exp, log, tanh, sigmoid, gelu_erf: <= 2e-6 relative wherever the result is a
-  normal f32 (measured: 2-6e-7). gelu_tanh: <= 2e-6 relative for x >= -5; below,
-  where |result| < 3e-7, the f32 rounding of its exponent -2u (|2u| up to 87)
-  allows ~|2u| 2^-23 relative, so the bound there is 1e-11 absolute.
+Error bounds (tests/test_unary.py and tests/test_numerics_exact.py check them
+against float64 numpy):
+  exp, log, tanh, sigmoid, gelu_erf: <= 2e-6 relative (measured: 2-6e-7), plus
+  2^-149 where the result is subnormal. gelu_tanh: <= 2e-6 relative for x >= -5;
+  below, where |result| < 3e-7, the f32 rounding of its exponent -2u (|2u| up to
+  113) allows ~|2u| 2^-24 relative: 2e-5 there.
+  Saturation: where the f32 rounding of the true value is 0, +-1, +-inf or x, the
+  result is exactly that. The forms below are chosen for it: results near 1 (or
+  near x) come from one final rounding of 1 - small (x - x small), and results
+  that may be subnormal are computed scaled, p r 2^n with e^a = p 2^n, and
+  multiplied by 2^n last (ldexp), so they are rounded once, not flushed.
 
 Coefficients: exp uses the Taylor series of e^r on |r| <= ln2/2 (degree 6,
 truncation 1.2e-7 relative). The tanh rational function and the erfc polynomial
@@ -48,31 +54,48 @@ def _pow2(v: VecBuilder, n: ir.Value) -> ir.Value:
     return b.bitcast(bits, v.vty(F32))
 
 
-def exp(v: VecBuilder, x: ir.Value) -> ir.Value:
+def exp_parts(v: VecBuilder, x: ir.Value, lo: float = -104.0, hi: float = 88.8) -> tuple[ir.Value, ir.Value]:
+    """(p, n) with e^x = p * 2^n, p in [0.7, 1.42] and n integral (float), for x clamped
+    to [lo, hi] (lo >= -170: ldexp's two factors each stay normal). Callers scale p before
+    ldexp(., n) so that a result below the normal range is rounded once, not twice."""
     b = v.b
-    has_scalef = v.has_op("scalef", x.type)
-    if has_scalef:
-        xc = _clamp(v, x, -104.0, 88.8)   # NaN flows through to a NaN result
+    if v.has_op("scalef", x.type):
+        xc = _clamp(v, x, lo, hi)   # NaN flows through to a NaN result
     else:
         # maxnum/minnum drop NaN, so xc is never NaN (fptosi of NaN would be poison);
-        # NaN is put back at the end.
-        xc = v.intrinsic("maxnum", v.intrinsic("minnum", x, v.const(88.8)), v.const(-104.0))
+        # callers put NaN back (exp does) or carry it in another factor.
+        xc = v.intrinsic("maxnum", v.intrinsic("minnum", x, v.const(hi)), v.const(lo))
     n = v.rint(b.fmul(xc, v.const(LOG2E)))
     r = v.fma(n, v.const(-LN2_HI), xc)
     r = v.fma(n, v.const(-LN2_LO), r)
-    p = v.poly(r, _EXP_TAYLOR)
-    if has_scalef:
-        return v.scalef(p, n)                          # p * 2^n, over/underflow handled
+    return v.poly(r, _EXP_TAYLOR), n
+
+
+def ldexp(v: VecBuilder, p: ir.Value, n: ir.Value) -> ir.Value:
+    """p * 2^n for integral float n in [-340, 254] and |p| < 2^126, rounded once:
+    gradual underflow to subnormals and 0, overflow to inf."""
+    if v.has_op("scalef", p.type):
+        return v.scalef(p, n)
+    b = v.b
     ni = b.fptosi(n, v.vty(I32))
     half = b.ashr(ni, v.const(1, I32))                 # split 2^n in two so neither factor
-    res = b.fmul(b.fmul(p, _pow2(v, half)), _pow2(v, b.sub(ni, half)))   # over/underflows
-    return b.select(b.fcmp_unordered("uno", x, x), x, res)
+    return b.fmul(b.fmul(p, _pow2(v, half)), _pow2(v, b.sub(ni, half)))   # over/underflows
+
+
+def exp(v: VecBuilder, x: ir.Value) -> ir.Value:
+    p, n = exp_parts(v, x)
+    res = ldexp(v, p, n)
+    if v.has_op("scalef", x.type):
+        return res
+    return v.b.select(v.b.fcmp_unordered("uno", x, x), x, res)
 
 
 def expm1(v: VecBuilder, x: ir.Value) -> ir.Value:
-    """e^x - 1 without the cancellation of exp(x) - 1 near 0."""
+    """e^x - 1 without the cancellation of exp(x) - 1 near 0; x + x^2 (1/2 + x/6 + ...) is
+    rounded once, so a tiny x gives x exactly (and x's sign: -0 stays -0)."""
     b = v.b
-    small = b.fmul(x, v.poly(x, [1.0 / math.factorial(k + 1) for k in range(9)]))
+    small = v.fma(b.fmul(x, x), v.poly(x, [1.0 / math.factorial(k + 2) for k in range(8)]), x)
+    small = b.select(b.fcmp_ordered("==", x, v.const(0.0)), x, small)     # -0 stays -0
     big = b.fsub(exp(v, x), v.const(1.0))
     return b.select(b.fcmp_ordered("<", v.fabs(x), v.const(0.5)), small, big)
 
@@ -111,20 +134,35 @@ def _clamp(v: VecBuilder, x: ir.Value, lo: float, hi: float) -> ir.Value:
     return x
 
 
+# tanh rounds to +-1 in f32 from this |x| on (the smallest such f32); below it the
+# rational function is capped at the f32 below 1. Below _TANH_LINEAR tanh(x) rounds to x.
+_TANH_ONE = 9.010914
+_BELOW_ONE = 1.0 - 2.0 ** -24
+_TANH_LINEAR = 2.99e-4       # (3 * 2^-25)^0.5: x^3/3 is then under half an ulp of x
+
+
 def tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
-    """An odd rational function: ~16 vector instructions, no exp, no branch blend."""
+    """An odd rational function of |x| (~20 vector instructions, no exp), given x's sign;
+    exactly +-1 where tanh rounds to it and exactly x where it rounds to x."""
     b = v.b
-    xc = _clamp(v, x, -_TANH_CLAMP, _TANH_CLAMP)
+    ax = v.fabs(x)
+    xc = _clamp(v, ax, -math.inf, _TANH_CLAMP)
     u = b.fmul(xc, xc)
-    return v.div(b.fmul(xc, v.poly(u, _TANH_P)), v.poly(u, _TANH_Q))
+    r = v.div(b.fmul(xc, v.poly(u, _TANH_P)), v.poly(u, _TANH_Q))
+    r = _clamp(v, r, -math.inf, _BELOW_ONE)
+    r = b.select(b.fcmp_ordered(">=", ax, v.const(_TANH_ONE)), v.const(1.0), r)
+    r = b.select(b.fcmp_ordered("<", x, v.const(0.0)), b.fneg(r), r)
+    return b.select(b.fcmp_ordered("<", ax, v.const(_TANH_LINEAR)), x, r)    # keeps -0
 
 
 def sigmoid(v: VecBuilder, x: ir.Value) -> ir.Value:
+    """q = sigmoid(-|x|) = t / (1 + t) with t = e^-|x| (never overflows); sigmoid(x) is q
+    for x < 0 (a subnormal t is kept exactly: 1 + t is then 1) and 1 - q for x >= 0,
+    rounded once near 1, so it is 1.0 exactly where the true value rounds to 1."""
     b = v.b
-    # e^-x is capped at e^88 so that 1 + e^-x stays finite for the reciprocal
-    # (NaN passes the clamp and gives NaN).
-    e = exp(v, _clamp(v, b.fneg(x), -math.inf, 88.0))
-    return v.recip(b.fadd(v.const(1.0), e))
+    t = exp(v, b.fneg(v.fabs(x)))
+    q = b.fmul(t, v.recip(b.fadd(v.const(1.0), t)))
+    return b.select(b.fcmp_ordered(">=", x, v.const(0.0)), b.fsub(v.const(1.0), q), q)
 
 
 def _gelu_tanh_arg(v: VecBuilder, x: ir.Value) -> ir.Value:
@@ -135,65 +173,95 @@ def _gelu_tanh_arg(v: VecBuilder, x: ir.Value) -> ir.Value:
     return u
 
 
-# Below this, gelu_tanh and its gradient are 0 to f32 precision (|gelu(-10)| ~ 1e-37)
-# and e^(-2u) would overflow; above +_GELU_FLAT the gradient is exactly 1.
-_GELU_FLOOR = -10.0
+# Below this gelu_tanh and its gradient round to -0 in f32 (|gelu(-10.8)| < 2^-150);
+# above +_GELU_FLAT the gradient is exactly 1.
+_GELU_FLOOR = -11.0
 _GELU_FLAT = 10.0
+_SCALED_LO = -120.0     # e^(-|2u|) parts: |2u| <= 113 above the floor
 
 
 def _below_floor(v: VecBuilder, x: ir.Value, value: ir.Value, floor_value: float) -> ir.Value:
     return v.b.select(v.b.fcmp_ordered("<", x, v.const(_GELU_FLOOR)), v.const(floor_value), value)
 
 
-def gelu_tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
-    # 0.5 x (1 + tanh(u)) == x * sigmoid(2u): no cancellation for negative x.
+def _sigmoid_2u(v: VecBuilder, xc: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(q, p r, n) for gelu's sigmoid(2u): q = sigmoid(-|2u|) = p r 2^n, with
+    e^-|2u| = p 2^n and r = 1 / (1 + e^-|2u|); sigmoid(2u) is q for x < 0, 1 - q for x >= 0."""
     b = v.b
-    xc = _clamp(v, x, _GELU_FLOOR, math.inf)          # keeps e^(-2u) finite
-    e = exp(v, _gelu_tanh_arg(v, xc))
-    return _below_floor(v, x, v.div(xc, b.fadd(v.const(1.0), e)), -0.0)
+    p, n = exp_parts(v, b.fneg(v.fabs(_gelu_tanh_arg(v, xc))), _SCALED_LO)
+    t = ldexp(v, p, n)
+    r = v.recip(b.fadd(v.const(1.0), t))
+    return b.fmul(t, r), b.fmul(p, r), n
+
+
+def gelu_tanh(v: VecBuilder, x: ir.Value) -> ir.Value:
+    """x sigmoid(2u) == 0.5 x (1 + tanh(u)), without cancellation: x - x q for x > 0
+    (rounded once: exactly x where gelu rounds to x), ldexp(x p r, n) for x <= 0 (rounded
+    once, into the subnormal range where the result is that small; -0 stays -0)."""
+    b = v.b
+    xc = _clamp(v, x, _GELU_FLOOR, math.inf)
+    q, pr, n = _sigmoid_2u(v, xc)
+    # x q is below half an ulp of x beyond _GELU_FLAT: the clamp avoids inf * 0 at x = inf
+    pos = v.fma(b.fneg(_clamp(v, xc, -math.inf, _GELU_FLAT)), q, xc)
+    neg = ldexp(v, b.fmul(xc, pr), n)
+    value = b.select(b.fcmp_ordered(">", x, v.const(0.0)), pos, neg)
+    return _below_floor(v, x, value, -0.0)
 
 
 def gelu_tanh_grad(v: VecBuilder, x: ir.Value) -> ir.Value:
-    """d/dx gelu_tanh = s + x s (1-s) du2/dx with s = sigmoid(2u), du2/dx = 2c (1 + 3k x^2)."""
+    """d/dx gelu_tanh = s + x s (1-s) du2 with s = sigmoid(2u), du2/dx = 2c (1 + 3k x^2):
+    1 + q (x (1-q) du2 - 1) for x > 0 (s = 1 - q; rounded once near 1) and
+    q (1 + x (1-q) du2) for x <= 0 (s = q; scaled like gelu_tanh's tail)."""
     b = v.b
     xc = _clamp(v, x, _GELU_FLOOR, _GELU_FLAT)        # no inf * 0 for huge |x|
-    e = exp(v, _gelu_tanh_arg(v, xc))
-    s = v.recip(b.fadd(v.const(1.0), e))
-    one_minus_s = b.fmul(e, s)
+    q, pr, n = _sigmoid_2u(v, xc)
     du2 = v.fma(b.fmul(xc, xc), v.const(6.0 * GELU_C * GELU_K), v.const(2.0 * GELU_C))
-    return _below_floor(v, x, v.fma(b.fmul(b.fmul(xc, s), one_minus_s), du2, s), 0.0)
+    x_rest = b.fmul(xc, b.fsub(v.const(1.0), q))       # x (1 - q)
+    pos = v.fma(q, v.fma(x_rest, du2, v.const(-1.0)), v.const(1.0))
+    neg = ldexp(v, b.fmul(pr, v.fma(x_rest, du2, v.const(1.0))), n)
+    value = b.select(b.fcmp_ordered(">", x, v.const(0.0)), pos, neg)
+    return _below_floor(v, x, value, -0.0)
 
 
 # Phi(x) is 0 or 1 in f32 beyond +-_PHI_CLAMP, and so is the gelu_erf gradient.
 _PHI_CLAMP = 20.0
 
 
-def _phi_parts(v: VecBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
-    """(Phi(x), e^(-x^2/2)) where Phi is the standard normal CDF; x must be clamped
-    to +-_PHI_CLAMP by the caller (x^2 must not overflow).
+def _phi_parts(v: VecBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(h, p, n): Q = erfc(|x|/sqrt2)/2 = h 2^n (Phi(x) = Q for x < 0, 1 - Q above) and
+    e^(-x^2/2) = p 2^n; x must be clamped to +-_PHI_CLAMP by the caller (x^2 must not
+    overflow). The callers scale by 2^n last, so a subnormal result is rounded once.
 
-    Phi(x) = erfc(-x/sqrt2)/2 with erfc(z) = t e^(-z^2 + P(t)). z^2 = x^2/2 is
-    carried as hi + lo (FMA residual) and e^(-hi/2) is taken on its own, so
-    the rounding of z^2 costs no accuracy in the far tail."""
+    erfc(z) = t e^(-z^2 + P(t)). z^2 = x^2/2 is carried as hi + lo (FMA residual) and
+    e^(-hi/2) is taken on its own, so the rounding of z^2 costs no accuracy in the far tail."""
     b = v.b
     hi = b.fmul(x, x)
     lo = v.fma(x, x, b.fneg(hi))
-    gauss_hi = exp(v, b.fmul(hi, v.const(-0.5)))
+    p, n = exp_parts(v, b.fmul(hi, v.const(-0.5)), _SCALED_LO)
     z = b.fmul(v.fabs(x), v.const(1.0 / math.sqrt(2.0)))
     t = b.fmul(v.const(2.0), v.recip(b.fadd(v.const(2.0), z)))
     corr = exp(v, v.fma(lo, v.const(-0.5), v.poly(t, _ERFC_P)))
-    half_erfc = b.fmul(b.fmul(t, v.const(0.5)), b.fmul(gauss_hi, corr))   # erfc(|x|/sqrt2)/2
-    phi = b.select(b.fcmp_ordered("<", x, v.const(0.0)), half_erfc, b.fsub(v.const(1.0), half_erfc))
-    return phi, gauss_hi
+    h = b.fmul(b.fmul(t, v.const(0.5)), b.fmul(p, corr))
+    return h, p, n
 
 
 def gelu_erf(v: VecBuilder, x: ir.Value) -> ir.Value:
-    phi, _ = _phi_parts(v, _clamp(v, x, -_PHI_CLAMP, _PHI_CLAMP))
-    return v.b.fmul(x, phi)
+    """x - x Q for x > 0 (rounded once: exactly x where gelu rounds to x), x Q for x <= 0."""
+    b = v.b
+    xc = _clamp(v, x, -_PHI_CLAMP, _PHI_CLAMP)
+    h, _, n = _phi_parts(v, xc)
+    pos = v.fma(b.fneg(xc), ldexp(v, h, n), x)          # Q is 0 beyond the clamp: x stays x
+    neg = ldexp(v, b.fmul(xc, h), n)
+    return b.select(b.fcmp_ordered(">", x, v.const(0.0)), pos, neg)
 
 
 def gelu_erf_grad(v: VecBuilder, x: ir.Value) -> ir.Value:
-    """Phi(x) + x * e^(-x^2/2) / sqrt(2 pi)."""
+    """Phi(x) + x e^(-x^2/2) / sqrt(2 pi): 1 + (x phi - Q) for x > 0 (rounded once near
+    1), Q + x phi for x <= 0 (scaled by 2^n last)."""
+    b = v.b
     xc = _clamp(v, x, -_PHI_CLAMP, _PHI_CLAMP)
-    phi, gauss = _phi_parts(v, xc)
-    return v.fma(v.b.fmul(xc, gauss), v.const(INV_SQRT_2PI), phi)
+    h, p, n = _phi_parts(v, xc)
+    x_gauss = b.fmul(xc, p)
+    pos = b.fadd(v.const(1.0), ldexp(v, v.fma(x_gauss, v.const(INV_SQRT_2PI), b.fneg(h)), n))
+    neg = ldexp(v, v.fma(x_gauss, v.const(INV_SQRT_2PI), h), n)
+    return b.select(b.fcmp_ordered(">", x, v.const(0.0)), pos, neg)
