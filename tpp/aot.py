@@ -10,7 +10,9 @@ reads a spec (JSON, or TOML on Python >= 3.11): a list of named descriptors,
       {"name": "gemm_64", "kind": "gemm", "m": 64, "n": 64, "k": 64, "beta": 0}
     ]}
 
-(the other keys are the keyword arguments of tpp.unary / binary / gemm / brgemm;
+(the other keys are the keyword arguments of tpp.unary / binary / gemm / brgemm; an
+equation is {"kind": "equation", "m", "n", "nodes": [...], "out_dtype"} with the node
+list of tpp.expr.from_nodes, the C ABI's tpp_eq_node array as JSON;
 a top-level "prefix": "mylib_", or --prefix, is put before every kernel's name),
 and writes NAME.o (every kernel, compiled for the target), libNAME.a, libNAME.so
 (linked by the system C compiler, `cc` or $CC) and NAME.h, which declares one C
@@ -39,6 +41,7 @@ from . import binary_desc, brgemm_desc, cnames, gemm_desc, unary_desc
 from .dispatch import check_offered, resolve_target
 from .irgen import module_for
 from .errors import DescriptorError, TargetError, TppError
+from .expr import from_nodes
 from .jit import compiler
 from .kernels import fields
 from .jit.targets import Target
@@ -139,8 +142,10 @@ def descriptor(entry: dict, prefix: str = "", index: int | None = None):
         raise SpecError(f"{where}: 'name' must be a C identifier, got {name!r}")
     check_name(prefix + name, name)
     kind = entry.pop("kind", None)
+    if kind == "equation":
+        return prefix + name, _equation(entry, where)
     if kind not in BUILDERS:
-        raise SpecError(f"{where}: 'kind' must be one of {', '.join(BUILDERS)}, got {kind!r}")
+        raise SpecError(f"{where}: 'kind' must be one of {', '.join(BUILDERS)}, equation, got {kind!r}")
     args = []
     if kind in ("unary", "binary"):
         if "op" not in entry:
@@ -167,6 +172,21 @@ def descriptor(entry: dict, prefix: str = "", index: int | None = None):
         return prefix + name, BUILDERS[kind](*args, *dims, **entry)
     except TypeError as exc:            # an unknown key
         raise SpecError(f"{where}: {exc}") from None
+    except TppError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+def _equation(entry: dict, where: str):
+    """An equation kernel: "m", "n", "nodes" (tpp.expr.from_nodes' node list), "out_dtype"."""
+    unknown = set(entry) - {"m", "n", "nodes", "out_dtype"}
+    if unknown:
+        raise SpecError(f"{where}: unknown keys for an equation: {', '.join(sorted(unknown))} "
+                        "(it takes m, n, nodes, out_dtype)")
+    for key in ("m", "n", "nodes"):
+        if key not in entry:
+            raise SpecError(f"{where}: an equation needs {key!r}")
+    try:
+        return from_nodes(entry["nodes"], entry["m"], entry["n"], entry.get("out_dtype"), "equation")
     except TppError as exc:
         raise type(exc)(f"{where}: {exc}") from None
 

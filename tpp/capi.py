@@ -111,6 +111,54 @@ def brgemm_from_c(f: _Fields):
 
 
 BUILDERS = {"unary": unary_from_c, "binary": binary_from_c, "gemm": gemm_from_c, "brgemm": brgemm_from_c}
+EQ_OPS = ("arg", "const", "unary", "binary", "reduce")       # TPP_EQ_* in order
+MAX_EQ_NODES = 4096
+
+
+def equation_from_c(ffi, desc):
+    """(descriptor, target) of a C tpp_equation_desc: its nodes as tpp.expr.from_nodes reads them."""
+    from .expr import from_nodes
+    what = "tpp_dispatch_equation"
+    if desc == ffi.NULL:
+        raise ArgumentError("descriptor is NULL")
+    if not 0 < desc.count <= MAX_EQ_NODES or desc.nodes == ffi.NULL:
+        raise ArgumentError(f"{what}: desc->count must be 1..{MAX_EQ_NODES} with desc->nodes set, got "
+                            f"{desc.count}")
+
+    def text(obj, name: str, where: str) -> str | None:
+        value = getattr(obj, name)
+        if value == ffi.NULL:
+            return None
+        raw = ffi.string(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ArgumentError(f"{what}: {where}{name} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                                f"{exc.start})") from None
+    nodes = []
+    for i in range(desc.count):
+        c = desc.nodes[i]
+        where = f"nodes[{i}]."
+        if not 0 <= c.op < len(EQ_OPS):
+            raise DescriptorError(f"{what}: nodes[{i}].op must be a TPP_EQ_* value (0..{len(EQ_OPS) - 1}), "
+                                  f"got {c.op}")
+        if c.flags & ~ALPHA:
+            raise ArgumentError(f"{what}: nodes[{i}].flags has unknown bits {c.flags & ~ALPHA:#x}")
+        op = EQ_OPS[c.op]
+        node = {"op": op}
+        if op == "arg":
+            node.update(index=int(c.a), bcast=text(c, "kind", where), dtype=text(c, "dtype", where))
+        elif op == "const":
+            node["value"] = float(c.value)
+        else:
+            node.update(kind=text(c, "kind", where), a=int(c.a))
+            if op == "binary":
+                node["b"] = int(c.b)
+            if op == "unary" and c.flags & ALPHA:
+                node["alpha"] = float(c.value)
+        nodes.append(node)
+    d = from_nodes(nodes, desc.m, desc.n, text(desc, "out_dtype", ""), what)
+    return d, text(desc, "target", "")
 
 
 def kernel_address(ffi, kind: str, desc) -> int:
@@ -139,6 +187,20 @@ def bind(ffi, lib) -> None:
         return OK
 
     kinds = tuple(BUILDERS)                      # `which` of tpp_capi_dispatch (capi_build.py)
+
+    @ffi.def_extern(name="tpp_capi_dispatch_equation")
+    def _dispatch_equation(desc):
+        try:
+            d, target = equation_from_c(ffi, desc)
+            kernel = get_kernel(d, target)
+            if not kernel.address:
+                raise TargetError(f"tpp_dispatch_equation: target {kernel.target.name} cannot run on this "
+                                  "machine; build its kernels ahead of time with tpp-aot")
+        except BaseException as exc:            # nothing may raise into C
+            fail(exc)
+            return ffi.NULL
+        lib.tpp_capi_set_error(OK, b"")
+        return ffi.cast("tpp_kernel", kernel.address)
 
     @ffi.def_extern(name="tpp_capi_dispatch")
     def _dispatch(which, desc):

@@ -27,7 +27,7 @@ HEADER = Path(__file__).parent / "include" / "tpp.h"
 MODULE = "_tpp_capi"                   # the embedding module's name inside the library
 BEGIN, END = "/* BEGIN DECLARATIONS", "/* END DECLARATIONS */"
 # exported functions implemented in Python (capi.bind); the others are C (see _C_SOURCE)
-PYTHON_FUNCTIONS = ("tpp_init", "tpp_capi_dispatch")
+PYTHON_FUNCTIONS = ("tpp_init", "tpp_capi_dispatch", "tpp_capi_dispatch_equation")
 
 # C side of the library: the per-thread error slot, and a cache of dispatched kernels
 # keyed by the descriptor's contents, so that a repeated dispatch never enters Python
@@ -129,6 +129,80 @@ static tpp_kernel dispatch(int which, const tpp_desc *desc) {
     return k;
 }
 
+/* ---- equations: cached by their serialised contents (numbers, then each string or a
+   marker for NULL) ---- */
+tpp_kernel tpp_capi_dispatch_equation(const tpp_equation_desc *desc);
+typedef struct eq_entry {
+    struct eq_entry *next;
+    size_t size;
+    unsigned char *key;
+    tpp_kernel kernel;
+} eq_entry;
+static eq_entry *eq_table_[BUCKETS];
+
+typedef struct { unsigned char *p; size_t size, cap; } bytes;
+static int put(bytes *b, const void *data, size_t n) {
+    if (b->size + n > b->cap) {
+        size_t cap = 2 * (b->size + n) + 64;
+        unsigned char *p = realloc(b->p, cap);
+        if (p == NULL) return 0;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->size, data, n);
+    b->size += n;
+    return 1;
+}
+static int put_text(bytes *b, const char *s) {
+    static const unsigned char none = 0xFF;             /* NULL: a byte no UTF-8 text holds */
+    return s ? put(b, s, strlen(s) + 1) : put(b, &none, 1);
+}
+
+static tpp_kernel dispatch_equation(const tpp_equation_desc *d) {
+    if (d == NULL || d->nodes == NULL || d->count <= 0 || d->count > 4096)
+        return tpp_capi_dispatch_equation(d);                       /* Python reports it */
+    bytes key = {0};
+    int ok = put(&key, &d->m, sizeof d->m) && put(&key, &d->n, sizeof d->n) &&
+             put(&key, &d->count, sizeof d->count) && put_text(&key, d->out_dtype) && put_text(&key, d->target);
+    for (int64_t i = 0; ok && i < d->count; i++) {
+        const tpp_eq_node *e = &d->nodes[i];
+        ok = put(&key, &e->op, sizeof e->op) && put(&key, &e->a, sizeof e->a) && put(&key, &e->b, sizeof e->b) &&
+             put(&key, &e->value, sizeof e->value) && put(&key, &e->flags, sizeof e->flags) &&
+             put_text(&key, e->kind) && put_text(&key, e->dtype);
+    }
+    if (!ok) {
+        free(key.p);
+        return tpp_capi_dispatch_equation(d);                       /* no memory to cache: just dispatch */
+    }
+    uint64_t h = mix(14695981039346656037ULL, key.p, key.size) %% BUCKETS;
+    pthread_mutex_lock(&lock_);
+    for (eq_entry *e = eq_table_[h]; e; e = e->next)
+        if (e->size == key.size && memcmp(e->key, key.p, key.size) == 0) {
+            tpp_kernel k = e->kernel;
+            pthread_mutex_unlock(&lock_);
+            free(key.p);
+            tpp_error_code_ = TPP_OK;
+            tpp_error_message_[0] = 0;
+            return k;
+        }
+    pthread_mutex_unlock(&lock_);
+    tpp_kernel k = tpp_capi_dispatch_equation(d);
+    eq_entry *e = k ? calloc(1, sizeof *e) : NULL;
+    if (e == NULL) {
+        free(key.p);
+        return k;
+    }
+    e->size = key.size;
+    e->key = key.p;
+    e->kernel = k;
+    pthread_mutex_lock(&lock_);
+    e->next = eq_table_[h];
+    eq_table_[h] = e;
+    pthread_mutex_unlock(&lock_);
+    return k;
+}
+
+EXPORT tpp_kernel tpp_dispatch_equation(const tpp_equation_desc *desc) { return dispatch_equation(desc); }
 EXPORT tpp_kernel tpp_dispatch_unary(const tpp_desc *desc) { return dispatch(0, desc); }
 EXPORT tpp_kernel tpp_dispatch_binary(const tpp_desc *desc) { return dispatch(1, desc); }
 EXPORT tpp_kernel tpp_dispatch_gemm(const tpp_desc *desc) { return dispatch(2, desc); }
@@ -157,6 +231,7 @@ except BaseException as _exc:           # report through tpp_last_error, never a
         return 5
     ffi.def_extern(name="tpp_init")(_failed_init)
     ffi.def_extern(name="tpp_capi_dispatch")(_failed)
+    ffi.def_extern(name="tpp_capi_dispatch_equation")(_failed)
 """
 
 
@@ -199,7 +274,8 @@ def build(out: str | Path, verbose: bool = False) -> dict[str, Path]:
     types = "\n".join(line for line in decl.splitlines() if line not in exported)
     ffi.cdef(types)                          # the types first: the exported prototypes use them
     ffi.cdef("void tpp_capi_set_error(int code, const char *message);")
-    ffi.embedding_api("\n".join(exported) + "\ntpp_kernel tpp_capi_dispatch(int which, const tpp_desc *desc);")
+    ffi.embedding_api("\n".join(exported) + "\ntpp_kernel tpp_capi_dispatch(int which, const tpp_desc *desc);"
+                      "\ntpp_kernel tpp_capi_dispatch_equation(const tpp_equation_desc *desc);")
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     ffi.set_source(MODULE, _C_SOURCE % {"version": __version__}, include_dirs=[str(include)],
                    extra_link_args=[f"-Wl,-rpath,{libdir}"] if libdir else [])

@@ -183,3 +183,65 @@ def equation_desc(expr, m: int, n: int, dtype="f32", *, out_dtype=None, dtypes=N
 def equation(expr, m: int, n: int, dtype="f32", *, out_dtype=None, dtypes=None, target=None) -> Kernel:
     """Dispatch an equation TPP: the expression over an m x n tile, as one kernel."""
     return get_kernel(equation_desc(expr, m, n, dtype, out_dtype=out_dtype, dtypes=dtypes), target)
+
+
+# ---- equations as node lists (the C ABI's tpp_eq_node array, tpp-aot's "nodes") ----------
+NODE_OPS = ("arg", "const", "unary", "binary", "reduce")
+
+
+def from_nodes(nodes, m: int, n: int, out_dtype=None, what: str = "tpp.equation") -> EquationDesc:
+    """The descriptor of an equation given as a list of nodes in post-order (each node's
+    operands are earlier nodes; the last is the root), each a dict:
+
+        {"op": "arg", "index": 0, "bcast": "full", "dtype": "f32"}   (bcast, dtype optional)
+        {"op": "const", "value": 0.5}
+        {"op": "unary", "kind": "exp", "a": 3}                       ("alpha": optional)
+        {"op": "binary", "kind": "sub", "a": 0, "b": 1}
+        {"op": "reduce", "kind": "max", "a": 0}                      (sum, max, min)
+    """
+    if not isinstance(nodes, (list, tuple)) or not nodes:
+        raise DescriptorError(f"{what}: nodes must be a non-empty list")
+    if len(nodes) > equation_k.MAX_NODES:
+        raise DescriptorError(f"{what}: more than {equation_k.MAX_NODES} nodes")
+    built: list[Expr] = []
+    dtypes: dict[int, str] = {}
+
+    def operand(i: int, node: dict, key: str) -> Expr:
+        j = node.get(key)
+        if type(j) is not int or not 0 <= j < i:
+            raise DescriptorError(f"{what}: node {i}'s {key!r} must name an earlier node (0..{i - 1}), got {j!r}")
+        return built[j]
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise DescriptorError(f"{what}: node {i} must be a mapping, got {type(node).__name__}")
+        op = node.get("op")
+        if op not in NODE_OPS:
+            raise DescriptorError(f"{what}: node {i}'s op must be one of {', '.join(NODE_OPS)}, got {op!r}")
+        unknown = set(node) - {"op", "index", "bcast", "dtype", "value", "kind", "a", "b", "alpha"}
+        if unknown:
+            raise DescriptorError(f"{what}: node {i} has unknown keys {sorted(unknown)}")
+        if op == "arg":
+            index = node.get("index")
+            built.append(arg(index, node.get("bcast") or "full"))
+            given = node.get("dtype") or "f32"
+            if dtypes.setdefault(index, given) != given:
+                raise DescriptorError(f"{what}: input {index} is given dtypes {dtypes[index]!r} and {given!r}")
+        elif op == "const":
+            value = node.get("value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DescriptorError(f"{what}: node {i}'s value must be a number, got {value!r}")
+            built.append(_expr(value))
+        elif op == "unary":
+            alpha = node.get("alpha")
+            if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+                raise DescriptorError(f"{what}: node {i}'s alpha must be a number, got {alpha!r}")
+            built.append(unary(node.get("kind"), operand(i, node, "a"), alpha))
+        elif op == "binary":
+            built.append(binary(node.get("kind"), operand(i, node, "a"), operand(i, node, "b")))
+        else:
+            x = operand(i, node, "a")
+            built.append(Expr(("reduce", node.get("kind"), x.node), x.modes))
+    root = built[-1]
+    count = 1 + builtins.max(root.modes) if root.modes else 0
+    return equation_desc(root, m, n, dtypes=[dtypes.get(i, "f32") for i in range(count)] or None,
+                         out_dtype=out_dtype)

@@ -92,11 +92,40 @@ typedef struct tpp_desc {
     uint32_t flags;                   /* TPP_FLAG_* */
 } tpp_desc;
 
+/* Equation TPPs: an expression tree over unary, binary and row-reduce primitives, given
+ * as nodes in post-order (a node's operands are earlier nodes; the last is the root). */
+#define TPP_EQ_ARG 0                  /* input `a` (0, 1, ...); kind: its broadcast "full" (NULL),
+                                         "row", "col" or "scalar"; dtype: "f32" (NULL), "bf16", "f64" */
+#define TPP_EQ_CONST 1                /* the number `value` */
+#define TPP_EQ_UNARY 2                /* kind (a one-input unary kind) of node a; alpha: `value` with TPP_FLAG_ALPHA */
+#define TPP_EQ_BINARY 3               /* kind ("add", "sub", "mul", "div", "max", "min") of nodes a, b */
+#define TPP_EQ_REDUCE 4               /* kind ("sum", "max", "min") of node a over each row */
+
+typedef struct tpp_eq_node {
+    int32_t op;                       /* TPP_EQ_* */
+    int32_t a, b;                     /* operands (earlier nodes' indices); TPP_EQ_ARG: the input's index */
+    const char *kind;
+    const char *dtype;
+    double value;
+    uint32_t flags;                   /* TPP_FLAG_ALPHA for a unary node's alpha */
+} tpp_eq_node;
+
+typedef struct tpp_equation_desc {
+    int64_t m, n;                     /* the tile */
+    int64_t count;                    /* nodes */
+    const tpp_eq_node *nodes;
+    const char *out_dtype;            /* NULL: the first input's dtype */
+    const char *target;               /* NULL: this machine */
+} tpp_equation_desc;
+
 int tpp_init(void);                   /* start the interpreter and import tpp; TPP_OK or an error */
 tpp_kernel tpp_dispatch_unary(const tpp_desc *desc);
 tpp_kernel tpp_dispatch_binary(const tpp_desc *desc);
 tpp_kernel tpp_dispatch_gemm(const tpp_desc *desc);
 tpp_kernel tpp_dispatch_brgemm(const tpp_desc *desc);
+/* The kernel of an equation; called with the inputs then the output (M x N, or M values
+ * where the root is one value per row). */
+tpp_kernel tpp_dispatch_equation(const tpp_equation_desc *desc);
 int tpp_last_error_code(void);        /* of this thread's last call: TPP_OK or TPP_ERROR_* */
 const char *tpp_last_error(void);     /* its message ("" after a success) */
 const char *tpp_version(void);
