@@ -360,24 +360,38 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
 
         for r in reductions:
             identity, combine = REDUCE[r[1]]
+            # max/min: plain compare-and-select accumulators (one vmaxps each) and one
+            # "saw a NaN" flag vector beside them, instead of llvm.maximum's NaN-propagating
+            # sequence (six instructions per vector on x86); the flag makes the result NaN
+            minmax = r[1] != "sum"
             carry = [v.const(identity, elem) for _ in range(unroll)]
+            if minmax:
+                carry.append(ir.Constant(v.vty(ir.IntType(1)), [0] * v.lanes))
             stash = buffers.get(r[2])
             state = {"accs": carry}
 
             pre = st.hoisted(r[2], done)
 
-            def step(j, mask, u, r=r, stash=stash, identity=identity, pre=pre):
+            def step(j, mask, u, r=r, stash=stash, identity=identity, pre=pre, minmax=minmax):
                 x = st.vector(r[2], j, mask, dict(pre))
                 if stash is not None:
                     v.store(x, element_ptr(b, stash, cdt, j), cdt, mask)
                 if mask is not None:
                     x = b.select(mask, x, v.const(identity, elem))
-                state["accs"][u] = _combine(v, r[1], state["accs"][u], x)
+                if minmax:
+                    state["accs"][-1] = b.or_(state["accs"][-1], b.fcmp_unordered("uno", x, x))
+                state["accs"][u] = _combine(v, r[1], state["accs"][u], x, fast=True)
             _over_row(v, d.n, unroll, state, step)
             total = state["accs"][0]
-            for other in state["accs"][1:]:
-                total = _combine(v, r[1], total, other)
-            scalars[r] = v.splat(v.reduce(combine, total))
+            for other in state["accs"][1:unroll]:
+                total = _combine(v, r[1], total, other, fast=True)
+            if minmax:
+                value = _fast_reduce(v, r[1], total)
+                saw_nan = _any(v, state["accs"][-1])
+                value = b.select(saw_nan, ir.Constant(elem, float("nan")), value)
+            else:
+                value = v.reduce(combine, total)
+            scalars[r] = v.splat(value)
             done.add(r)
             if stash is not None:
                 st.stash[r[2]] = stash
@@ -400,11 +414,33 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     return fn
 
 
-def _combine(v: VecBuilder, op: str, a: ir.Value, b: ir.Value) -> ir.Value:
-    """Two partial reductions as one (NaN-propagating max/min, like numpy's)."""
+def _combine(v: VecBuilder, op: str, a: ir.Value, b: ir.Value, fast: bool = False) -> ir.Value:
+    """Two partial reductions as one: NaN-propagating max/min like numpy's, or (fast) a
+    compare and select, whose NaN the caller tracks itself."""
     if op == "sum":
         return v.b.fadd(a, b)
+    if fast:
+        return v.b.select(v.b.fcmp_ordered(">" if op == "max" else "<", a, b), a, b)
     return v.maximum(a, b) if op == "max" else v.minimum(a, b)
+
+
+def _fast_reduce(v: VecBuilder, op: str, x: ir.Value) -> ir.Value:
+    """The lanes' max/min by halving with compare-and-select (no NaN in play)."""
+    b, n = v.b, v.lanes
+    while n > 1:
+        half = n // 2
+        lo = b.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half))))
+        hi = b.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half, n))))
+        x = b.select(b.fcmp_ordered(">" if op == "max" else "<", lo, hi), lo, hi)
+        n = half
+    return b.extract_element(x, ir.Constant(ir.IntType(32), 0))
+
+
+def _any(v: VecBuilder, flags: ir.Value) -> ir.Value:
+    """Whether any lane of an i1 vector is set (llvm.vector.reduce.or)."""
+    from ..jit.vec import declare
+    fn = declare(v.module, f"llvm.vector.reduce.or.v{v.lanes}i1", ir.IntType(1), [flags.type])
+    return v.b.call(fn, [flags])
 
 
 FAMILY = Family("equation", "equation", ("equation",), _validate, _operands, _reference,

@@ -174,8 +174,9 @@ def test_numbers_on_either_side(rng):
 
 @pytest.mark.parametrize("target", SVE)
 def test_sve_code_generation(target):
-    k = tpp.equation(layer_norm(eq.arg(0), 101), 3, 101, target=compile_only(target))
-    assert k.code and "llvm.masked.load" in k.ir          # object code, and the row's masked tail
+    for tree in (layer_norm, softmax):
+        k = tpp.equation(tree(eq.arg(0), 101), 3, 101, target=compile_only(target))
+        assert k.code and "llvm.masked.load" in k.ir          # object code, and the row's masked tail
 
 
 def test_gpu_targets_refuse_with_a_reason():
@@ -219,3 +220,11 @@ def test_f64_refuses_approximated_kinds():
 def test_an_expression_has_no_truth_value():
     with pytest.raises(TypeError, match="no truth value"):
         bool(eq.arg(0))
+
+
+def test_max_and_min_of_rows_with_nan_and_infinities():
+    x = eq.arg(0)
+    a = np.array([[1, 2, np.nan] + [0] * 40, [-np.inf] * 43, [np.inf] + [5] * 42, [np.nan] * 43], np.float32)
+    for fn, ref in ((eq.max, np.max), (eq.min, np.min)):
+        got = tpp.equation(fn(x), 4, 43)(a)
+        np.testing.assert_array_equal(got, ref(a, axis=1))
