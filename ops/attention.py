@@ -215,9 +215,15 @@ class AttentionDesc(compose.CompositeDesc):
         floor = eq.arg(1 + len(names), "col") if not first else LOWEST
         run_eq(eq.maximum(floor, eq.max(scores)), [s, *extra] + ([col["m"]] if not first else []),
                (ctx.buffer("m_new"), 1), extra_dts=() if first else (f32,))
-        # P = exp(scores - m'), over S
-        run_eq(eq.exp(scores - eq.arg(1 + len(names), "col")), [s, *extra, col["m_new"]], s, extra_dts=(f32,))
-        ctx.call(ctx.primitive(UnaryDesc("reduce_sum", bq, keys, f32, f32, axis=1)), [s, (ctx.buffer("rs"), bq)])
+        # P = exp(scores - m'): f32 over S, then its row sums; bf16 straight into the tile the
+        # P V GEMM reads, its row sums (in f32) from that tile
+        p = (ctx.buffer("p16"), bt) if self.vnni else s
+        run_eq(eq.exp(scores - eq.arg(1 + len(names), "col")), [s, *extra, col["m_new"]], p, extra_dts=(f32,),
+               out_dtype=dt)
+        if self.vnni:
+            ctx.call(ctx.primitive(equation_desc(eq.sum(eq.arg(0)), bq, keys, dt, out_dtype=f32)), [p, rs])
+        else:
+            ctx.call(ctx.primitive(UnaryDesc("reduce_sum", bq, keys, f32, f32, axis=1)), [s, rs])
         copy_vec = ctx.primitive(UnaryDesc("copy", 1, bq, f32, f32))
         if first:
             ctx.call(copy_vec, [rs, l])
@@ -228,10 +234,7 @@ class AttentionDesc(compose.CompositeDesc):
             ctx.call(ctx.primitive(BinaryDesc("mul", bq, d, f32, Bcast.FULL, Bcast.COL)), [o, col["alpha"], o])
         ctx.call(copy_vec, [m_new, m])
         # O (+)= P V
-        p = s
         if self.vnni:
-            p = (ctx.buffer("p16"), bt)
-            ctx.call(ctx.primitive(UnaryDesc("cast", bq, keys, f32, dt)), [s, p])
             vp = b.gep(ctx.buffer("vp"), [b.mul(blk, i64(self.v_block()))], source_etype=dt.storage)
             v_arg = (vp, 2 * d)
         else:
