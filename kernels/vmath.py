@@ -72,7 +72,7 @@ def exp_parts(v: VecBuilder, x: ir.Value, lo: float = -104.0, hi: float = 88.8) 
 
 
 def ldexp(v: VecBuilder, p: ir.Value, n: ir.Value) -> ir.Value:
-    """p * 2^n for integral float n in [-340, 254] and |p| < 2^126, rounded once:
+    """p * 2^n for integral float n in [-252, 254] and |p| < 2^126, rounded once:
     gradual underflow to subnormals and 0, overflow to inf."""
     if v.has_op("scalef", p.type):
         return v.scalef(p, n)
