@@ -234,6 +234,13 @@ class _Row:
             elif tag == "binary" and node[1] == "div" and ("recip", node[3]) in memo:
                 # by one value per row: a multiply by its reciprocal, computed once per row
                 out = b.fmul(self.vector(node[2], j, mask, memo), memo[("recip", node[3])])
+            elif tag == "binary" and ((node[1] in ("add", "sub") and _mul(node[2]))
+                                      or (node[1] == "add" and _mul(node[3]))):
+                # a * b + c, a * b - c, c + a * b: one FMA (one rounding, one instruction)
+                product, other = (node[2], node[3]) if _mul(node[2]) else (node[3], node[2])
+                x, y = self.vector(product[2], j, mask, memo), self.vector(product[3], j, mask, memo)
+                c = self.vector(other, j, mask, memo)
+                out = v.fma(x, y, b.fneg(c) if node[1] == "sub" else c)
             elif tag == "binary":
                 out = binary_k.KINDS[node[1]].body(v, self.vector(node[2], j, mask, memo),
                                                    self.vector(node[3], j, mask, memo))
@@ -412,6 +419,10 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
             _over_row(v, d.n, unroll, {"accs": []}, store)
     b.ret_void()
     return fn
+
+
+def _mul(node) -> bool:
+    return node[0] == "binary" and node[1] == "mul"
 
 
 def _combine(v: VecBuilder, op: str, a: ir.Value, b: ir.Value, fast: bool = False) -> ir.Value:
