@@ -7,8 +7,8 @@ Accumulation is in the compute type (f32 for bf16 inputs) in vector lanes:
 several independent accumulators. On vector CPUs a sum is cut into blocks of 16
 additions per accumulator whose sums are combined pairwise (pairwise.py), along a
 row and down a column alike, so its error grows like numpy's (log n); 1M f32 terms
-are summed to within about an ulp. GPU threads still walk their row or column with
-one accumulator.
+are summed to within about an ulp. A GPU thread sums its row or column in two levels
+of ~sqrt(n) additions each, in registers.
 """
 from __future__ import annotations
 
@@ -253,7 +253,8 @@ def _column_part(v: VecBuilder, acc: _Acc, x: ir.Value, ldx: ir.Value, dtype: DT
 
 def emit_simt(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     """GPUs: one thread per result, walking its row (axis=1) or column (axis=0; the
-    threads of a warp then read adjacent columns), over a grid-stride loop."""
+    threads of a warp then read adjacent columns), over a grid-stride loop; sums in
+    blocks of ~sqrt(length) elements."""
     m, n, dtype, axis, argidx = d.m, d.n, d.dtype, d.axis, d.argidx
     ops = operands(d)
     fn, b, pairs = simt.define_simt_kernel(module, name, len(ops))
@@ -263,11 +264,27 @@ def emit_simt(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     first, step = simt.thread_index(module, b)
     results, length = (m, n) if axis == 1 else (n, m)
     with Loop(b, first, i64(results), step, name="result") as res:
-        with Loop(b, 0, i64(length), carry=acc.init(), name="walk") as walk:
-            at = (b.add(b.mul(res.i, ldx), walk.i) if axis == 1 else b.add(b.mul(walk.i, ldx), res.i))
-            walk.next(*acc.update(list(walk.vars), v.load(element_ptr(b, x, dtype, at), dtype),
-                                  v.splat(walk.i)))
-        state = acc.horizontal(list(walk.vars))
+        def walk(start: ir.Value, count: int) -> list[ir.Value]:
+            """Elements [start, start + count) of the thread's row or column, from fresh."""
+            with Loop(b, 0, i64(count), carry=acc.init(), name="walk") as w:
+                k = b.add(start, w.i)
+                at = b.add(b.mul(res.i, ldx), k) if axis == 1 else b.add(b.mul(k, ldx), res.i)
+                w.next(*acc.update(list(w.vars), v.load(element_ptr(b, x, dtype, at), dtype), v.splat(k)))
+            return list(w.vars)
+
+        if KINDS[d.kind].combine == "fadd" and length >= 4 * SEQUENTIAL:
+            # Two levels of ~sqrt(length) additions each (error ~2 sqrt(n) eps instead of n
+            # eps), in registers: a thread's stack would be local memory.
+            block = max(SEQUENTIAL, math.isqrt(length))
+            blocks = length // block
+            with Loop(b, 0, i64(blocks), carry=acc.init(), name="blocks") as outer:
+                outer.next(*acc.merge(list(outer.vars), walk(b.mul(outer.i, i64(block)), block)))
+            state = list(outer.vars)
+            if length % block:
+                state = acc.merge(state, walk(i64(blocks * block), length % block))
+        else:
+            state = walk(i64(0), length)
+        state = acc.horizontal(state)
         value = state[0]
         if dtype is DType.BF16:
             value = f32_to_bf16(b, value)

@@ -196,6 +196,19 @@ def test_blocked_sums_compile_for_sve(target, axis):
     assert "fadd" in asm and re.search(r"\b[zv]\d+\.(4)?s\b", asm), asm[:2000]
 
 
+@pytest.mark.parametrize("kind", SUMS)
+@pytest.mark.parametrize("axis", [1, 0])
+def test_blocked_gpu_sums_in_the_ptx_interpreter(kind, axis, rng):
+    """A GPU thread sums in blocks of ~sqrt(length) (here 17 blocks of 17 and 11 more):
+    small integers, so every order gives the exact sum."""
+    from test_gpu_sim import run_plain
+    shape = (3, 300) if axis == 1 else (300, 3)
+    x = rng.integers(-20, 20, shape).astype(np.float32)
+    k = tpp.unary(kind, *shape, axis=axis, target="nvptx-sm80")
+    got = run_plain(k, [x])[0].ravel()
+    np.testing.assert_array_equal(got, k.reference(x))
+
+
 # ---- transpose -------------------------------------------------------------------------------
 def _bits(a: np.ndarray) -> np.ndarray:
     return a.view(np.dtype(f"u{a.itemsize}"))
