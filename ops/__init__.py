@@ -10,4 +10,6 @@ from .norm_backward import layer_norm_backward
 from .norms import layer_norm, log_softmax, rms_norm, softmax
 from .segment import segment_sum
 
-__all__ = ["attention", "BertLayer", "bert_layer", "bias_act", "dropout", "layer_norm", "layer_norm_backward", "log_softmax", "matmul", "MatmulPlan", "PackedB", "pack_b", "rms_norm", "segment_sum", "softmax"]
+__all__ = ["attention", "BertLayer", "bert_layer", "bias_act", "dropout", "layer_norm",
+           "layer_norm_backward", "log_softmax", "matmul", "MatmulPlan", "PackedB", "pack_b", "rms_norm",
+           "segment_sum", "softmax"]

@@ -36,6 +36,7 @@ from ..expr import equation_desc
 from ..jit.loops import i64
 from ..jit.types import DType
 from ..kernels.operands import Bcast
+from .args import element_strides, output
 
 WHAT = "tpp.ops.attention"
 BLOCK = 64                              # queries per block and keys per block
@@ -260,12 +261,6 @@ def triangle() -> np.ndarray:
 _memo = compose.Memo()
 
 
-def _strides(a: np.ndarray) -> tuple[int, ...]:
-    """Element strides; an axis of extent 1 takes the C-order stride (it is never stepped)."""
-    c_order = compose.Tensor("", DType.F32, a.shape).strides
-    return tuple(s // a.itemsize if e > 1 else c for s, e, c in zip(a.strides, a.shape, c_order))
-
-
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
               causal: bool = False, scale: float | None = None, out: np.ndarray | None = None,
               threads: int | None = None) -> np.ndarray:
@@ -309,11 +304,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
             or not np.isfinite(scale):
         raise ValueError(f"{WHAT}: scale must be a finite number, got {scale!r}")
-    if out is None:
-        out = np.empty(q.shape, q.dtype)
-    elif not isinstance(out, np.ndarray) or out.shape != q.shape or out.dtype != q.dtype:
-        raise ShapeError(f"{WHAT}: out must be an array of q's shape {q.shape} and dtype {q.dtype}, got "
-                         f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
+    out = output(WHAT, out, q.shape, q.dtype)
     if out.size == 0:
         return out
     if sk == 0:
@@ -324,8 +315,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
         if d > 1 and x.strides[-1] != x.itemsize:
             raise ShapeError(f"{WHAT}: argument '{name}' must have unit element stride along D, got strides "
                              f"{x.strides}")
-    desc = AttentionDesc(bsz, heads, kv_heads, sq, sk, d, dtype, float(scale), bool(causal), _strides(q),
-                         _strides(k), _strides(v), _strides(out),
+    desc = AttentionDesc(bsz, heads, kv_heads, sq, sk, d, dtype, float(scale), bool(causal), element_strides(q),
+                         element_strides(k), element_strides(v), element_strides(out),
                          None if add_mask is None else tuple(s // 4 for s in add_mask.strides))
     arrays = [q, k, v] + ([add_mask] if add_mask is not None else []) + ([triangle()] if causal else []) + [out]
     compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)

@@ -18,6 +18,7 @@ from ..errors import DescriptorError, DTypeError, ShapeError
 from ..jit.types import DType
 from ..kernels import unary as unary_k
 from ..kernels.operands import Bcast
+from .args import element_strides
 
 WHAT = "tpp.ops.bias_act"
 DTYPES = (DType.F32, DType.BF16, DType.F64)
@@ -109,7 +110,7 @@ def bias_act(x: np.ndarray, bias: np.ndarray, activation: str | None = None, *, 
             raise ShapeError(f"{WHAT}: argument '{name}' must be an array of shape {x.shape}, "
                              f"got {getattr(arr, 'shape', type(arr).__name__)}")
         compose.check_rows(WHAT, name, arr)
-    desc = BiasActDesc(x.shape, _strides(x), _strides(out), dtype, activation,
+    desc = BiasActDesc(x.shape, element_strides(x), element_strides(out), dtype, activation,
                        None if alpha is None else float(alpha))
     prog = compose.program(WHAT, desc)
     compose.run_checked(_memo, params, prog, [x, bias, out], threads)
@@ -122,7 +123,3 @@ def _row_view(out, shape):
     return out[None]
 
 
-def _strides(a: np.ndarray) -> tuple[int, ...]:
-    """Element strides (an axis of extent 1 takes the C-order stride: it is never stepped)."""
-    c_order = compose.Tensor("", DType.F32, a.shape).strides
-    return tuple(s // a.itemsize if e > 1 else c for s, e, c in zip(a.strides, a.shape, c_order))

@@ -15,11 +15,11 @@ import numpy as np
 from .. import compose
 from ..dropout import DropoutDesc
 from ..dtypes import parse as parse_dtype
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError
 from ..jit.loops import I64, i64
 from ..jit.types import DType
 from ..kernels import fields
-from .norms import _strides
+from .args import element_strides, output
 
 WHAT = "tpp.ops.dropout"
 TILE_BYTES = 16 << 10
@@ -83,16 +83,12 @@ def dropout(x: np.ndarray, p: float = 0.5, seed: int = 0, *, out: np.ndarray | N
     dtype = parse_dtype(x.dtype, "x.dtype")
     if dtype not in (DType.F32, DType.BF16):
         raise DTypeError(f"{WHAT}: x's dtype must be float32 or bfloat16, got {x.dtype}")
-    if out is None:
-        out = np.empty(x.shape, x.dtype)
-    elif not isinstance(out, np.ndarray) or out.shape != x.shape or out.dtype != x.dtype:
-        raise ShapeError(f"{WHAT}: out must be a {x.shape} {x.dtype} array, got "
-                         f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
+    out = output(WHAT, out, x.shape, x.dtype)
     if x.size == 0:
         return out
     x2, out2 = (x.reshape(1, -1), out.reshape(1, -1)) if x.ndim <= 1 else (x, out)
     for name, arr in (("x", x2), ("out", out2)):
         compose.check_rows(WHAT, name, arr)
-    desc = DropoutOpDesc(x2.shape, _strides(x2), _strides(out2), dtype, p)
+    desc = DropoutOpDesc(x2.shape, element_strides(x2), element_strides(out2), dtype, p)
     compose.run_checked(_memo, p, compose.program(WHAT, desc), [x2, seed_arr, out2], threads)
     return out

@@ -205,10 +205,9 @@ class MatmulDesc(compose.CompositeDesc):
         def chunk(ctx) -> None:
             # rows x cols of A (transposed), or cols x rows of A^T (copied)
             cols, k0 = ctx.size["kc"], ctx.start["kc"]
-            if p.a_layout == "rows":
-                make = self._unary(ctx, "transpose", cols, rows) if self.trans_a else self._unary(ctx, "copy", rows, cols)
-            else:
-                make = self._unary(ctx, "copy", cols, rows) if self.trans_a else self._unary(ctx, "transpose", rows, cols)
+            # "rows" keeps A's orientation (copy), "panels" transposes it; A^T the other way round
+            kind = "copy" if (p.a_layout == "rows") != self.trans_a else "transpose"
+            make = self._unary(ctx, kind, rows, cols) if not self.trans_a else self._unary(ctx, kind, cols, rows)
             a_ld, a_chunk = self.a_chunk()
             dst = b.gep(ctx.buffer("a_panels"), [b.mul(ctx.index["kc"], i64(a_chunk))],
                         source_etype=self.dtype.storage)

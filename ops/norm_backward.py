@@ -22,7 +22,8 @@ from ..dtypes import parse as parse_dtype
 from ..errors import DTypeError, ShapeError
 from ..expr import equation_desc
 from ..jit.types import DType
-from .norms import DTYPES, _strides
+from .args import element_strides
+from .norms import DTYPES
 
 WHAT = "tpp.ops.layer_norm_backward"
 TILE_BYTES = 16 << 10
@@ -130,7 +131,8 @@ def layer_norm_backward(dy: np.ndarray, x: np.ndarray, weight, mean: np.ndarray,
     mean2, rstd2 = np.ascontiguousarray(mean).reshape(stats), np.ascontiguousarray(rstd).reshape(stats)
     for name, arr in (("dy", dy2), ("x", x2)):
         compose.check_rows(WHAT, name, arr)
-    desc = LayerNormBackwardDesc(x2.shape, _strides(dy2), _strides(x2), _strides(dx2), dtype, weight is not None)
+    desc = LayerNormBackwardDesc(x2.shape, element_strides(dy2), element_strides(x2), element_strides(dx2), dtype,
+                                 weight is not None)
     arrays = [dy2, x2, mean2, rstd2, *([weight] if weight is not None else []), dx2, dbias]
     if weight is not None:
         arrays.append(dweight)

@@ -24,6 +24,7 @@ from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import DTypeError, ShapeError
 from ..expr import EquationDesc, equation_desc
 from ..jit.types import DType
+from .args import element_strides, output
 
 DTYPES = (DType.F32, DType.BF16)
 TILE_BYTES = 16 << 10       # a tile's rows stay in L1 for every pass over them
@@ -142,11 +143,7 @@ def _run(which: str, x, *, eps: float = 0.0, weight=None, bias=None, out=None, o
             raise ShapeError(f"{what}: argument '{name}' must be a float32 array of shape ({n},) (x's last axis), "
                              f"got {getattr(arr, 'shape', type(arr).__name__)} {getattr(arr, 'dtype', '')}")
         compose.check_rows(what, name, arr)
-    if out is None:
-        out = np.empty(x.shape, to_numpy(odt))
-    elif not isinstance(out, np.ndarray) or out.shape != x.shape or out.dtype != to_numpy(odt):
-        raise ShapeError(f"{what}: out must be a {x.shape} {np.dtype(to_numpy(odt))} array, got "
-                         f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
+    out = output(what, out, x.shape, to_numpy(odt))
     mean = rstd = None
     if stats:
         mean, rstd = np.empty(x.shape[:-1], np.float32), np.empty(x.shape[:-1], np.float32)
@@ -162,20 +159,14 @@ def _run(which: str, x, *, eps: float = 0.0, weight=None, bias=None, out=None, o
     for name, arr in (("x", rows2), ("out", out2), ("residual", res2)):
         if arr is not None:
             compose.check_rows(what, name, arr)
-    desc = NormDesc(which, rows2.shape, _strides(rows2), _strides(out2), dtype, odt, float(eps),
-                    weight is not None, bias is not None, stats, None if res2 is None else _strides(res2))
+    desc = NormDesc(which, rows2.shape, element_strides(rows2), element_strides(out2), dtype, odt, float(eps),
+                    weight is not None, bias is not None, stats, None if res2 is None else element_strides(res2))
     arrays = [rows2, *([res2] if res2 is not None else []), *[a for a in (weight, bias) if a is not None], out2]
     if stats:
         arrays += [mean.reshape(rows2.shape[:-1]), rstd.reshape(rows2.shape[:-1])]
     prog = compose.program(what, desc)
     compose.run_checked(None if stats else _memo, key, prog, arrays, threads)
     return (out, mean, rstd) if stats else out
-
-
-def _strides(a: np.ndarray) -> tuple[int, ...]:
-    """Element strides (an axis of extent 1 takes the C-order stride: it is never stepped)."""
-    c_order = compose.Tensor("", DType.F32, a.shape).strides
-    return tuple(s // a.itemsize if e > 1 else c for s, e, c in zip(a.strides, a.shape, c_order))
 
 
 def _axis(what: str, x, axis) -> None:
