@@ -16,7 +16,7 @@ from .brgemm import BatchReduceKernel
 from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, BrgemmDesc, GemmDesc, UnaryDesc, parse_bcast
 from .dispatch import __version__, current_target, get_kernel
 from .dtypes import parse as _parse_dtype
-from .errors import AliasError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
+from .errors import AliasError, ArgumentError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
 from . import expr as eq
 from .expr import EquationDesc, equation, equation_desc
 from .jit.targets import Target
@@ -151,5 +151,5 @@ __all__ = ["unary", "binary", "gemm", "brgemm", "equation", "equation_desc", "eq
            "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
            "Target", "UnaryDesc", "BinaryDesc",
            "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",
-           "DTypeError", "AliasError",
+           "DTypeError", "AliasError", "ArgumentError",
            "DescriptorError", "TargetError", "__version__"]
