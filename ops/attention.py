@@ -39,7 +39,7 @@ from ..kernels.operands import Bcast
 from .args import element_strides, output
 
 WHAT = "tpp.ops.attention"
-BLOCK = 64                              # queries per block and keys per block
+BLOCK = 64                              # queries per block and keys per block (the default plan)
 LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp(m - m') stays finite for masked rows
 MODE_NAMES = {Bcast.FULL: "full", Bcast.ROW: "row", Bcast.COL: "col", Bcast.SCALAR: "scalar"}
 
@@ -60,12 +60,13 @@ class AttentionDesc(compose.CompositeDesc):
     v_strides: tuple[int, ...]
     out_strides: tuple[int, ...]
     mask_strides: tuple[int, ...] | None = None     # an additive f32 mask, broadcast (stride 0)
+    block: int = BLOCK                              # queries per block, and keys per block
     kind = "attention"
 
     # ---- geometry ---------------------------------------------------------------------
     @property
     def key_blocks(self) -> int:
-        return -(-self.sk // BLOCK)
+        return -(-self.sk // self.block)
 
     @property
     def vnni(self) -> bool:
@@ -73,10 +74,10 @@ class AttentionDesc(compose.CompositeDesc):
 
     def kt_block(self) -> int:
         """Elements of one packed K^T block (D x Bt; VNNI pairs of D rows for bf16)."""
-        return (-(-self.d // 2) * 2 if self.vnni else self.d) * BLOCK
+        return (-(-self.d // 2) * 2 if self.vnni else self.d) * self.block
 
     def v_block(self) -> int:
-        return BLOCK * self.d            # bf16: Bt/2 pairs x 2D
+        return self.block * self.d            # bf16: Bt/2 pairs x 2D
 
     def _mask_mode(self) -> Bcast:
         sq_stride, sk_stride = self.mask_strides[2], self.mask_strides[3]
@@ -96,7 +97,7 @@ class AttentionDesc(compose.CompositeDesc):
         return e, names
 
     def composite(self, target) -> compose.Composite:
-        dt, f32, d, bt = self.dtype, DType.F32, self.d, BLOCK
+        dt, f32, d, bt = self.dtype, DType.F32, self.d, self.block
         tensors = [compose.Tensor("q", dt, (self.batch, self.heads, self.sq, d), self.q_strides),
                    compose.Tensor("k", dt, (self.batch, self.kv_heads, self.sk, d), self.k_strides),
                    compose.Tensor("v", dt, (self.batch, self.kv_heads, self.sk, d), self.v_strides)]
@@ -133,7 +134,7 @@ class AttentionDesc(compose.CompositeDesc):
         return b.add(b.mul(b.add(b.mul(b_idx, i64(self.kv_heads)), kvh), i64(self.key_blocks)), kb)
 
     def _pack(self, ctx) -> None:
-        b, dt, d, bt = ctx.b, self.dtype, self.d, BLOCK
+        b, dt, d, bt = ctx.b, self.dtype, self.d, self.block
         rows = ctx.size["pk"]
         at = (ctx.start["pb"], ctx.start["ph"], ctx.start["pk"])
         blk = self._block_index(ctx, ctx.start["pb"], ctx.start["ph"], ctx.index["pk"])
@@ -152,18 +153,18 @@ class AttentionDesc(compose.CompositeDesc):
     def _query_block(self, ctx) -> None:
         b, bq = ctx.b, ctx.size["qb"]
         kvh = b.sdiv(ctx.start["h"], i64(self.heads // self.kv_heads))
-        full = self.sk // BLOCK                         # whole key blocks
-        edge = self.sk - full * BLOCK                   # keys in the short last one
+        full = self.sk // self.block                         # whole key blocks
+        edge = self.sk - full * self.block                   # keys in the short last one
         qb = ctx.index["qb"]
 
         def step(kb, keys: int, first: bool, tri: bool):
             return lambda ctx: self._key_block(ctx, kvh, kb(ctx), bq, keys, first, tri)
         if not self.causal:
             if full:
-                ctx.run(step(lambda ctx: i64(0), BLOCK, True, False))
+                ctx.run(step(lambda ctx: i64(0), self.block, True, False))
                 if full > 1:
                     ctx.run(compose.Loop("kb", start=lambda ctx: i64(1), stop=lambda ctx: i64(full),
-                                         body=(step(lambda ctx: ctx.index["kb"], BLOCK, False, False),)))
+                                         body=(step(lambda ctx: ctx.index["kb"], self.block, False, False),)))
             if edge:
                 ctx.run(step(lambda ctx: i64(full), edge, not full, False))
         else:
@@ -173,10 +174,10 @@ class AttentionDesc(compose.CompositeDesc):
             before = b.select(b.icmp_signed("<", qb, i64(full)), qb, i64(full))
             has_first = b.icmp_signed(">", before, i64(0))
             with b.if_then(has_first):
-                ctx.run(step(lambda ctx: i64(0), BLOCK, True, False))
+                ctx.run(step(lambda ctx: i64(0), self.block, True, False))
                 ctx.run(compose.Loop("kb", start=lambda ctx: i64(1), stop=lambda ctx: before,
-                                     body=(step(lambda ctx: ctx.index["kb"], BLOCK, False, False),)))
-            cases = [(BLOCK, b.icmp_signed("<", qb, i64(full)), True)]
+                                     body=(step(lambda ctx: ctx.index["kb"], self.block, False, False),)))
+            cases = [(self.block, b.icmp_signed("<", qb, i64(full)), True)]
             if edge:
                 cases += [(edge, b.icmp_signed("==", qb, i64(full)), True),
                           (edge, b.icmp_signed(">", qb, i64(full)), False)]
@@ -191,7 +192,7 @@ class AttentionDesc(compose.CompositeDesc):
         self._finish(ctx, bq)
 
     def _key_block(self, ctx, kvh, kb, bq: int, keys: int, first: bool, tri: bool) -> None:
-        b, dt, f32, d, bt = ctx.b, self.dtype, DType.F32, self.d, BLOCK
+        b, dt, f32, d, bt = ctx.b, self.dtype, DType.F32, self.d, self.block
         bi, h, q0 = ctx.start["b"], ctx.start["h"], ctx.start["qb"]
         blk = self._block_index(ctx, bi, kvh, kb)
         s, o = (ctx.buffer("s"), bt), (ctx.buffer("o"), d)
@@ -253,9 +254,9 @@ class AttentionDesc(compose.CompositeDesc):
         ctx.call(ctx.primitive(desc), [o, (ctx.buffer("l"), 1), out])
 
 
-def triangle() -> np.ndarray:
+def triangle(block: int) -> np.ndarray:
     """The causal tile of a diagonal block: 0 where key j <= query i, -inf above."""
-    return np.where(np.tri(BLOCK, BLOCK, dtype=bool), 0.0, -np.inf).astype(np.float32)
+    return np.where(np.tri(block, block, dtype=bool), 0.0, -np.inf).astype(np.float32)
 
 
 _memo = compose.Memo()
@@ -317,8 +318,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
                              f"{x.strides}")
     desc = AttentionDesc(bsz, heads, kv_heads, sq, sk, d, dtype, float(scale), bool(causal), element_strides(q),
                          element_strides(k), element_strides(v), element_strides(out),
-                         None if add_mask is None else tuple(s // 4 for s in add_mask.strides))
-    arrays = [q, k, v] + ([add_mask] if add_mask is not None else []) + ([triangle()] if causal else []) + [out]
+                         None if add_mask is None else tuple(s // 4 for s in add_mask.strides), BLOCK)
+    arrays = [q, k, v, *([add_mask] if add_mask is not None else []), *([triangle(desc.block)] if causal else []), out]
     compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)
     return out
 
