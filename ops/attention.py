@@ -39,7 +39,8 @@ from ..kernels.operands import Bcast
 from .args import element_strides, output
 
 WHAT = "tpp.ops.attention"
-BLOCK = 64                              # queries per block and keys per block (the default plan)
+BLOCK = 64                              # queries per block (the default plan)
+KEY_BLOCK = 128                         # keys per block: a multiple of BLOCK
 LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp(m - m') stays finite for masked rows
 MODE_NAMES = {Bcast.FULL: "full", Bcast.ROW: "row", Bcast.COL: "col", Bcast.SCALAR: "scalar"}
 
@@ -60,24 +61,29 @@ class AttentionDesc(compose.CompositeDesc):
     v_strides: tuple[int, ...]
     out_strides: tuple[int, ...]
     mask_strides: tuple[int, ...] | None = None     # an additive f32 mask, broadcast (stride 0)
-    block: int = BLOCK                              # queries per block, and keys per block
+    block: int = BLOCK                              # queries per block
+    key_block: int = BLOCK                          # keys per block (a multiple of block)
     kind = "attention"
+
+    def __post_init__(self) -> None:
+        if self.key_block % self.block:
+            raise ValueError(f"{WHAT}: key_block {self.key_block} must be a multiple of block {self.block}")
 
     # ---- geometry ---------------------------------------------------------------------
     @property
     def key_blocks(self) -> int:
-        return -(-self.sk // self.block)
+        return -(-self.sk // self.key_block)
 
     @property
     def vnni(self) -> bool:
         return self.dtype is DType.BF16
 
     def kt_block(self) -> int:
-        """Elements of one packed K^T block (D x Bt; VNNI pairs of D rows for bf16)."""
-        return (-(-self.d // 2) * 2 if self.vnni else self.d) * self.block
+        """Elements of one packed K^T block (D x Bk; VNNI pairs of D rows for bf16)."""
+        return (-(-self.d // 2) * 2 if self.vnni else self.d) * self.key_block
 
     def v_block(self) -> int:
-        return self.block * self.d            # bf16: Bt/2 pairs x 2D
+        return self.key_block * self.d        # bf16: Bk/2 pairs x 2D
 
     def _mask_mode(self) -> Bcast:
         sq_stride, sk_stride = self.mask_strides[2], self.mask_strides[3]
@@ -97,7 +103,7 @@ class AttentionDesc(compose.CompositeDesc):
         return e, names
 
     def composite(self, target) -> compose.Composite:
-        dt, f32, d, bt = self.dtype, DType.F32, self.d, self.block
+        dt, f32, d, bq, bk = self.dtype, DType.F32, self.d, self.block, self.key_block
         tensors = [compose.Tensor("q", dt, (self.batch, self.heads, self.sq, d), self.q_strides),
                    compose.Tensor("k", dt, (self.batch, self.kv_heads, self.sk, d), self.k_strides),
                    compose.Tensor("v", dt, (self.batch, self.kv_heads, self.sk, d), self.v_strides)]
@@ -105,26 +111,26 @@ class AttentionDesc(compose.CompositeDesc):
             tensors.append(compose.Tensor("mask", f32, (self.batch, self.heads, self.sq, self.sk),
                                           self.mask_strides))
         if self.causal:
-            tensors.append(compose.Tensor("tri", f32, (bt, bt)))
+            tensors.append(compose.Tensor("tri", f32, (bk, bk)))
         tensors.append(compose.Tensor("out", dt, (self.batch, self.heads, self.sq, d), self.out_strides,
                                       output=True))
         blocks = self.batch * self.kv_heads * self.key_blocks
         scratch = [compose.Scratch("kt", dt, blocks * self.kt_block(), "call", "K^T blocks"),
-                   compose.Scratch("s", f32, bt * bt, "thread", "a block of scores"),
-                   compose.Scratch("o", f32, bt * d, "thread", "the output accumulator"),
-                   compose.Scratch("m", f32, bt, "thread", "the running row max"),
-                   compose.Scratch("m_new", f32, bt, "thread", "the new row max"),
-                   compose.Scratch("l", f32, bt, "thread", "the running row sum"),
-                   compose.Scratch("rs", f32, bt, "thread", "a block's row sums"),
-                   compose.Scratch("alpha", f32, bt, "thread", "exp(m - m')")]
+                   compose.Scratch("s", f32, bq * bk, "thread", "a block of scores"),
+                   compose.Scratch("o", f32, bq * d, "thread", "the output accumulator"),
+                   compose.Scratch("m", f32, bq, "thread", "the running row max"),
+                   compose.Scratch("m_new", f32, bq, "thread", "the new row max"),
+                   compose.Scratch("l", f32, bq, "thread", "the running row sum"),
+                   compose.Scratch("rs", f32, bq, "thread", "a block's row sums"),
+                   compose.Scratch("alpha", f32, bq, "thread", "exp(m - m')")]
         if self.vnni:
             scratch += [compose.Scratch("vp", dt, blocks * self.v_block(), "call", "VNNI-packed V blocks"),
-                        compose.Scratch("p16", dt, bt * bt, "thread", "P in bf16"),
-                        compose.Scratch("kt_rows", dt, d * bt, "thread", "a K^T block before VNNI packing")]
+                        compose.Scratch("p16", dt, bq * bk, "thread", "P in bf16"),
+                        compose.Scratch("kt_rows", dt, d * bk, "thread", "a K^T block before VNNI packing")]
         pack = compose.Loop("pb", self.batch, (compose.Loop("ph", self.kv_heads, (
-            compose.Loop("pk", self.sk, (self._pack,), tile=bt, parallel=True),), parallel=True),), parallel=True)
+            compose.Loop("pk", self.sk, (self._pack,), tile=bk, parallel=True),), parallel=True),), parallel=True)
         compute = compose.Loop("b", self.batch, (compose.Loop("h", self.heads, (
-            compose.Loop("qb", self.sq, (self._query_block,), tile=bt, parallel=True),), parallel=True),),
+            compose.Loop("qb", self.sq, (self._query_block,), tile=bq, parallel=True),), parallel=True),),
             parallel=True)
         return compose.Composite(tuple(tensors), (pack, compose.BARRIER, compute), tuple(scratch))
 
@@ -134,7 +140,7 @@ class AttentionDesc(compose.CompositeDesc):
         return b.add(b.mul(b.add(b.mul(b_idx, i64(self.kv_heads)), kvh), i64(self.key_blocks)), kb)
 
     def _pack(self, ctx) -> None:
-        b, dt, d, bt = ctx.b, self.dtype, self.d, self.block
+        b, dt, d, bt = ctx.b, self.dtype, self.d, self.key_block
         rows = ctx.size["pk"]
         at = (ctx.start["pb"], ctx.start["ph"], ctx.start["pk"])
         blk = self._block_index(ctx, ctx.start["pb"], ctx.start["ph"], ctx.index["pk"])
@@ -153,36 +159,47 @@ class AttentionDesc(compose.CompositeDesc):
     def _query_block(self, ctx) -> None:
         b, bq = ctx.b, ctx.size["qb"]
         kvh = b.sdiv(ctx.start["h"], i64(self.heads // self.kv_heads))
-        full = self.sk // self.block                         # whole key blocks
-        edge = self.sk - full * self.block                   # keys in the short last one
-        qb = ctx.index["qb"]
+        bk = self.key_block
+        full = self.sk // bk                            # whole key blocks
+        edge = self.sk - full * bk                      # keys in the short last one
+        # the key block holding this query block's diagonal (query i sees keys j <= i)
+        diag = b.sdiv(ctx.start["qb"], i64(bk))
 
         def step(kb, keys: int, first: bool, tri: bool):
             return lambda ctx: self._key_block(ctx, kvh, kb(ctx), bq, keys, first, tri)
         if not self.causal:
             if full:
-                ctx.run(step(lambda ctx: i64(0), self.block, True, False))
+                ctx.run(step(lambda ctx: i64(0), bk, True, False))
                 if full > 1:
                     ctx.run(compose.Loop("kb", start=lambda ctx: i64(1), stop=lambda ctx: i64(full),
-                                         body=(step(lambda ctx: ctx.index["kb"], self.block, False, False),)))
+                                         body=(step(lambda ctx: ctx.index["kb"], bk, False, False),)))
             if edge:
                 ctx.run(step(lambda ctx: i64(full), edge, not full, False))
         else:
-            # whole key blocks before the diagonal (the diagonal block's index is qb), the
-            # diagonal one (whole, or the short last one where Sk ends in it) with the
-            # triangle, and a short last block wholly before the diagonal where Sq > Sk
-            before = b.select(b.icmp_signed("<", qb, i64(full)), qb, i64(full))
+            # whole key blocks before the diagonal one, the diagonal one (whole, or the short
+            # last one where Sk ends in it) with the triangle, and a short last block wholly
+            # before the diagonal where Sq > Sk
+            before = b.select(b.icmp_signed("<", diag, i64(full)), diag, i64(full))
             has_first = b.icmp_signed(">", before, i64(0))
             with b.if_then(has_first):
-                ctx.run(step(lambda ctx: i64(0), self.block, True, False))
+                ctx.run(step(lambda ctx: i64(0), bk, True, False))
                 ctx.run(compose.Loop("kb", start=lambda ctx: i64(1), stop=lambda ctx: before,
-                                     body=(step(lambda ctx: ctx.index["kb"], self.block, False, False),)))
-            cases = [(self.block, b.icmp_signed("<", qb, i64(full)), True)]
+                                     body=(step(lambda ctx: ctx.index["kb"], bk, False, False),)))
+            # in the diagonal key block, keys past this query block's last row are all masked:
+            # its offset there (a multiple of the query block) picks a version that stops
+            # at the block's last query
+            offset = b.sub(ctx.start["qb"], b.mul(diag, i64(bk)))
+            cases = []
+            for t in range(bk // self.block):
+                at = b.icmp_signed("==", offset, i64(t * self.block))
+                stop = t * self.block + bq
+                cases.append((min(bk, stop), b.and_(at, b.icmp_signed("<", diag, i64(full))), True))
+                if edge:
+                    cases.append((min(edge, stop), b.and_(at, b.icmp_signed("==", diag, i64(full))), True))
             if edge:
-                cases += [(edge, b.icmp_signed("==", qb, i64(full)), True),
-                          (edge, b.icmp_signed(">", qb, i64(full)), False)]
+                cases.append((edge, b.icmp_signed(">", diag, i64(full)), False))
             for keys, cond, tri in cases:
-                kb = (lambda ctx: qb) if tri else (lambda ctx: i64(full))
+                kb = (lambda ctx: diag) if tri else (lambda ctx: i64(full))
                 with b.if_then(cond):
                     with b.if_else(has_first) as (then, otherwise):
                         with then:
@@ -192,7 +209,7 @@ class AttentionDesc(compose.CompositeDesc):
         self._finish(ctx, bq)
 
     def _key_block(self, ctx, kvh, kb, bq: int, keys: int, first: bool, tri: bool) -> None:
-        b, dt, f32, d, bt = ctx.b, self.dtype, DType.F32, self.d, self.block
+        b, dt, f32, d, bt = ctx.b, self.dtype, DType.F32, self.d, self.key_block
         bi, h, q0 = ctx.start["b"], ctx.start["h"], ctx.start["qb"]
         blk = self._block_index(ctx, bi, kvh, kb)
         s, o = (ctx.buffer("s"), bt), (ctx.buffer("o"), d)
@@ -206,8 +223,9 @@ class AttentionDesc(compose.CompositeDesc):
         scores, names = self._scores(tri)
         extra = []
         for name in names:
+            # the triangle's rows from this query block's offset in its diagonal key block
             extra.append(ctx.tensor("mask").arg(bi, h, q0, b.mul(kb, i64(bt))) if name == "mask"
-                         else (ctx.tensor("tri").ptr, bt))
+                         else ctx.tensor("tri").arg(b.sub(q0, b.mul(kb, i64(bt)))))
         dts = (f32,) * (1 + len(names))
 
         def run_eq(tree, inputs, out, out_dtype=f32, extra_dts=()):
@@ -318,8 +336,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
                              f"{x.strides}")
     desc = AttentionDesc(bsz, heads, kv_heads, sq, sk, d, dtype, float(scale), bool(causal), element_strides(q),
                          element_strides(k), element_strides(v), element_strides(out),
-                         None if add_mask is None else tuple(s // 4 for s in add_mask.strides), BLOCK)
-    arrays = [q, k, v, *([add_mask] if add_mask is not None else []), *([triangle(desc.block)] if causal else []), out]
+                         None if add_mask is None else tuple(s // 4 for s in add_mask.strides), BLOCK, KEY_BLOCK)
+    arrays = [q, k, v, *([add_mask] if add_mask is not None else []), *([triangle(desc.key_block)] if causal else []),
+              out]
     compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)
     return out
 

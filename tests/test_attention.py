@@ -131,3 +131,17 @@ def test_bad_input_names_the_argument(build, error, match, rng):
     q, k, v = inputs(rng, 1, 4, 2, 8, 9, 64)
     with pytest.raises(error, match=match):
         build(q, k, v)
+
+
+@pytest.mark.parametrize("block,key_block", [(64, 64), (32, 128), (16, 48)])
+def test_other_block_plans(block, key_block, rng, monkeypatch):
+    # the diagonal of a causal query block sits at any offset in a longer key block
+    import importlib
+    plan = importlib.import_module("tpp.ops.attention")
+    monkeypatch.setattr(plan, "BLOCK", block)
+    monkeypatch.setattr(plan, "KEY_BLOCK", key_block)
+    for sq, sk in ((77, 129), (129, 77), (200, 200)):
+        q, k, v = inputs(rng, 1, 2, 1, sq, sk, 64)
+        check(tpp.ops.attention(q, k, v, causal=True), reference(q, k, v, causal=True))
+        mask = rng.random((sq, sk)) > 0.3
+        check(tpp.ops.attention(q, k, v, mask), reference(q, k, v, mask))
