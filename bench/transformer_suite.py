@@ -15,6 +15,8 @@ torch==2.13.0+cpu`), set to the same thread count, else the numpy expression of 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 import tpp.ops
@@ -31,6 +33,17 @@ except ImportError:        # the bench's optional extra
 def _threads(n: int) -> None:
     if torch is not None:
         torch.set_num_threads(n)
+
+
+SETTLE = 0.2     # s: torch's OpenMP threads spin after a multi-thread call (as OpenBLAS's do)
+
+
+def _measure(runs: dict, threads: int, opts) -> dict:
+    """Interleaved repetitions; with several threads each contender first waits, untimed,
+    for the one before to stop spinning on the CPUs it wants (bench/matmul_suite.py)."""
+    prepare = {name: (lambda: time.sleep(SETTLE)) for name in runs} if threads > 1 else None
+    counts, per_op = timing.sample_many(runs, repeat=opts.repeat, min_time=opts.min_time, prepare=prepare)
+    return {name: timing.stats_of(per_op[name], counts[name]) for name in runs}
 
 
 def _numpy_attention(q, k, v, causal):
@@ -62,7 +75,7 @@ def attention_rows(thread_counts, opts, cases=None, dtype="f32") -> list[dict]:
             else:
                 runs["numpy sdpa"] = timing.loop(lambda: _numpy_attention(q, k, v, causal))
                 want = _numpy_attention(q, k, v, causal)
-            stats = timing.measure_many(runs, repeat=opts.repeat, min_time=opts.min_time)
+            stats = _measure(runs, threads, opts)
             ok = np.allclose(tpp.ops.attention(q, k, v, causal=causal), want, rtol=1e-4, atol=1e-4)
             rows.append(_row("attention" + (" causal" if causal else ""), f"B{b} H{h} S{s} D{d}", dtype, threads,
                              "GFLOP/s", flops / 1e9, stats, "tpp", ok))
@@ -97,7 +110,7 @@ def norm_rows(thread_counts, opts, shapes=None) -> list[dict]:
                 else:
                     runs["numpy"] = timing.loop(np_fn)
                     want = np_fn()
-                stats = timing.measure_many(runs, repeat=opts.repeat, min_time=opts.min_time)
+                stats = _measure(runs, threads, opts)
                 ours()
                 ok = np.allclose(y, want, rtol=1e-4, atol=1e-5)
                 rows.append(_row(name, f"{m}x{n}", "f32", threads, "GB/s", gbytes, stats, "tpp", ok))
@@ -181,7 +194,7 @@ def bert_rows(thread_counts, opts, cases=None) -> list[dict]:
             else:
                 runs["numpy"] = timing.loop(lambda: numpy_bert_layer(x, params, heads))
                 want = numpy_bert_layer(x, params, heads)
-            stats = timing.measure_many(runs, repeat=opts.repeat, min_time=opts.min_time)
+            stats = _measure(runs, threads, opts)
             ok = np.allclose(layer(x), want, rtol=1e-3, atol=1e-3)
             # latency: "tpp" and "baseline" columns are calls per second; tpp/base the speed-up
             rows.append(_row("bert_layer", f"B{b} S{s} d{d} H{heads}", "f32", threads, "calls/s", 1.0, stats,
