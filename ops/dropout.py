@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import compose
-from ..dropout import DropoutDesc
+from ..dropout_kernel import DropoutDesc
 from ..dtypes import parse as parse_dtype
 from ..errors import DTypeError
 from ..jit.loops import I64, i64

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import tpp
 import tpp.ops
-from tpp.dropout import dropout as dropout_kernel
+from tpp.dropout_kernel import dropout as dropout_kernel
 from tpp.kernels.dropout import keep_mask, philox
 
 from targets import X86, require

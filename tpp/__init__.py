@@ -19,6 +19,7 @@ from .dtypes import parse as _parse_dtype
 from .errors import AliasError, ArgumentError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
 from . import expr as eq
 from .expr import EquationDesc, equation, equation_desc
+from .dropout_kernel import DropoutDesc, dropout, dropout_desc
 from .jit.targets import Target
 from .jit.types import DType
 from .kernel import Kernel
@@ -147,7 +148,8 @@ def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride",
                       b_vnni, _steps(epilogue))
 
 
-__all__ = ["unary", "binary", "gemm", "brgemm", "equation", "equation_desc", "eq", "EquationDesc", "cuda",
+__all__ = ["unary", "binary", "gemm", "brgemm", "equation", "equation_desc", "eq", "EquationDesc", "dropout",
+           "dropout_desc", "DropoutDesc", "cuda",
            "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
            "Target", "UnaryDesc", "BinaryDesc",
            "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",

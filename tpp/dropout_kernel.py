@@ -1,5 +1,5 @@
-"""The dropout TPP's descriptor and dispatch (kernels/dropout.py has the RNG): a kernel
-called as k(x, seed, row0, out=y), seed and row0 Python ints or int64 scalars."""
+"""The dropout TPP's descriptor and dispatch, tpp.dropout (kernels/dropout.py has the RNG):
+a kernel called as k(x, seed, row0, out=y), seed and row0 Python ints or int64 scalars."""
 from __future__ import annotations
 
 from dataclasses import dataclass
