@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import embedded
 import tpp
 from tpp import aot, capi, capi_build
 from tpp.cabi import KERNEL, ffi
@@ -117,7 +118,7 @@ def lib(capi_dir):
         getattr(library, name).restype = ctypes.c_void_p
         getattr(library, name).argtypes = [ctypes.POINTER(Desc)]
     library.tpp_last_error.restype = ctypes.c_char_p
-    assert library.tpp_init() == capi.OK
+    assert embedded.init(library) == capi.OK
     return library
 
 
