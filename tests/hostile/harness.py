@@ -17,6 +17,8 @@ it run in a fresh child. Each case is one pytest test, so a failure names it.
 """
 from __future__ import annotations
 
+import concurrent.futures
+
 import faulthandler
 import math
 import os
@@ -217,6 +219,16 @@ def results_fixture(cases: Cases, module: str, env: dict | None = None):
     @pytest.fixture(scope="module")
     def results(kernel_cache_dir) -> dict[str, str]:
         return run_children([sys.executable, "-m", f"hostile.{stem}"], list(cases), kernel_cache_dir, env=env)
+    return results
+
+
+def pooled_results(cases, run_case, workers: int = 2):
+    """A module-scoped fixture: run_case(name, kernel_cache_dir) -> outcome for every
+    case, `workers` at a time (each runs its own process: a CLI or an interpreter)."""
+    @pytest.fixture(scope="module")
+    def results(kernel_cache_dir) -> dict[str, str]:
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            return dict(zip(cases, ex.map(lambda n: run_case(n, kernel_cache_dir), cases)))
     return results
 
 

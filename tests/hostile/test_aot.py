@@ -6,14 +6,12 @@ Python traceback.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 
 from hostile import harness
 
@@ -62,12 +60,5 @@ def run_case(name: str, kernel_cache_dir) -> str:
     return "ok"
 
 
-@pytest.fixture(scope="module")
-def results(kernel_cache_dir) -> dict[str, str]:
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
-        return dict(zip(CASES, ex.map(lambda n: run_case(n, kernel_cache_dir), CASES)))
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_case(name, results):
-    assert results[name] == "ok", results[name]
+results = harness.pooled_results(CASES, run_case)
+test_case = harness.case_test(CASES)

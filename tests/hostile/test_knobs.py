@@ -7,7 +7,6 @@ thread count past the cap.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 
 from hostile import harness
 
@@ -100,12 +98,5 @@ def run_case(name: str, kernel_cache_dir) -> str:
     return "ok" if not problems else "\n".join(problems) + "\n--- the probe's output ---\n" + proc.stdout[-3000:]
 
 
-@pytest.fixture(scope="module")
-def results(kernel_cache_dir) -> dict[str, str]:
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
-        return dict(zip(CASES, ex.map(lambda n: run_case(n, kernel_cache_dir), CASES)))
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_case(name, results):
-    assert results[name] == "ok", results[name]
+results = harness.pooled_results(CASES, run_case)
+test_case = harness.case_test(CASES)
