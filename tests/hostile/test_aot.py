@@ -12,7 +12,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from hostile import harness
 
 TIMEOUT = 120

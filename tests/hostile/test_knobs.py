@@ -15,7 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from hostile import harness
 
 PROBE = Path(__file__).with_name("knob_probe.py")
