@@ -16,8 +16,8 @@ Inputs are numbered (`eq.arg(i, bcast)`, bcast one of full, row, col, scalar), i
 the kernel's argument order; the output comes last (`k(x0, x1, ..., out=y)`). An
 expression whose value is one number per row (a reduction and what is computed from
 reductions alone) gives a 1-D output of M values. Python numbers are constants.
-The kernel's descriptor holds the tree (kernels/equation.py has the node format and
-how it compiles), so equal expressions share one compiled kernel.
+The kernel's descriptor holds the tree (kernels/equation_tree.py has the node format,
+kernels/equation.py how it compiles), so equal expressions share one compiled kernel.
 """
 from __future__ import annotations
 
