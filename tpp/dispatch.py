@@ -155,9 +155,10 @@ def python_entry(count: int) -> int:
     this Python's array layout is unknown). Built once, cached like a kernel."""
     if arrayabi.LAYOUT is None:
         return 0
-    host = Target.host()
     address = _entries.get(count)
     if address is None:
+        host = Target.host()        # probing the CPU's features costs ~0.5 ms: only on a miss
+
         def make(symbol):
             module = ir.Module(name=symbol)
             module.triple = host.triple
