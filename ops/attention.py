@@ -42,7 +42,6 @@ WHAT = "tpp.ops.attention"
 BLOCK = 64                              # queries per block (the default plan)
 KEY_BLOCK = 128                         # keys per block: a multiple of BLOCK
 LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp(m - m') stays finite for masked rows
-MODE_NAMES = {Bcast.FULL: "full", Bcast.ROW: "row", Bcast.COL: "col", Bcast.SCALAR: "scalar"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ class AttentionDesc(compose.CompositeDesc):
         """S scale (+ mask) (+ the causal triangle), and the inputs it reads after S."""
         e, names = eq.arg(0) * self.scale, []
         if self.mask_strides is not None:
-            e = e + eq.arg(1, MODE_NAMES[self._mask_mode()])
+            e = e + eq.arg(1, self._mask_mode().value)
             names.append("mask")
         if tri:
             e = e + eq.arg(1 + len(names))
