@@ -56,6 +56,7 @@ def sigmoid(x):
         return 1.0 / (1.0 + np.exp(-x))
 def tanh(x): return np.tanh(x)
 def exp(x): return np.exp(x)
+def exp2(x): return np.exp2(x)
 def log(x): return np.log(x)
 def sqrt(x): return np.sqrt(x)
 def rsqrt(x): return 1.0 / np.sqrt(x)
@@ -165,6 +166,7 @@ KINDS = _kinds(
     UnaryKind("sigmoid", sigmoid, _one(vmath.sigmoid), TRANSC),
     UnaryKind("tanh", tanh, _one(vmath.tanh), TRANSC),
     UnaryKind("exp", exp, _one(vmath.exp), TRANSC),
+    UnaryKind("exp2", exp2, _one(vmath.exp2), TRANSC),
     UnaryKind("log", log, _one(vmath.log), TRANSC),
     UnaryKind("sqrt", sqrt, _one(lambda v, x: v.sqrt(x))),
     UnaryKind("rsqrt", rsqrt, _one_p(lambda v, x, p: v.b.fdiv(v.const(1.0, p.elem), v.sqrt(x)))),

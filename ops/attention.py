@@ -10,10 +10,11 @@ ONE composite on the layer, two phases:
            running row max m and sum l in per-thread buffers and never forms the Sq x Sk
            scores:
                S  = Q_blk K_blk^T                       GEMM
-               m' = max(m, rowmax(S scale + mask))      equation (one value per row)
-               P  = exp(S scale + mask - m')            equation, in S's place
-               l  = l exp(m - m') + rowsum(P)           reduce + equation
-               O  = O exp(m - m') + P V_blk             binary mul (col) + GEMM (beta 1)
+               T  = (S scale + mask) log2 e              (inside the next two equations)
+               m' = max(m, rowmax(T))                   equation (one value per row)
+               P  = exp2(T - m')                        equation, in S's place
+               l  = l exp2(m - m') + rowsum(P)          reduce + equation
+               O  = O exp2(m - m') + P V_blk            binary mul (col) + GEMM (beta 1)
            then out = O / l (an equation, cast to the output dtype). The first key block
            starts m, l and O instead of rescaling them.
 Causal (top-left aligned like torch: query i sees keys j <= i) uses query and key blocks
@@ -41,7 +42,8 @@ from .args import element_strides, output
 WHAT = "tpp.ops.attention"
 BLOCK = 64                              # queries per block (the default plan)
 KEY_BLOCK = 128                         # keys per block: a multiple of BLOCK
-LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp(m - m') stays finite for masked rows
+LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp2(m - m') stays finite for masked rows
+LOG2E = 1.4426950408889634
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,11 @@ class AttentionDesc(compose.CompositeDesc):
 
     # ---- the equations of one (query block, key block) step -----------------------------
     def _scores(self, tri: bool) -> tuple[eq.Expr, list[str]]:
-        """S scale (+ mask) (+ the causal triangle), and the inputs it reads after S."""
-        e, names = eq.arg(0) * self.scale, []
+        """(S scale (+ mask) (+ the causal triangle)) log2 e, and the inputs it reads after S:
+        the softmax runs in base 2 (m and m' too), where exp2 needs no range split."""
+        e, names = eq.arg(0) * (self.scale * LOG2E), []
         if self.mask_strides is not None:
-            e = e + eq.arg(1, self._mask_mode().value)
+            e = e + eq.arg(1, self._mask_mode().value) * LOG2E
             names.append("mask")
         if tri:
             e = e + eq.arg(1 + len(names))
@@ -121,7 +124,7 @@ class AttentionDesc(compose.CompositeDesc):
                    compose.Scratch("m_new", f32, bq, "thread", "the new row max"),
                    compose.Scratch("l", f32, bq, "thread", "the running row sum"),
                    compose.Scratch("rs", f32, bq, "thread", "a block's row sums"),
-                   compose.Scratch("alpha", f32, bq, "thread", "exp(m - m')")]
+                   compose.Scratch("alpha", f32, bq, "thread", "exp2(m - m')")]
         if self.vnni:
             scratch += [compose.Scratch("vp", dt, blocks * self.v_block(), "call", "VNNI-packed V blocks"),
                         compose.Scratch("p16", dt, bq * bk, "thread", "P in bf16"),
@@ -234,10 +237,10 @@ class AttentionDesc(compose.CompositeDesc):
         floor = eq.arg(1 + len(names), "col") if not first else LOWEST
         run_eq(eq.maximum(floor, eq.max(scores)), [s, *extra] + ([col["m"]] if not first else []),
                (ctx.buffer("m_new"), 1), extra_dts=() if first else (f32,))
-        # P = exp(scores - m'): f32 over S, then its row sums; bf16 straight into the tile the
+        # P = exp2(scores - m'): f32 over S, then its row sums; bf16 straight into the tile the
         # P V GEMM reads, its row sums (in f32) from that tile
         p = (ctx.buffer("p16"), bt) if self.vnni else s
-        run_eq(eq.exp(scores - eq.arg(1 + len(names), "col")), [s, *extra, col["m_new"]], p, extra_dts=(f32,),
+        run_eq(eq.exp2(scores - eq.arg(1 + len(names), "col")), [s, *extra, col["m_new"]], p, extra_dts=(f32,),
                out_dtype=dt)
         if self.vnni:
             ctx.call(ctx.primitive(equation_desc(eq.sum(eq.arg(0)), bq, keys, dt, out_dtype=f32)), [p, rs])
@@ -248,7 +251,7 @@ class AttentionDesc(compose.CompositeDesc):
             ctx.call(copy_vec, [rs, l])
         else:
             x = eq.arg(0)
-            ctx.call(ctx.primitive(equation_desc(eq.exp(x - eq.arg(1)), 1, bq)), [m, m_new, alpha])
+            ctx.call(ctx.primitive(equation_desc(eq.exp2(x - eq.arg(1)), 1, bq)), [m, m_new, alpha])
             ctx.call(ctx.primitive(equation_desc(eq.arg(0) * eq.arg(1) + eq.arg(2), 1, bq)), [l, alpha, rs, l])
             ctx.call(ctx.primitive(BinaryDesc("mul", bq, d, f32, Bcast.FULL, Bcast.COL)), [o, col["alpha"], o])
         ctx.call(copy_vec, [m_new, m])

@@ -49,6 +49,7 @@ def _gelu_tanh_grad(x):
 
 TRUTH = {
     "exp": np.exp,
+    "exp2": np.exp2,
     "sigmoid": lambda x: _sig(x)[0],
     "tanh": np.tanh,
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
@@ -80,6 +81,7 @@ class Window:
 # ~|2u| 2^-24 relative (the README's bound there).
 WINDOWS = {
     "exp": [Window(-110, -80, 13), Window(85, 90, 3)],
+    "exp2": [Window(-155, -120, 13), Window(120, 130, 3), Window(1e-30, 2, 4099), Window(-1e-30, -2, 4099)],
     "sigmoid": [Window(-110, -80, 13), Window(14, 20, 13), Window(80, 90, 13)],
     "tanh": [Window(7.5, 10, 11), Window(-7.5, -10, 11), Window(1e-30, 2.9e-4, 4099),
              Window(-1e-30, -2.9e-4, 4099)],
@@ -135,6 +137,8 @@ NAN, INF = math.nan, math.inf
 # signed zeros.
 SPECIALS = {
     "exp": [(INF, INF), (-INF, 0.0), (F32_MAX, INF), (-F32_MAX, 0.0), (0.0, 1.0), (-0.0, 1.0)],
+    "exp2": [(INF, INF), (-INF, 0.0), (F32_MAX, INF), (-F32_MAX, 0.0), (0.0, 1.0), (-0.0, 1.0), (1.0, 2.0),
+             (-149.0, 2.0 ** -149), (127.0, 2.0 ** 127), (128.0, INF), (-150.0, 0.0)],
     "sigmoid": [(INF, 1.0), (-INF, 0.0), (F32_MAX, 1.0), (-F32_MAX, 0.0), (0.0, 0.5), (-0.0, 0.5),
                 (-100.0, float(np.float32(math.exp(-100)))), (20.0, 1.0)],
     "tanh": [(INF, 1.0), (-INF, -1.0), (F32_MAX, 1.0), (-F32_MAX, -1.0), (0.0, 0.0), (-0.0, -0.0)],

@@ -43,6 +43,7 @@ CASES = {c.kind: c for c in [
     Case("sigmoid", TRANSC, (uniform(-20, 20),), f64=False),
     Case("tanh", TRANSC, (uniform(-10, 10),), f64=False),
     Case("exp", TRANSC, (uniform(-10, 10),), f64=False),
+    Case("exp2", TRANSC, (uniform(-20, 20),), f64=False),
     Case("log", TRANSC, (magnitude(1e-30, 1e30),), f64=False),
     Case("sqrt", EXACT, (magnitude(1e-30, 1e30),)),
     Case("rsqrt", ROUNDED, (magnitude(1e-30, 1e30),)),
