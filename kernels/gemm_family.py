@@ -53,6 +53,10 @@ def _validate_gemm(d) -> None:
     fields.put(d, "beta", float(d.beta))
     _validate_epilogue(d)
     for name, value, least in zip(("lda", "ldb", "ldc"), (d.lda, d.ldb, d.ldc), tight_lds(d)):
+        if name == "lda" and not d.trans_a and value is not None:
+            # A is only read, so its rows may overlap: a convolution's rows of pixels with
+            # the filter taps folded into K (q*stride*c apart, S*c long) are such an A
+            least = 1
         if value is not None:
             value = fields.integer(what, name, value)
             if value < least:

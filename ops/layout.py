@@ -87,17 +87,18 @@ def blocked_shape(shape: tuple[int, int, int, int], c: int, pad: tuple[int, int,
 
 # ---- the row bodies (shared with the convolution's padded input) ----------------------------
 def pack_loop(src: str, dst: str, shape, c: int, dt: DType, pad=(0, 0, 0, 0), parallel: bool = True):
-    """Loops over (n, channel block, padded row) writing NCHW `src` into blocked `dst`
-    (shape blocked_shape(shape, c, pad)): halo rows and columns zeroed, channels past C
-    zero, each interior row one transpose of the block's channels."""
+    """Loops over (n, channel block, padded row) writing NCHW `src` into blocked `dst` (a
+    tensor, or a scratch buffer: blocked_shape(shape, c, pad)): halo rows and columns
+    zeroed, channels past C zero, each interior row one transpose of the block's channels."""
     n, ch, h, w = shape
     top, bottom, left, right = pad
     wp = w + left + right
+    dst_shape = blocked_shape(shape, c, pad)
 
     def row(ctx: compose.Context) -> None:
         b = ctx.b
         rows = ctx.size["cb"]
-        x, y = ctx.tensor(src), ctx.tensor(dst)
+        x, y = ctx.view(src), ctx.view(dst, dst_shape)
         ni, cbi, hi = ctx.start["n"], ctx.index["cb"], ctx.start["h"]
         out = y.at(ni, cbi, hi)
         zero_row = ctx.primitive(UnaryDesc("zero", wp, c, dt, dt))

@@ -89,6 +89,15 @@ class Context:
         """A scratch buffer's (64-byte aligned) start; a partial: this thread's copy."""
         return self._s.buffers[name]
 
+    def view(self, name: str, shape: tuple[int, ...] | None = None) -> TensorRef:
+        """A tensor by name, or a scratch buffer seen as a C-ordered tensor of `shape`
+        (a padded copy of an input, a tile): bodies index both the same way."""
+        refs = self._s.tensor_refs
+        if name in refs:
+            return refs[name]
+        sc = next(sc for sc in self._s.composite.scratch if sc.name == name)
+        return TensorRef(self.b, self.buffer(name), Tensor(name, sc.dtype, shape or (sc.count,)))
+
     def copies(self, name: str) -> ir.Value:
         """The first of a partial buffer's per-thread copies (copy t is count * t further)."""
         return self._s.entries[self._s.layout.slot[name]][0]

@@ -1,0 +1,246 @@
+"""tpp.ops.conv2d and tpp.ops.Conv2d: torch.nn.functional.conv2d's semantics on the
+BRGEMM convolution of ops/conv.py.
+
+`Conv2d(w, ...)` is the prepared form: the weights are packed once into the blocked
+(groups, K/k, C/c, R, S, c, k) layout (VNNI pairs for bf16), a BatchNorm is folded
+into weights and bias, and a call does no weight work. It takes plain NCHW arrays
+(the kernel pads and blocks them in its first phase) or `Blocked` activations; the
+output is of the input's kind unless `blocked=` says otherwise, so a chain of
+prepared convolutions stays blocked. Depthwise convolutions (groups == C == K) run
+on their own kernel (ops/depthwise.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import compose
+from ..dispatch import current_target
+from ..dtypes import parse as parse_dtype, to_numpy
+from ..errors import ArgumentError, DTypeError, ShapeError
+from ..jit.types import DType
+from .args import element_strides
+from .bias_act import activations
+from .conv import WHAT, ConvDesc
+from .conv_geometry import conv_window
+from .layout import Blocked
+
+DTYPES = (DType.F32, DType.BF16)
+MAX_BLOCK = 64          # channels per block: K = c per batch entry, N = k per GEMM
+
+
+def _largest_divisor(n: int, most: int) -> int:
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+def input_block(cg: int, groups: int, dtype: DType, lanes: int) -> int:
+    """Channels per input block for a plain input: the whole group where it fits in one
+    (the stem's 3 channels: one block, folded taps), else a vector's worth (a group's
+    channels must start a block)."""
+    if cg <= MAX_BLOCK:
+        c = cg
+    elif groups == 1 or cg % lanes == 0:
+        c = lanes
+    else:
+        c = _largest_divisor(cg, MAX_BLOCK)
+    return c + (c % 2) if dtype == DType.BF16 and groups == 1 else c
+
+
+def output_block(kg: int, groups: int) -> int:
+    if kg <= MAX_BLOCK:
+        return kg
+    return MAX_BLOCK if groups == 1 or kg % MAX_BLOCK == 0 else _largest_divisor(kg, MAX_BLOCK)
+
+
+def pack_weights(w: np.ndarray, groups: int, cblk: int, kblk: int, dtype: DType) -> np.ndarray:
+    """(K, C/groups, R, S) -> (groups, K/k, C/c, R, S, c, k), zero-padded; bf16: the c
+    axis in VNNI pairs (..., c/2, k, 2). Done once per prepared convolution."""
+    k, cg, r, s = w.shape
+    kg = k // groups
+    kbg, cbg = -(-kg // kblk), -(-cg // cblk)
+    full = np.zeros((groups, kbg * kblk, cbg * cblk, r, s), np.float32)
+    full[:, :kg, :cg] = np.asarray(w, np.float32).reshape(groups, kg, cg, r, s)
+    blocks = full.reshape(groups, kbg, kblk, cbg, cblk, r, s).transpose(0, 1, 3, 5, 6, 4, 2)
+    if dtype == DType.BF16:
+        blocks = blocks.reshape(groups, kbg, cbg, r, s, cblk // 2, 2, kblk).transpose(0, 1, 2, 3, 4, 5, 7, 6)
+    return np.ascontiguousarray(blocks.astype(to_numpy(dtype)))
+
+
+def fold_batch_norm(w: np.ndarray, bias, bn) -> tuple[np.ndarray, np.ndarray]:
+    """w, bias with an eval-mode BatchNorm (gamma, beta, mean, var, eps) folded in:
+    gamma (conv(x) + b - mean) / sqrt(var + eps) + beta."""
+    if not isinstance(bn, (tuple, list)) or len(bn) != 5:
+        raise ArgumentError(f"{WHAT}: bn must be (gamma, beta, mean, var, eps), got {type(bn).__name__}")
+    k = w.shape[0]
+    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in bn[:4])
+    for name, v in zip(("gamma", "beta", "mean", "var"), (gamma, beta, mean, var)):
+        if v.shape != (k,):
+            raise ShapeError(f"{WHAT}: bn's {name} must have shape ({k},), got {v.shape}")
+    eps = float(bn[4])
+    scale = gamma / np.sqrt(var + eps)
+    b = np.zeros(k) if bias is None else np.asarray(bias, np.float64)
+    return (np.asarray(w, np.float64) * scale[:, None, None, None]).astype(np.float32), \
+        ((b - mean) * scale + beta).astype(np.float32)
+
+
+class Conv2d:
+    """A prepared 2-D convolution (torch.nn.Conv2d's forward, optionally with an eval-mode
+    BatchNorm folded in and an activation fused): `conv(x, residual=None)` returns
+    act(conv(x, w) + bias + residual)."""
+
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0, dilation=1,
+                 groups: int = 1, activation: str | None = None, bn=None, *, alpha: float | None = None):
+        if not isinstance(w, np.ndarray) or w.ndim != 4:
+            raise ShapeError(f"{WHAT}: argument 'w' must be a 4-D (K, C/groups, R, S) array, got "
+                             f"{getattr(w, 'shape', type(w).__name__)}")
+        self.dtype = parse_dtype(w.dtype, "w.dtype")
+        if self.dtype not in DTYPES:
+            raise DTypeError(f"{WHAT}: w must be float32 or bfloat16, got {w.dtype}")
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise ArgumentError(f"{WHAT}: groups must be a positive int, got {groups!r}")
+        self.groups = int(groups)
+        k = w.shape[0]
+        if k % self.groups:
+            raise ArgumentError(f"{WHAT}: groups={groups} does not divide the {k} output channels")
+        if bias is not None:
+            if not isinstance(bias, np.ndarray) or bias.shape != (k,):
+                raise ShapeError(f"{WHAT}: argument 'bias' must be an array of shape ({k},), got "
+                                 f"{getattr(bias, 'shape', type(bias).__name__)}")
+        if bn is not None:
+            w, bias = fold_batch_norm(w, bias, bn)
+        self.activation = _activation(activation)
+        self.alpha = None if alpha is None else float(alpha)
+        self.k, self.cg, self.r, self.s = w.shape
+        self.c = self.cg * self.groups
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        conv_window(WHAT, (1 << 20, 1 << 20), (self.r, self.s), stride, padding, dilation)   # checks the arguments
+        self._w = np.asarray(w, np.float32)
+        self._bias = None if bias is None else np.asarray(bias, np.float32)
+        self._packed: dict = {}
+        self.depthwise = None
+        if self.groups == self.c == self.k and self.c > 1:
+            from .depthwise import Depthwise
+            self.depthwise = Depthwise(w.astype(to_numpy(self.dtype)), None if bias is None else self._bias, stride,
+                                       padding, dilation, self.activation)
+        else:
+            self._weights(input_block(self.cg, self.groups, self.dtype, _lanes()))
+
+    def _weights(self, cblk: int):
+        """The packed weights and bias for input blocks of cblk channels (made once)."""
+        got = self._packed.get(cblk)
+        if got is None:
+            kblk = output_block(self.k // self.groups, self.groups)
+            w = pack_weights(self._w, self.groups, cblk, kblk, self.dtype)
+            bias = None
+            if self._bias is not None:
+                kg, kbg = self.k // self.groups, -(-(self.k // self.groups) // kblk)
+                full = np.zeros((self.groups, kbg * kblk), np.float32)
+                full[:, :kg] = self._bias.reshape(self.groups, kg)
+                bias = full.ravel()
+            got = self._packed[cblk] = (kblk, w, bias)
+        return got
+
+    def __call__(self, x, residual=None, *, blocked: bool | None = None, threads: int | None = None):
+        threads = compose.threads_arg(WHAT, threads)
+        x_blocked = isinstance(x, Blocked)
+        if not x_blocked and (not isinstance(x, np.ndarray) or x.ndim != 4):
+            raise ShapeError(f"{WHAT}: argument 'x' must be a 4-D (N, C, H, W) array or a tpp.ops.Blocked, got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        out_blocked = x_blocked if blocked is None else bool(blocked)
+        n, c, h, w = x.shape
+        if c != self.c:
+            raise ShapeError(f"{WHAT}: x has {c} channels, the weights expect {self.c} (C/groups = {self.cg}, "
+                             f"groups = {self.groups})")
+        dt = parse_dtype(x.dtype, "x.dtype")
+        if dt != self.dtype:
+            raise DTypeError(f"{WHAT}: x is {x.dtype} but the weights are {to_numpy(self.dtype)}")
+        win = conv_window(WHAT, (h, w), (self.r, self.s), self.stride, self.padding, self.dilation)
+        if self.depthwise is not None:
+            return self.depthwise(x, residual, threads=threads)
+        cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, _lanes())
+        if x_blocked and self.groups > 1 and self.cg % cblk:
+            raise ShapeError(f"{WHAT}: a Blocked input's block ({cblk}) must divide C/groups = {self.cg}")
+        if x_blocked and dt == DType.BF16 and cblk % 2:
+            raise ShapeError(f"{WHAT}: a bf16 Blocked input needs an even block, got {cblk}")
+        kblk, wp, bias = self._weights(cblk)
+        xa = x.data if x_blocked else _unit_rows(x)
+        desc_args = dict(n=n, c=c, k=self.k, groups=self.groups, window=win, dtype=dt, out_dtype=dt, cblk=cblk,
+                         kblk=kblk, x_blocked=x_blocked, out_blocked=out_blocked, bias=bias is not None,
+                         activation=self.activation, alpha=self.alpha)
+        probe = ConvDesc(**desc_args, x_strides=None, out_strides=None)
+        out = np.empty(probe.out_shape(), x.dtype)
+        res = _residual(residual, probe, out_blocked)
+        if out.size == 0:
+            return Blocked(out, self.k) if out_blocked else out
+        desc = ConvDesc(**desc_args, x_strides=None if x_blocked else element_strides(xa),
+                        out_strides=None if out_blocked else element_strides(out),
+                        residual=None if res is None else ("blocked" if out_blocked else "plain"),
+                        res_strides=None if res is None or out_blocked else element_strides(res))
+        arrays = [xa, wp] + ([bias] if bias is not None else []) + [_offsets(desc)]
+        arrays += ([res] if res is not None else []) + [out]
+        compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)
+        return Blocked(out, self.k) if out_blocked else out
+
+
+def conv2d(x, w: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0, dilation=1, groups: int = 1,
+           activation: str | None = None, residual=None, *, threads: int | None = None):
+    """torch.nn.functional.conv2d(x, w, bias, stride, padding, dilation, groups), then
+    `+ residual` and `activation`, fused. x: (N, C, H, W) float32/bfloat16 or a Blocked;
+    w: (K, C/groups, R, S). For repeated calls prepare a tpp.ops.Conv2d (this packs the
+    weights on every call)."""
+    return Conv2d(w, bias, stride, padding, dilation, groups, activation)(x, residual, threads=threads)
+
+
+_OFFSETS: dict = {}
+
+
+def _offsets(desc: ConvDesc) -> np.ndarray:
+    key = (desc.window, desc.cblk, desc.kblk, desc.cbg, desc.padded)
+    table = _OFFSETS.get(key)
+    if table is None:
+        if len(_OFFSETS) > 256:
+            _OFFSETS.clear()
+        table = _OFFSETS[key] = desc.offsets()
+    return table
+
+
+def _lanes() -> int:
+    t = current_target()
+    return max(1, t.lanes(32)) if t.model != "simt" else 16
+
+
+def _activation(activation):
+    if activation is None:
+        return None
+    from ..kernels import unary as unary_k
+    name = unary_k.ALIASES.get(activation, activation) if isinstance(activation, str) else activation
+    if name not in activations() or name == "copy":
+        raise ArgumentError(f"{WHAT}: activation must be None or one of {', '.join(activations())}, got "
+                            f"{activation!r}")
+    return name
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x if x.shape[-1] <= 1 or x.strides[-1] == x.itemsize else np.ascontiguousarray(x)
+
+
+def _residual(residual, desc: ConvDesc, out_blocked: bool):
+    if residual is None:
+        return None
+    win = desc.window
+    shape = (desc.n, desc.k, win.p, win.q)
+    if out_blocked:
+        if not isinstance(residual, Blocked) or residual.shape != shape or residual.block != desc.kblk:
+            raise ShapeError(f"{WHAT}: argument 'residual' must be a Blocked of shape {shape} with block "
+                             f"{desc.kblk} (the output's), got {residual!r}")
+        arr = residual.data
+    else:
+        if not isinstance(residual, np.ndarray) or residual.shape != shape:
+            raise ShapeError(f"{WHAT}: argument 'residual' must be an array of shape {shape}, got "
+                             f"{getattr(residual, 'shape', type(residual).__name__)}")
+        arr = _unit_rows(residual)
+    if arr.dtype != to_numpy(desc.out_dtype):
+        raise DTypeError(f"{WHAT}: residual must be {to_numpy(desc.out_dtype)}, got {arr.dtype}")
+    return arr
+
+
+__all__ = ["Conv2d", "conv2d", "fold_batch_norm", "pack_weights"]
