@@ -135,7 +135,7 @@ class Conv2d:
                 kg, kbg = self.k // self.groups, -(-(self.k // self.groups) // kblk)
                 full = np.zeros((self.groups, kbg * kblk), np.float32)
                 full[:, :kg] = self._bias.reshape(self.groups, kg)
-                bias = full.ravel()
+                bias = full.ravel().astype(to_numpy(self.dtype))   # the epilogue adds it in C's dtype
             got = self._packed[cblk] = (kblk, w, bias)
         return got
 

@@ -1,0 +1,236 @@
+"""tpp.ops.conv2d / Conv2d against a float64 numpy convolution: hypothesis over N, C, K
+(block remainders), H, W, R, S, stride, padding (incl. "same"/"valid"), dilation and
+groups; one-pixel outputs; the stem's folded taps; fused bias / residual / activation;
+folded BatchNorm; plain and blocked inputs and outputs; bf16; 1 and 2 threads
+identical; and the errors."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import tpp
+import tpp.ops
+from tpp.kernels import unary as unary_k
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def reference(x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1):
+    """float64 conv2d (torch's semantics) with padding (top, bottom, left, right)."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    n, c, h, wd = x.shape
+    k, cg, r, s = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), pad[:2], pad[2:]))
+    p = (xp.shape[2] - dil[0] * (r - 1) - 1) // stride[0] + 1
+    q = (xp.shape[3] - dil[1] * (s - 1) - 1) // stride[1] + 1
+    out = np.zeros((n, k, p, q))
+    kg = k // groups
+    for g in range(groups):
+        for i in range(r):
+            for j in range(s):
+                h0, w0 = i * dil[0], j * dil[1]
+                patch = xp[:, g * cg:(g + 1) * cg, h0:h0 + stride[0] * (p - 1) + 1:stride[0],
+                           w0:w0 + stride[1] * (q - 1) + 1:stride[1]]
+                out[:, g * kg:(g + 1) * kg] += np.einsum("nchw,kc->nkhw", patch, w[g * kg:(g + 1) * kg, :, i, j])
+    if bias is not None:
+        out += np.asarray(bias, np.float64)[None, :, None, None]
+    return out
+
+
+def check(got, x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1, post=None, bf16=False):
+    want = reference(x, w, bias, stride, pad, dil, groups)
+    size = reference(np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64)),
+                     None if bias is None else np.abs(bias), stride, pad, dil, groups)
+    if post is not None:
+        want = post(want)
+    got = np.asarray(got, np.float64)
+    assert got.shape == want.shape
+    allowed = 2e-6 * size + 1e-30 + (2.0 ** -8 * np.abs(want) if bf16 else 0)
+    worst = np.max(np.abs(got - want) - allowed)
+    assert worst <= 0, f"off by {worst:.3g} beyond the bound"
+
+
+def _pad4(padding):
+    p = (padding, padding) if isinstance(padding, int) else padding
+    return (p[0], p[0], p[1], p[1])
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 1, 2, 3]))
+    cg, kg = draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    r, s = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pad = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    h = draw(st.integers(max(1, dil[0] * (r - 1) + 1 - 2 * pad[0]), 12))
+    w = draw(st.integers(max(1, dil[1] * (s - 1) + 1 - 2 * pad[1]), 12))
+    n = draw(st.integers(1, 2))
+    return n, cg * groups, h, w, kg * groups, r, s, stride, pad, dil, groups
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=conv_cases(), seed=st.integers(0, 2 ** 16), bias=st.booleans())
+def test_conv2d_matches_reference(case, seed, bias):
+    n, c, h, w, k, r, s, stride, pad, dil, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32) if bias else None
+    got = tpp.ops.conv2d(x, wt, b, stride, pad, dil, groups)
+    check(got, x, wt, b, stride, _pad4(pad), dil, groups)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 14, 14, 64, 3, 3, 1, 1), (1, 3, 23, 21, 20, 7, 7, 2, 3),
+                                   (2, 35, 9, 8, 70, 3, 3, 2, 1), (1, 130, 5, 5, 66, 3, 3, 1, 1),
+                                   (1, 128, 6, 6, 256, 1, 1, 2, 0), (1, 16, 7, 7, 16, 7, 7, 1, 0),
+                                   (1, 8, 1, 1, 4, 1, 1, 1, 0), (1, 80, 9, 9, 96, 1, 1, 1, 0)])
+def test_resnet_like_shapes(shape):
+    n, c, h, w, k, r, s, stride, pad = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    check(tpp.ops.conv2d(x, wt, b, stride, pad), x, wt, b, (stride, stride), _pad4(pad))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("rs, dil", [((3, 3), 1), ((4, 2), 1), ((3, 5), 2)])
+def test_padding_names(padding, rs, dil):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 5, 11, 10)).astype(np.float32)
+    wt = rng.standard_normal((6, 5, *rs)).astype(np.float32)
+    got = tpp.ops.conv2d(x, wt, padding=padding, dilation=dil)
+    if padding == "valid":
+        pad = (0, 0, 0, 0)
+    else:
+        th, tw = dil * (rs[0] - 1), dil * (rs[1] - 1)
+        pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        assert got.shape[2:] == x.shape[2:]
+    check(got, x, wt, None, (1, 1), pad, (dil, dil))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu_tanh", "sigmoid"])
+@pytest.mark.parametrize("blocked", [False, True])
+def test_fused_bias_residual_activation(activation, blocked):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 20, 9, 9)).astype(np.float32)
+    wt = rng.standard_normal((70, 20, 3, 3)).astype(np.float32) * 0.2
+    b = rng.standard_normal(70).astype(np.float32)
+    res = rng.standard_normal((2, 70, 9, 9)).astype(np.float32)
+    conv = tpp.ops.Conv2d(wt, b, 1, 1, activation=activation)
+    kind = unary_k.KINDS[activation]
+    want_fn = lambda y: kind.reference(y + res)  # noqa: E731
+    if blocked:
+        xb = tpp.ops.to_blocked(x, 8)
+        out = conv(xb, tpp.ops.to_blocked(res, 64))
+        assert isinstance(out, tpp.ops.Blocked) and out.block == 64
+        pad_channels = out.data[:, -1, :, :, 70 - 64:]
+        assert not pad_channels.any()          # channels past K stay zero whatever act(0) is
+        got = out.numpy()
+    else:
+        got = conv(x, res)
+    want = want_fn(reference(x, wt, b, pad=(1, 1, 1, 1)))
+    assert np.allclose(got, want, rtol=2e-5, atol=2e-4)
+
+
+def test_folded_batch_norm():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    wt = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 24), rng.standard_normal(24)
+    mean, var = rng.standard_normal(24), rng.uniform(0.5, 2, 24)
+    got = tpp.ops.Conv2d(wt, b, padding=1, activation="relu", bn=(gamma, beta, mean, var, 1e-5))(x)
+    y = reference(x, wt, b, pad=(1, 1, 1, 1))
+    want = np.maximum((y - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * gamma[:, None, None]
+                      + beta[:, None, None], 0)
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("c, block", [(3, 4), (35, 16), (64, 16), (20, 8)])
+def test_blocked_chain(c, block):
+    """A chain of prepared convolutions on Blocked activations equals the plain chain."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c, 10, 12)).astype(np.float32)
+    w1 = rng.standard_normal((40, c, 3, 3)).astype(np.float32) * 0.3
+    w2 = rng.standard_normal((33, 40, 1, 1)).astype(np.float32) * 0.3
+    c1, c2 = tpp.ops.Conv2d(w1, padding=1, activation="relu"), tpp.ops.Conv2d(w2, stride=2)
+    plain = c2(c1(x))
+    chain = c2(c1(tpp.ops.to_blocked(x, block)))
+    assert isinstance(chain, tpp.ops.Blocked)
+    assert np.allclose(chain.numpy(), plain, rtol=1e-5, atol=1e-4)
+    assert np.allclose(c1(x, blocked=True).numpy(), c1(x))
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 9, 9, 32, 3, 3, 1, 1), (1, 3, 16, 16, 8, 7, 7, 2, 3),
+                                   (2, 24, 6, 7, 20, 1, 1, 2, 0)])
+def test_bf16(shape):
+    n, c, h, w, k, r, s, stride, pad = shape
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((n, c, h, w)).astype(BF16)
+    wt = rng.standard_normal((k, c, r, s)).astype(BF16)
+    b = rng.standard_normal(k).astype(np.float32)
+    got = tpp.ops.conv2d(x, wt, b.astype(BF16), stride, pad)
+    assert got.dtype == BF16
+    check(got, x, wt, b.astype(BF16).astype(np.float32), (stride, stride), _pad4(pad), bf16=True)
+
+
+def test_threads_identical():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 48, 15, 13)).astype(np.float32)
+    wt = rng.standard_normal((80, 48, 3, 3)).astype(np.float32)
+    conv = tpp.ops.Conv2d(wt, padding=1)
+    assert np.array_equal(conv(x, threads=1), conv(x, threads=2))
+
+
+def test_empty_batch():
+    wt = np.ones((4, 3, 3, 3), np.float32)
+    assert tpp.ops.conv2d(np.ones((0, 3, 5, 5), np.float32), wt).shape == (0, 4, 3, 3)
+
+
+def test_strided_input_view():
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((2, 10, 12, 14)).astype(np.float32)
+    x = base[:, ::2, 1:, ::2]
+    wt = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    check(tpp.ops.conv2d(x, wt, padding=1), x, wt, pad=(1, 1, 1, 1))
+
+
+ERRORS = [
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 3, 3, 3), np.float32)),
+     tpp.ShapeError, "channels"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32), groups=2),
+     tpp.ArgumentError, "groups"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32), padding=-1),
+     tpp.ArgumentError, "padding"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float64), np.ones((2, 4, 3, 3), np.float64)),
+     tpp.DTypeError, "float32 or bfloat16"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), BF16), np.ones((2, 4, 3, 3), np.float32)),
+     tpp.DTypeError, "x is bfloat16"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 2, 2), np.float32), np.ones((2, 4, 3, 3), np.float32)),
+     tpp.ShapeError, "larger than the padded input"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32), stride=0),
+     tpp.ArgumentError, "stride"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32), stride=2,
+                            padding="same"), tpp.ArgumentError, "same"),
+    (lambda: tpp.ops.conv2d(np.ones((4, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32)),
+     tpp.ShapeError, "'x'"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 4, 3), np.float32)),
+     tpp.ShapeError, "'w'"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32),
+                            np.ones(3, np.float32)), tpp.ShapeError, "'bias'"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32),
+                            residual=np.ones((1, 2, 5, 5), np.float32)), tpp.ShapeError, "'residual'"),
+    (lambda: tpp.ops.conv2d(np.ones((1, 4, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32),
+                            activation="softmax"), tpp.ArgumentError, "activation"),
+    (lambda: tpp.ops.Conv2d(np.ones((2, 4, 3, 3), np.float32), bn=(1, 2)), tpp.ArgumentError, "bn"),
+]
+
+
+@pytest.mark.parametrize("fn, error, text", ERRORS, ids=[e[2] for e in ERRORS])
+def test_errors(fn, error, text):
+    with pytest.raises(error, match=text):
+        fn()
