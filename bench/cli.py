@@ -9,6 +9,7 @@
     tpp-bench matmul --sizes 512,1024,2048 --threads 1,2
     tpp-bench ops --threads 1,2          (bias_act, segment_sum: the composition layer's small ops)
     tpp-bench attention | norm | bert --threads 1,2   (against torch where installed, else numpy)
+    tpp-bench conv --threads 1,2 [--shapes c2_3x3,stem] [--dtype bf16]   (ResNet-50 convs vs torch's conv2d)
     tpp-bench capi --sizes 32,64,128     (GEMM through libtpp, timed in a C loop)
     tpp-bench info                      (target, features, threads, cache, peaks)
 
@@ -27,8 +28,8 @@ import sys
 from tpp import config
 from tpp.jit.targets import names
 
-from . import (blas, brgemm_suite, capi_suite, dot_gemm, gemm_suite, gpu_suite, matmul_suite, ops_suite, peak, report,
-               suites, transformer_suite)
+from . import (blas, brgemm_suite, capi_suite, conv_suite, dot_gemm, gemm_suite, gpu_suite, matmul_suite,
+               ops_suite, peak, report, suites, transformer_suite)
 from . import info as info_mod
 from . import plot
 
@@ -177,8 +178,8 @@ def parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(prog="tpp-bench", parents=[common], description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command",
-                           metavar="{unary,binary,gemm,brgemm,matmul,ops,attention,norm,bert,capi,gpu,info}")
+    sub = p.add_subparsers(
+        dest="command", metavar="{unary,binary,gemm,brgemm,matmul,ops,attention,norm,bert,conv,capi,gpu,info}")
     sub.add_parser("info", parents=[common], help="target, features, threads, cache and measured peaks")
     sub.add_parser("gpu", parents=[common], help="NVPTX kernels on an NVIDIA GPU (tpp.cuda)",
                    description=gpu_suite.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     _matmul(sub, common)
     _ops(sub, common)
     _transformer(sub, common)
+    conv_suite.add_parser(sub, common)
     return p
 
 
@@ -206,6 +208,8 @@ def _pin(args) -> int | None:
     matmul runs several threads and is never pinned."""
     if args.no_pin or args.command in MULTI_THREAD or not hasattr(os, "sched_setaffinity"):
         return None
+    if args.command == "conv" and not conv_suite.pinned(args):       # conv pins single-thread runs only
+        return None
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return cpu
@@ -215,7 +219,7 @@ def _peaks(command, plan) -> list[str]:
     """The peaks a command's header reports: its own first, then f32 FMA for comparison."""
     if command == "gemm":
         return list(dict.fromkeys([plan[1], "f32"]))
-    return [] if command in ("gpu",) + MULTI_THREAD else ["f32"]
+    return [] if command in ("gpu", "conv") + MULTI_THREAD else ["f32"]    # conv measures its own
 
 
 def _rows(args, plan, opts) -> list[dict]:
@@ -237,6 +241,8 @@ def _rows(args, plan, opts) -> list[dict]:
         return ops_suite.rows(plan, opts)
     if args.command in TRANSFORMER:
         return TRANSFORMER[args.command](plan, opts)
+    if args.command == "conv":
+        return conv_suite.rows(plan, opts)
     return suites.sizes_rows(args.family, *plan, opts)
 
 
@@ -246,6 +252,8 @@ def _split(args, plan) -> list:
         return [(f"{'x'.join(map(str, size))}", (([size],) + tuple(plan[1:]))) for size in plan[0]]
     if args.command == "capi":
         return [(f"{'x'.join(map(str, size))}", [size]) for size in plan]
+    if args.command == "conv":
+        return conv_suite.split(plan)
     if args.command in ("gpu", "ops") + tuple(TRANSFORMER):
         return [(args.command, plan)]
     if args.command in ("unary", "binary"):
@@ -320,16 +328,20 @@ def main(argv: list[str] | None = None) -> int:
                                   "faster); speed-up = median of tpp's 1-thread time / its T-thread time"
                                   + ("; bf16: numpy multiplies float32 copies of the bf16 a, b (no bf16 BLAS)"
                                      if plan[2] == "bf16" else ""))
+            if args.command == "conv":
+                info.update(conv_suite.header_info(plan, opts))
             if not args.json:
                 print(report.header(info, opts), flush=True)
             rows = _all_rows(args, plan, opts) if args.command else _rows(args, plan, opts)
     finally:
         if pinned is not None and saved is not None:
             os.sched_setaffinity(0, saved)     # main() may be called in-process (tests)
-    print(report.to_json(rows, info) if args.json else report.table(rows))
+    table = conv_suite.table if args.command == "conv" else report.table
+    print(report.to_json(rows, info) if args.json else table(rows))
     if args.plot:
         try:
-            print(f"plot: {plot.plot(rows, info, args.plot)}", file=sys.stderr)
+            draw = conv_suite.plot if args.command == "conv" else plot.plot
+            print(f"plot: {draw(rows, info, args.plot)}", file=sys.stderr)
         except plot.PlotUnavailable as exc:
             print(f"tpp-bench: no plot: {exc}", file=sys.stderr)
             return 1
@@ -356,6 +368,8 @@ def _plan(p: argparse.ArgumentParser, args) -> tuple:
         return args.sizes
     if args.command == "gpu":
         return ()
+    if args.command == "conv":
+        return conv_suite.plan(p, args)
     if args.command in ("ops",) + tuple(TRANSFORMER):
         if not args.threads or any(t < 1 for t in args.threads):
             p.error("--threads must be >= 1")
