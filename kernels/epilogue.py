@@ -1,8 +1,10 @@
 """Fused GEMM epilogues: steps applied to the accumulators in registers before
 they are stored (LIBXSMM's brgemm_ext; the seed of graph-level fusion).
 
-A step is "bias" (add a 1 x n row, broadcast down the rows), "residual" (add
-an m x n input) or the name of a one-input unary kind from the catalog
+A step is "bias" (add a 1 x n row, broadcast down the rows), "col_bias" (add an
+m x 1 column, broadcast along the rows: a per-output-channel bias where the
+channels are C's rows, as in a 1x1 convolution on NCHW), "residual" (add an m x n
+input) or the name of a one-input unary kind from the catalog
 ("relu", "gelu_tanh", "sigmoid", ...). Steps run in the order given, in the
 accumulator precision; a bf16 C is rounded once, at the store.
 """
@@ -13,11 +15,11 @@ from llvmlite import ir
 
 from ..jit.loops import i64
 from ..jit.types import DType
-from ..jit.vec import VecBuilder
+from ..jit.vec import I16, VecBuilder, bf16_to_f32
 from . import unary
 from .operands import Bcast, Operand, element_ptr
 
-INPUT_STEPS = ("bias", "residual")
+INPUT_STEPS = ("bias", "col_bias", "residual")
 
 
 def activation_kinds() -> tuple[str, ...]:
@@ -32,7 +34,8 @@ def epilogue_inputs(epilogue: tuple[str, ...]) -> list[str]:
 
 
 def epilogue_operands(epilogue: tuple[str, ...], m: int, n: int, dtype: DType) -> list[Operand]:
-    shapes = {"bias": Operand("bias", dtype, 1, n, Bcast.ROW), "residual": Operand("residual", dtype, m, n)}
+    shapes = {"bias": Operand("bias", dtype, 1, n, Bcast.ROW), "col_bias": Operand("col_bias", dtype, m, 1, Bcast.COL),
+              "residual": Operand("residual", dtype, m, n)}
     return [shapes[step] for step in epilogue_inputs(epilogue)]
 
 
@@ -41,12 +44,20 @@ def reference(epilogue: tuple[str, ...], acc: np.ndarray, inputs: dict[str, np.n
     for step in epilogue:
         if step == "bias":
             acc = acc + np.asarray(inputs["bias"], np.float64).reshape(1, -1)
+        elif step == "col_bias":
+            acc = acc + np.asarray(inputs["col_bias"], np.float64).reshape(-1, 1)
         elif step == "residual":
             acc = acc + np.asarray(inputs["residual"], np.float64)
         else:
             kind = unary.KINDS[step]
             acc = kind.reference(acc, kind.default_alpha) if kind.default_alpha is not None else kind.reference(acc)
     return acc
+
+
+def _scalar(b, ptr, dtype: DType) -> ir.Value:
+    if dtype is DType.BF16:
+        return bf16_to_f32(b, b.load(ptr, typ=I16))      # the bits, widened
+    return b.load(ptr, typ=dtype.storage)
 
 
 def apply_epilogue(v: VecBuilder, epilogue: tuple[str, ...], args: dict[str, tuple], dtype: DType, accs: list,
@@ -59,6 +70,10 @@ def apply_epilogue(v: VecBuilder, epilogue: tuple[str, ...], args: dict[str, tup
             row = [v.load(element_ptr(b, ptr, dtype, b.add(j0, i64(u * lanes))), dtype, masks[u])
                    for u in range(nvec)]
             accs = [b.fadd(acc, row[idx % nvec]) for idx, acc in enumerate(accs)]
+        elif step == "col_bias":
+            ptr = args["col_bias"][0]
+            cols = [v.splat(_scalar(b, element_ptr(b, ptr, dtype, b.add(i0, i64(i))), dtype)) for i in range(mr)]
+            accs = [b.fadd(acc, cols[idx // nvec]) for idx, acc in enumerate(accs)]
         elif step == "residual":
             ptr, ld = args["residual"]
             out = []

@@ -21,6 +21,7 @@ from ..jit.types import DType
 from .args import element_strides
 from .bias_act import activations
 from .conv import WHAT, ConvDesc
+from .conv1x1 import Conv1x1Desc
 from .conv_geometry import conv_window
 from .layout import Blocked
 
@@ -116,6 +117,7 @@ class Conv2d:
         self._w = np.asarray(w, np.float32)
         self._bias = None if bias is None else np.asarray(bias, np.float32)
         self._packed: dict = {}
+        self._plain = None          # (K, C/groups) weights and bias for the pixel GEMM
         self.depthwise = None
         if self.groups == self.c == self.k and self.c > 1:
             from .depthwise import Depthwise
@@ -156,6 +158,8 @@ class Conv2d:
         win = conv_window(WHAT, (h, w), (self.r, self.s), self.stride, self.padding, self.dilation)
         if self.depthwise is not None:
             return self.depthwise(x, residual, threads=threads)
+        if _pixel_gemm(x, win, out_blocked, residual) and dt == DType.F32:
+            return self._pixels(x, residual, threads)
         cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, _lanes())
         if x_blocked and self.groups > 1 and self.cg % cblk:
             raise ShapeError(f"{WHAT}: a Blocked input's block ({cblk}) must divide C/groups = {self.cg}")
@@ -179,6 +183,51 @@ class Conv2d:
         arrays += ([res] if res is not None else []) + [out]
         compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)
         return Blocked(out, self.k) if out_blocked else out
+
+
+    def _pixels(self, x: np.ndarray, residual, threads: int) -> np.ndarray:
+        """The 1x1 stride-1 convolution on NCHW as a GEMM over pixels (ops/conv1x1.py)."""
+        n, c, h, w = x.shape
+        if self._plain is None:
+            self._plain = (np.ascontiguousarray(self._w.reshape(self.k, self.cg).astype(to_numpy(self.dtype))),
+                           None if self._bias is None else self._bias.astype(to_numpy(self.dtype)))
+        wt, bias = self._plain
+        out = np.empty((n, self.k, h, w), x.dtype)
+        res = None
+        if residual is not None:
+            if not isinstance(residual, np.ndarray) or residual.shape != out.shape:
+                raise ShapeError(f"{WHAT}: argument 'residual' must be an array of shape {out.shape}, got "
+                                 f"{getattr(residual, 'shape', type(residual).__name__)}")
+            if residual.dtype != x.dtype:
+                raise DTypeError(f"{WHAT}: residual must be {x.dtype}, got {residual.dtype}")
+            res = residual if _pixels_contiguous(residual) else np.ascontiguousarray(residual)
+        if out.size == 0:
+            return out
+        desc = Conv1x1Desc(n, c, self.k, self.groups, h * w, self.dtype, _image_strides(x), _image_strides(out),
+                           bias is not None, None if res is None else _image_strides(res), self.activation)
+        flat = (lambda a: a.reshape(a.shape[0], a.shape[1], h * w))     # views: the pixels are one run
+        arrays = [flat(x), wt] + ([bias] if bias is not None else []) + ([flat(res)] if res is not None else [])
+        compose.run_checked(None, None, compose.program(WHAT, desc), arrays + [flat(out)], threads)
+        return out
+
+
+def _pixels_contiguous(a: np.ndarray) -> bool:
+    """H and W of each (image, channel) one run of pixels."""
+    _, _, h, w = a.shape
+    return (w <= 1 or a.strides[3] == a.itemsize) and (h <= 1 or a.strides[2] == w * a.itemsize)
+
+
+def _image_strides(a: np.ndarray) -> tuple[int, int]:
+    es = element_strides(a)
+    return es[0], es[1]
+
+
+def _pixel_gemm(x, win, out_blocked: bool, residual) -> bool:
+    """Whether the convolution is a GEMM over NCHW pixels: 1x1, stride 1, no padding,
+    plain input and output with each channel's pixels contiguous."""
+    return (not isinstance(x, Blocked) and not out_blocked and (win.r, win.s) == (1, 1)
+            and win.stride == (1, 1) and not any(win.pad) and _pixels_contiguous(x)
+            and x.strides[1] > 0 and x.strides[0] > 0)
 
 
 def conv2d(x, w: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0, dilation=1, groups: int = 1,

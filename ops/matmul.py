@@ -273,13 +273,16 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     return _checked(a, b, out, epilogue, given, plan, threads)
 
 
+MATMUL_INPUTS = ("bias", "residual")        # the epilogue inputs matmul takes (bias=, residual=)
+
+
 @functools.lru_cache(maxsize=256)
 def _known_epilogue(steps: tuple) -> tuple[str, ...]:
-    known = epilogue_k.INPUT_STEPS + epilogue_k.activation_kinds()
+    known = MATMUL_INPUTS + epilogue_k.activation_kinds()
     for step in steps:
         if not isinstance(step, str) or step not in known:
             raise DescriptorError(f"{WHAT}: epilogue step {step!r} is not one of: {', '.join(known)}")
-    for step in epilogue_k.INPUT_STEPS:
+    for step in MATMUL_INPUTS:
         if steps.count(step) > 1:
             raise DescriptorError(f"{WHAT}: the epilogue adds {step!r} more than once: {steps!r}")
     return steps

@@ -234,3 +234,18 @@ ERRORS = [
 def test_errors(fn, error, text):
     with pytest.raises(error, match=text):
         fn()
+
+
+@pytest.mark.parametrize("groups, view", [(1, False), (2, False), (1, True)])
+def test_pointwise_gemm_path(groups, view):
+    """1x1 stride-1 unpadded convolutions on NCHW run as a GEMM over pixels (col_bias,
+    residual and activation in its epilogue); channel views with contiguous pixels too."""
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((2, 2 * 36, 11, 13)).astype(np.float32)
+    x = base[:, ::2] if view else base[:, :36]
+    wt = rng.standard_normal((70, 36 // groups, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(70).astype(np.float32)
+    res = rng.standard_normal((2, 70, 11, 13)).astype(np.float32)
+    got = tpp.ops.Conv2d(wt, b, groups=groups, activation="relu")(x, res)
+    want = np.maximum(reference(x, wt, b, groups=groups) + res, 0)
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-4)

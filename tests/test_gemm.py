@@ -244,7 +244,7 @@ def test_dot_kernels_take_transposed_operands(dtype, trans_a, trans_b, target, m
 
 # ---- fused epilogues -------------------------------------------------------------------------
 EPILOGUES = [("bias",), ("relu",), ("bias", "relu"), ("bias", "residual", "gelu_tanh"), ("residual", "sigmoid"),
-             ("tanh", "bias")]
+             ("tanh", "bias"), ("col_bias",), ("col_bias", "residual", "relu")]
 
 
 @pytest.mark.parametrize("epilogue", EPILOGUES, ids="+".join)
@@ -256,11 +256,8 @@ def test_fused_epilogue(epilogue, dtype, out_dtype, beta, m, n, k, rng):
     g = tpp.gemm(m, n, k, dtype, beta=beta, out_dtype=out_dtype, epilogue=epilogue)
     a = rng.uniform(-1, 1, (m, k)).astype(np_dt[dtype])
     b = rng.uniform(-1, 1, (k, n)).astype(np_dt[dtype])
-    extra = []
-    if "bias" in epilogue:
-        extra.append(rng.uniform(-1, 1, (n,)).astype(np_dt[out_dtype]))
-    if "residual" in epilogue:
-        extra.append(rng.uniform(-1, 1, (m, n)).astype(np_dt[out_dtype]))
+    shapes = {"bias": (n,), "col_bias": (m,), "residual": (m, n)}
+    extra = [rng.uniform(-1, 1, shapes[step]).astype(np_dt[out_dtype]) for step in epilogue if step in shapes]
     c = rng.uniform(-1, 1, (m, n)).astype(np_dt[out_dtype])
     ref = g.reference(a, b, *extra, c.astype(np.float64))
     got = g(a, b, *extra, c).astype(np.float64)
@@ -268,6 +265,14 @@ def test_fused_epilogue(epilogue, dtype, out_dtype, beta, m, n, k, rng):
     # 2e-6 bound; a bf16 C adds its own rounding of the result
     rtol = 2.0 ** -8 if out_dtype == "bf16" else 1e-5
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=(k + 2) * 2.0 ** -22)
+
+
+def test_col_bias_adds_one_value_per_row(rng):
+    """col_bias (m,) is added along each row of C: C[i, :] += col_bias[i]."""
+    a, b = rng.uniform(-1, 1, (19, 7)).astype(np.float32), rng.uniform(-1, 1, (7, 37)).astype(np.float32)
+    col = rng.uniform(-1, 1, 19).astype(np.float32)
+    got = require(tpp.gemm(19, 37, 7, beta=0.0, epilogue=("col_bias",)))(a, b, col, np.zeros((19, 37), np.float32))
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b + col[:, None], rtol=1e-5, atol=1e-5)
 
 
 def test_epilogue_with_an_activation_has_no_calls():
