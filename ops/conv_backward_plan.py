@@ -1,0 +1,342 @@
+"""The backward convolution's composite: dx, dw and dbias of conv2d in ONE compiled
+function on the layer, every O(N C H W K R S) product a BRGEMM.
+
+    pack:   a zero-padded NCHWc copy of x (blocks of `cw` channels) and a zero-padded
+            NCHWk copy of dy (blocks of `kd`), both by ops/layout.py's pack loop.
+    dx:     parallel over (image, group, input-channel block, input row h): the row is
+            cut into its stride phases (columns w with (w + left) % sw == phi); each
+            phase is ONE offset-variant BRGEMM over (dy channel block, the taps r, s that
+            reach it), M = the phase's pixels (A rows kd apart in the padded dy, C rows
+            sw * cd apart in a row tile), N = cd input channels, K = kd, B the weights
+            transposed (K <-> C) into (groups, C/cd, K/kd, R, S, kd, cd) blocks. Which
+            taps r reach row h depends on (h + top) % sh, read at run time from the
+            offset table; no flop is spent on the zeros of a strided transposed
+            convolution. The tile is transposed into the plain dx row.
+    dw:     parallel over (group, output-channel block, input-channel block, r):
+            dw[k, c, r, s] = sum over (n, p) of dy[n, k, p, :] x_pad[n, c, p*sh + r*dh, s*dw + q*sw]
+            per s one offset-variant BRGEMM with M = k (A: dy's plain rows, P*Q apart),
+            N = c (B: the padded copy's pixels, sw * cw apart), K = Q pixels, its batch a
+            chunk of the (image, output row) pairs that fits in L2, accumulating
+            (beta 1) into a zeroed (K, R, S, C/groups) buffer; each dw element is summed
+            by one thread in one order, so dw does not depend on the thread count.
+    dbias:  parallel over dy channel blocks: column sums (reduce_sum) of the padded dy
+            copy's (pixels x kd) block per image, the images added in order.
+    finish: per output channel, a transpose of the (R*S, C/groups) buffer into dw's
+            (C/groups, R, S) (skipped for 1x1 filters: the BRGEMM writes dw itself).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import compose
+from ..descriptors import BinaryDesc, BrgemmDesc, UnaryDesc
+from ..jit.loops import i64
+from ..jit.types import DType
+from .conv_geometry import Window
+from .layout import blocked_shape, pack_loop
+
+F32 = DType.F32
+PARTS = ("dx", "dw", "dbias")
+CHUNK_BYTES = 256 << 10     # a dw BRGEMM's batch: its A and B rows together, to stay in L2
+
+
+@dataclass(frozen=True)
+class Phases:
+    """How the rows and columns of dx meet the taps of a strided filter.
+
+    rows[rho]: the taps r that reach an input row h with (h + top) % sh == rho, each as
+    (r, its dy row relative to the row's base (h + top) // sh); cols[phi]: for the
+    columns w with (w + left) % sw == phi, (the first such w, how many, the taps
+    (s, the dy column of the first w)). pad: the zeros dy needs on each side (top,
+    bottom, left, right) for every tap read to fall inside the padded copy."""
+    rows: tuple
+    cols: tuple
+    pad: tuple[int, int, int, int]
+
+
+def phases(win: Window) -> Phases:
+    (sh, sw), (dh, dw) = win.stride, win.dilation
+    top, _, left, _ = win.pad
+    rows = tuple(tuple((r, -((r * dh - rho) // sh)) for r in range(win.r) if (r * dh) % sh == rho)
+                 for rho in range(sh))
+    cols = []
+    for phi in range(sw):
+        w0 = (phi - left) % sw
+        count = len(range(w0, win.w, sw))
+        cols.append((w0, count, tuple((s, (w0 + left - s * dw) // sw) for s in range(win.s)
+                                      if (s * dw) % sw == phi)))
+    # the dy rows / columns the taps reach (where they fall outside dy: zero padding)
+    ps = [(h + top) // sh + off for h in range(win.h) for _, off in rows[(h + top) % sh]]
+    qs = [q for _, count, taps in cols if count for _, q0 in taps for q in (q0, q0 + count - 1)]
+    lo_p, hi_p = (min(ps), max(ps)) if ps else (0, win.p - 1)
+    lo_q, hi_q = (min(qs), max(qs)) if qs else (0, win.q - 1)
+    pad = (max(0, -lo_p), max(0, hi_p - win.p + 1), max(0, -lo_q), max(0, hi_q - win.q + 1))
+    return Phases(rows, tuple(cols), pad)
+
+
+@dataclass(frozen=True)
+class ConvBackwardDesc(compose.CompositeDesc):
+    n: int
+    c: int
+    k: int
+    groups: int
+    window: Window
+    x_strides: tuple[int, ...]
+    dy_strides: tuple[int, ...]
+    cw: int           # dw: input channels per block of the padded x copy (its GEMMs' N)
+    kw: int           # dw: output channels per GEMM (M)
+    kd: int           # dx: dy channels per block of the padded dy copy (its GEMMs' K)
+    cd: int           # dx: input channels per GEMM (N)
+    parts: tuple[str, ...] = PARTS    # what to compute (a benchmark times them one by one)
+    kind = "conv2d_backward"
+
+    # ---- geometry ---------------------------------------------------------------------------
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def kg(self) -> int:
+        return self.k // self.groups
+
+    @property
+    def phases(self) -> Phases:
+        return phases(self.window)
+
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.n, self.c, self.window.h, self.window.w)
+
+    def dy_shape(self) -> tuple[int, ...]:
+        return (self.n, self.k, self.window.p, self.window.q)
+
+    def xp_shape(self) -> tuple[int, ...]:
+        return blocked_shape(self.x_shape(), self.cw, self.window.pad)
+
+    def dyp_shape(self) -> tuple[int, ...]:
+        return blocked_shape(self.dy_shape(), self.kd, self.phases.pad)
+
+    @property
+    def kpad(self) -> int:
+        """Output channels of the (K, R, S, C/groups) weights copy: K rounded up to whole
+        dx blocks (the rows past K zero, as dy's channels past K in its padded copy)."""
+        return -(-self.k // self.kd) * self.kd
+
+    def wr_count(self) -> int:
+        """Elements of the weights copy: + cd past its end, which the columns of a short
+        last input-channel block read (into output columns that are never stored)."""
+        win = self.window
+        return self.kpad * win.r * win.s * self.cg + self.cd
+
+    @property
+    def taps(self) -> int:
+        """The most batch entries of a dx phase (the offset table's row length)."""
+        ph = self.phases
+        most = max(len(t) for t in ph.rows) * max(len(t) for _, _, t in ph.cols)
+        return max(1, -(-self.kg // self.kd) * most)
+
+    def dx_offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """(2, sh * sw * taps) int64: per (row phase, column phase), the A offsets from the
+        row's first dy pixel (block 0 of the group, the row's base) and the B offsets in the
+        (K, R, S, C/groups) weights from the (group, input block)'s first; and the (sh, sw)
+        int64 entry counts."""
+        win, ph = self.window, self.phases
+        sh, sw = win.stride
+        _, _, hp, wp, kd = self.dyp_shape()
+        left = ph.pad[2]
+        kbg = -(-self.kg // kd)
+        table = np.zeros((2, sh, sw, self.taps), np.int64)
+        counts = np.zeros((sh, sw), np.int64)
+        for rho, rtaps in enumerate(ph.rows):
+            for phi, (_, _, staps) in enumerate(ph.cols):
+                entries = [(kb * hp * wp * kd + dr * wp * kd + (left + q0) * kd,
+                            ((kb * kd * win.r + r) * win.s + s) * self.cg)
+                           for kb in range(kbg) for r, dr in rtaps for s, q0 in staps]
+                counts[rho, phi] = len(entries)
+                if entries:
+                    table[:, rho, phi, :len(entries)] = np.array(entries, np.int64).T
+        return table.reshape(2, -1), counts
+
+    @property
+    def chunk(self) -> int:
+        """(image, output row) pairs per dw BRGEMM: its A and B rows within CHUNK_BYTES."""
+        win = self.window
+        per_row = 4 * (self.kw * win.q + win.stride[1] * win.q * self.cw)
+        return max(1, min(self.n * win.p, CHUNK_BYTES // per_row))
+
+    def dw_offsets(self) -> np.ndarray:
+        """(2, N * P) int64: per (image, output row), its dy row's offset from dy's first
+        pixel and its first x_pad row's offset from the padded copy's first pixel."""
+        win = self.window
+        _, cb, hp, wp, c = self.xp_shape()
+        n, p = np.meshgrid(np.arange(self.n), np.arange(win.p), indexing="ij")
+        a = n * self.dy_strides[0] + p * self.dy_strides[2]
+        bo = n * cb * hp * wp * c + p * win.stride[0] * wp * c
+        return np.stack([a.ravel(), bo.ravel()]).astype(np.int64)
+
+    @property
+    def dw_direct(self) -> bool:
+        """1x1 filters: the (K, R, S, C/groups) buffer is dw itself."""
+        return self.window.r * self.window.s == 1
+
+    # ---- the composite ----------------------------------------------------------------------
+    def composite(self, target) -> compose.Composite:
+        win = self.window
+        sh, sw = win.stride
+        tensors = [compose.Tensor("dy", F32, self.dy_shape(), self.dy_strides),
+                   compose.Tensor("x", F32, self.x_shape(), self.x_strides),
+                   compose.Tensor("w", F32, (self.k, self.cg, win.r, win.s)),
+                   compose.Tensor("offs", DType.I64, (2, sh * sw * self.taps)),
+                   compose.Tensor("counts", DType.I64, (sh, sw)),
+                   compose.Tensor("dwoffs", DType.I64, (2, self.n * win.p)),
+                   compose.Tensor("dx", F32, self.x_shape(), output=True),
+                   compose.Tensor("dw", F32, (self.k, self.cg, win.r, win.s), output=True),
+                   compose.Tensor("dbias", F32, (self.k,), output=True)]
+        scratch = [compose.Scratch("xp", F32, int(np.prod(self.xp_shape())), "call", "the padded NCHWc x"),
+                   compose.Scratch("dyp", F32, int(np.prod(self.dyp_shape())), "call", "the padded NCHWk dy"),
+                   compose.Scratch("wr", F32, self.wr_count(), "call", "w as (K, R, S, C/groups)"),
+                   compose.Scratch("tile", F32, win.w * self.cd, "thread", "a dx row tile"),
+                   compose.Scratch("colsum", F32, self.kd, "thread", "an image's dbias")]
+        if not self.dw_direct:
+            scratch.append(compose.Scratch("dwt", F32, self.k * win.r * win.s * self.cg, "call",
+                                           "dw as (K, R, S, C/groups)"))
+        parts = self.parts
+        body = [pack_loop("x", "xp", self.x_shape(), self.cw, F32, win.pad)] if "dw" in parts else []
+        if "dx" in parts or "dbias" in parts:
+            body.append(pack_loop("dy", "dyp", self.dy_shape(), self.kd, F32, self.phases.pad))
+        if "dx" in parts or "wr" in parts:
+            body += self._w_loops()
+        body.append(compose.BARRIER)
+        body += [loops() for part, loops in (("dx", self._dx_loops), ("dw", self._dw_loops),
+                                              ("dbias", self._dbias_loop)) if part in parts]
+        if not self.dw_direct and "dw" in parts:
+            body += [compose.BARRIER, compose.Loop("ko", self.k, (self._dw_store,), parallel=True)]
+        return compose.Composite(tuple(tensors), tuple(body), tuple(scratch))
+
+    # ---- the weights as (K, R, S, C/groups) ------------------------------------------------------
+    def _w_loops(self) -> list:
+        """Per output channel a transpose of w[k]'s (C/groups, R*S); the rows past K and the
+        tail zeroed."""
+        win = self.window
+        rs, cg = win.r * win.s, self.cg
+
+        def turn(ctx: compose.Context) -> None:
+            ki = ctx.start["tk"]
+            ctx.call(ctx.primitive(UnaryDesc("transpose", cg, rs, F32, F32)),
+                     [(ctx.tensor("w").at(ki), rs), (ctx.view("wr", (self.kpad, rs, cg)).at(ki), cg)])
+
+        def tail(ctx: compose.Context) -> None:
+            rest = (self.kpad - self.k) * rs * cg + self.cd
+            ctx.call(ctx.primitive(UnaryDesc("zero", 1, rest, F32, F32)),
+                     [(ctx.view("wr", (self.wr_count(),)).at(self.k * rs * cg), rest)])
+        return [compose.Loop("tk", self.k, (turn,), parallel=True), tail]
+
+    # ---- dx -------------------------------------------------------------------------------------
+    def _dx_loops(self) -> compose.Loop:
+        rows = compose.Loop("h", self.window.h, (self._dx_row,), parallel=True)
+        blocks = compose.Loop("cb", self.cg, (rows,), tile=self.cd, parallel=True)
+        return compose.Loop("n", self.n, (compose.Loop("g", self.groups, (blocks,), parallel=True),),
+                            parallel=True)
+
+    def _dx_row(self, ctx: compose.Context) -> None:
+        """One row of dx for one block of input channels: a BRGEMM per column phase."""
+        b, win, ph = ctx.b, self.window, self.phases
+        sh, sw = win.stride
+        kd, cd = self.kd, self.cd
+        ni, gi, cbi, hi = ctx.start["n"], ctx.start["g"], ctx.index["cb"], ctx.start["h"]
+        rows = ctx.size["cb"]
+        t = b.add(hi, i64(win.pad[0]))
+        rho = b.srem(t, i64(sh)) if sh > 1 else i64(0)
+        base = b.add(b.sdiv(t, i64(sh)) if sh > 1 else t, i64(ph.pad[0]))
+        a = ctx.view("dyp", self.dyp_shape()).at(ni, b.mul(gi, i64(-(-self.kg // kd))), base)
+        ldb = win.r * win.s * self.cg
+        wt = ctx.view("wr", (self.kpad, win.r * win.s, self.cg)).at(b.mul(gi, i64(self.kg)), 0, ctx.start["cb"])
+        offs = ctx.tensor("offs")
+        tile = ctx.view("tile", (win.w, cd))
+        for phi, (w0, count, _) in enumerate(ph.cols):
+            if not count:
+                continue
+            entry = b.mul(b.add(b.mul(rho, i64(sw)), i64(phi)), i64(self.taps))
+            taps = ctx.load("counts", rho, phi)
+            gemm = BrgemmDesc(count, cd, kd, F32, "offset", beta=0.0, lda=kd, ldb=ldb, ldc=sw * cd)
+            ctx.call(ctx.primitive(gemm), [(a, kd), (wt, ldb), (tile.at(w0), sw * cd),
+                                           (offs.at(0, entry), taps), (offs.at(1, entry), taps)])
+        dx = ctx.tensor("dx")
+        c_at = b.add(b.mul(gi, i64(self.cg)), ctx.start["cb"])
+        ctx.call(ctx.primitive(UnaryDesc("transpose", win.w, rows, F32, F32)),
+                 [(tile.ptr, cd), (dx.at(ni, c_at, hi), dx.strides[1])])
+
+    # ---- dw -------------------------------------------------------------------------------------
+    def _dw_loops(self) -> compose.Loop:
+        taps = compose.Loop("r", self.window.r, (self._dw_block,), parallel=True)
+        cblocks = compose.Loop("wc", self.cg, (taps,), tile=self.cw, parallel=True)
+        kblocks = compose.Loop("wk", self.kg, (cblocks,), tile=self.kw, parallel=True)
+        return compose.Loop("wg", self.groups, (kblocks,), parallel=True)
+
+    def _dw_out(self, ctx: compose.Context, s) -> tuple:
+        """(address, ld) of the dw tile of this (k block, c block, r) and tap s."""
+        b = ctx.b
+        k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
+        if self.dw_direct:
+            dw = ctx.tensor("dw")
+            return dw.at(k_at, ctx.start["wc"]), dw.strides[0]
+        win = self.window
+        dwt = ctx.view("dwt", (self.k, win.r, win.s, self.cg))
+        return dwt.at(k_at, ctx.start["r"], s, ctx.start["wc"]), dwt.strides[0]
+
+    def _dw_block(self, ctx: compose.Context) -> None:
+        win = self.window
+        ms, ns = ctx.size["wk"], ctx.size["wc"]
+        zero = ctx.primitive(UnaryDesc("zero", ms, ns, F32, F32))
+
+        def clear(ctx: compose.Context) -> None:
+            ctx.call(zero, [self._dw_out(ctx, ctx.start["s0"])])
+
+        def product(ctx: compose.Context) -> None:
+            b = ctx.b
+            j0, count, s = ctx.start["j"], ctx.size["j"], ctx.start["s"]
+            c, ldc = self._dw_out(ctx, s)
+            k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
+            cb_at = b.add(b.mul(ctx.start["wg"], i64(-(-self.cg // self.cw))), ctx.index["wc"])
+            a = ctx.tensor("dy").at(0, k_at)
+            bp = ctx.view("xp", self.xp_shape()).at(0, cb_at, b.mul(ctx.start["r"], i64(win.dilation[0])),
+                                                      b.mul(s, i64(win.dilation[1])))
+            offs = ctx.tensor("dwoffs")
+            gemm = BrgemmDesc(ms, ns, win.q, F32, "offset", beta=1.0, lda=self.dy_strides[1],
+                              ldb=win.stride[1] * self.cw, ldc=ldc)
+            ctx.call(ctx.primitive(gemm), [(a, self.dy_strides[1]), (bp, win.stride[1] * self.cw), (c, ldc),
+                                           (offs.at(0, j0), count), (offs.at(1, j0), count)])
+
+        ctx.run(compose.Loop("s0", win.s, (clear,)),
+                compose.Loop("j", self.n * win.p, (compose.Loop("s", win.s, (product,)),), tile=self.chunk))
+
+    def _dw_store(self, ctx: compose.Context) -> None:
+        """dw[k] (C/groups, R*S) from the buffer's (R*S, C/groups)."""
+        win = self.window
+        rs, ki = win.r * win.s, ctx.start["ko"]
+        dwt = ctx.view("dwt", (self.k, rs, self.cg))
+        ctx.call(ctx.primitive(UnaryDesc("transpose", rs, self.cg, F32, F32)),
+                 [(dwt.at(ki), self.cg), (ctx.tensor("dw").at(ki), rs)])
+
+    # ---- dbias ----------------------------------------------------------------------------------
+    def _dbias_loop(self) -> compose.Loop:
+        _, _, hp, wp, kd = self.dyp_shape()
+
+        def body(ctx: compose.Context) -> None:
+            size = ctx.size["bk"]
+            dyp = ctx.view("dyp", self.dyp_shape())
+            out = (ctx.tensor("dbias").at(ctx.start["bk"]), size)
+            column_sums = ctx.primitive(UnaryDesc("reduce_sum", hp * wp, size, F32, F32, axis=0))
+            ctx.call(column_sums, [(dyp.at(0, ctx.index["bk"]), kd), out])
+            if self.n > 1:
+                add = ctx.primitive(BinaryDesc("add", 1, size, F32))
+                mine = (ctx.buffer("colsum"), size)
+
+                def image(ctx: compose.Context) -> None:          # images 1.. in order
+                    ni = ctx.b.add(ctx.start["bn"], i64(1))
+                    ctx.call(column_sums, [(dyp.at(ni, ctx.index["bk"]), kd), mine])
+                    ctx.call(add, [out, mine, out])
+                ctx.run(compose.Loop("bn", self.n - 1, (image,)))
+        return compose.Loop("bk", self.k, (body,), tile=self.kd, parallel=True)
+
