@@ -4,15 +4,18 @@ from .attention import attention
 from .bert import BertLayer, bert_layer
 from .bias_act import bias_act
 from .conv_api import Conv2d, conv2d
+from .depthwise import Depthwise, depthwise_conv2d
 from .dropout import dropout
 from .layout import Blocked, from_blocked, to_blocked
 from .matmul import MatmulPlan, matmul
 from .packed import PackedB, pack_b
 from .norm_backward import layer_norm_backward
 from .norms import layer_norm, log_softmax, rms_norm, softmax
+from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .segment import segment_sum
 
-__all__ = ["attention", "BertLayer", "bert_layer", "bias_act", "Blocked", "Conv2d", "conv2d", "dropout",
-           "from_blocked", "to_blocked", "layer_norm",
+__all__ = ["attention", "avg_pool2d", "BertLayer", "bert_layer", "bias_act", "Blocked", "Conv2d", "conv2d",
+           "Depthwise", "depthwise_conv2d", "dropout", "from_blocked", "global_avg_pool2d", "to_blocked",
+           "layer_norm", "max_pool2d",
            "layer_norm_backward", "log_softmax", "matmul", "MatmulPlan", "PackedB", "pack_b", "rms_norm",
            "segment_sum", "softmax"]

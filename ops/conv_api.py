@@ -126,6 +126,13 @@ class Conv2d:
         else:
             self._weights(input_block(self.cg, self.groups, self.dtype, _lanes()))
 
+    @property
+    def block(self) -> int:
+        """The input channel block this convolution reads plain input in (for C <= 64
+        the whole channel count: the stem's 3 channels fold its taps into K): what
+        `to_blocked(x, conv.block)` should use for the first layer of a blocked chain."""
+        return input_block(self.cg, self.groups, self.dtype, _lanes())
+
     def _weights(self, cblk: int):
         """The packed weights and bias for input blocks of cblk channels (made once)."""
         got = self._packed.get(cblk)

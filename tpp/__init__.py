@@ -107,7 +107,8 @@ def gemm(m: int, n: int, k: int, dtype="f32", *, trans_a: bool = False, trans_b:
     with out_dtype="bf16". dtype="u8s8" is the int8 GEMM: a uint8, b int8, c int32
     (vpdpbusd). b_vnni=True takes b VNNI-packed by tpp.unary("vnni_pack", k, n, dtype).
     epilogue: steps fused before the store, e.g. ("bias", "relu") or ("bias", "residual",
-    "gelu_tanh"); bias (1 x n) and residual (m x n) are passed after b: g(a, b, bias, c)."""
+    "gelu_tanh"); bias (1 x n, added to every row), col_bias (m x 1, added along each row)
+    and residual (m x n) are passed after b in epilogue order: g(a, b, bias, c)."""
     return get_kernel(gemm_desc(m, n, k, dtype, trans_a=trans_a, trans_b=trans_b, beta=beta, lda=lda,
                                 ldb=ldb, ldc=ldc, out_dtype=out_dtype, b_vnni=b_vnni, epilogue=epilogue),
                       target)
