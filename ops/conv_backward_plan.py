@@ -117,17 +117,11 @@ class ConvBackwardDesc(compose.CompositeDesc):
     def dyp_shape(self) -> tuple[int, ...]:
         return blocked_shape(self.dy_shape(), self.kd, self.phases.pad)
 
-    @property
-    def kpad(self) -> int:
-        """Output channels of the (K, R, S, C/groups) weights copy: K rounded up to whole
-        dx blocks (the rows past K zero, as dy's channels past K in its padded copy)."""
-        return -(-self.k // self.kd) * self.kd
-
-    def wr_count(self) -> int:
-        """Elements of the weights copy: + cd past its end, which the columns of a short
-        last input-channel block read (into output columns that are never stored)."""
+    def wt_shape(self) -> tuple[int, ...]:
+        """The backward-data filter's blocks: (groups, C/cd, K/kd, R, S, kd, cd), K and C
+        swapped (not flipped: the offset table names each tap), zero past K and C/groups."""
         win = self.window
-        return self.kpad * win.r * win.s * self.cg + self.cd
+        return (self.groups, -(-self.cg // self.cd), -(-self.kg // self.kd), win.r, win.s, self.kd, self.cd)
 
     @property
     def taps(self) -> int:
@@ -138,9 +132,8 @@ class ConvBackwardDesc(compose.CompositeDesc):
 
     def dx_offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """(2, sh * sw * taps) int64: per (row phase, column phase), the A offsets from the
-        row's first dy pixel (block 0 of the group, the row's base) and the B offsets in the
-        (K, R, S, C/groups) weights from the (group, input block)'s first; and the (sh, sw)
-        int64 entry counts."""
+        row's first dy pixel (block 0 of the group, the row's base) and the B offsets from
+        the (group, input block)'s filter blocks; and the (sh, sw) int64 entry counts."""
         win, ph = self.window, self.phases
         sh, sw = win.stride
         _, _, hp, wp, kd = self.dyp_shape()
@@ -151,7 +144,7 @@ class ConvBackwardDesc(compose.CompositeDesc):
         for rho, rtaps in enumerate(ph.rows):
             for phi, (_, _, staps) in enumerate(ph.cols):
                 entries = [(kb * hp * wp * kd + dr * wp * kd + (left + q0) * kd,
-                            ((kb * kd * win.r + r) * win.s + s) * self.cg)
+                            ((kb * win.r + r) * win.s + s) * kd * self.cd)
                            for kb in range(kbg) for r, dr in rtaps for s, q0 in staps]
                 counts[rho, phi] = len(entries)
                 if entries:
@@ -195,12 +188,12 @@ class ConvBackwardDesc(compose.CompositeDesc):
                    compose.Tensor("dbias", F32, (self.k,), output=True)]
         scratch = [compose.Scratch("xp", F32, int(np.prod(self.xp_shape())), "call", "the padded NCHWc x"),
                    compose.Scratch("dyp", F32, int(np.prod(self.dyp_shape())), "call", "the padded NCHWk dy"),
-                   compose.Scratch("wr", F32, self.wr_count(), "call", "w as (K, R, S, C/groups)"),
+                   compose.Scratch("wt", F32, int(np.prod(self.wt_shape())), "call", "the blocked transposed w"),
                    compose.Scratch("tile", F32, win.w * self.cd, "thread", "a dx row tile"),
                    compose.Scratch("colsum", F32, self.kd, "thread", "an image's dbias")]
         if not self.dw_direct:
-            scratch.append(compose.Scratch("dwt", F32, self.k * win.r * win.s * self.cg, "call",
-                                           "dw as (K, R, S, C/groups)"))
+            scratch.append(compose.Scratch("dwt", F32, self.kw * win.s * self.cw, "thread",
+                                           "a dw tile (k, S, c)"))
         parts = self.parts
         body = [pack_loop("x", "xp", self.x_shape(), self.cw, F32, win.pad)] if "dw" in parts else []
         if "dx" in parts or "dbias" in parts:
@@ -210,27 +203,40 @@ class ConvBackwardDesc(compose.CompositeDesc):
         body.append(compose.BARRIER)
         body += [loops() for part, loops in (("dx", self._dx_loops), ("dw", self._dw_loops),
                                               ("dbias", self._dbias_loop)) if part in parts]
-        if not self.dw_direct and "dw" in parts:
-            body += [compose.BARRIER, compose.Loop("ko", self.k, (self._dw_store,), parallel=True)]
         return compose.Composite(tuple(tensors), tuple(body), tuple(scratch))
 
-    # ---- the weights as (K, R, S, C/groups) ------------------------------------------------------
+    # ---- the backward-data filter ---------------------------------------------------------------
     def _w_loops(self) -> list:
-        """Per output channel a transpose of w[k]'s (C/groups, R*S); the rows past K and the
-        tail zeroed."""
+        """Per (output channel, input-channel block) a transpose of w[k]'s (c, R*S) block into
+        the filter blocks' (R*S, c) rows of k; zeros past C/groups and past K."""
         win = self.window
-        rs, cg = win.r * win.s, self.cg
+        rs, kd, cd = win.r * win.s, self.kd, self.cd
+        kbg = -(-self.kg // kd)
+        kpad = self.groups * kbg * kd if self.groups > 1 else kbg * kd
 
-        def turn(ctx: compose.Context) -> None:
-            ki = ctx.start["tk"]
-            ctx.call(ctx.primitive(UnaryDesc("transpose", cg, rs, F32, F32)),
-                     [(ctx.tensor("w").at(ki), rs), (ctx.view("wr", (self.kpad, rs, cg)).at(ki), cg)])
+        def block(ctx: compose.Context) -> None:
+            b = ctx.b
+            ki, cbi, size = ctx.start["tk"], ctx.index["tc"], ctx.size["tc"]
+            g, kk = (b.sdiv(ki, i64(self.kg)), b.srem(ki, i64(self.kg))) if self.groups > 1 else (i64(0), ki)
+            wt = ctx.view("wt", self.wt_shape())
+            row = wt.at(g, cbi, b.sdiv(kk, i64(kd)), 0, 0, b.srem(kk, i64(kd)))
+            zero = ctx.primitive(UnaryDesc("zero", rs, cd, F32, F32))
 
-        def tail(ctx: compose.Context) -> None:
-            rest = (self.kpad - self.k) * rs * cg + self.cd
-            ctx.call(ctx.primitive(UnaryDesc("zero", 1, rest, F32, F32)),
-                     [(ctx.view("wr", (self.wr_count(),)).at(self.k * rs * cg), rest)])
-        return [compose.Loop("tk", self.k, (turn,), parallel=True), tail]
+            def turn() -> None:
+                ctx.call(ctx.primitive(UnaryDesc("transpose", size, rs, F32, F32)),
+                         [(ctx.tensor("w").at(ki, ctx.start["tc"]), rs), (row, kd * cd)])
+                if size < cd:
+                    ctx.call(ctx.primitive(UnaryDesc("zero", rs, cd - size, F32, F32)),
+                             [(b.gep(row, [i64(size)], source_etype=F32.storage), kd * cd)])
+            if kpad == self.k:
+                turn()
+                return
+            with b.if_else(b.icmp_signed("<", ki, i64(self.k))) as (inside, past):
+                with inside:
+                    turn()
+                with past:
+                    ctx.call(zero, [(row, kd * cd)])
+        return [compose.Loop("tk", kpad, (compose.Loop("tc", self.cg, (block,), tile=cd),), parallel=True)]
 
     # ---- dx -------------------------------------------------------------------------------------
     def _dx_loops(self) -> compose.Loop:
@@ -250,8 +256,8 @@ class ConvBackwardDesc(compose.CompositeDesc):
         rho = b.srem(t, i64(sh)) if sh > 1 else i64(0)
         base = b.add(b.sdiv(t, i64(sh)) if sh > 1 else t, i64(ph.pad[0]))
         a = ctx.view("dyp", self.dyp_shape()).at(ni, b.mul(gi, i64(-(-self.kg // kd))), base)
-        ldb = win.r * win.s * self.cg
-        wt = ctx.view("wr", (self.kpad, win.r * win.s, self.cg)).at(b.mul(gi, i64(self.kg)), 0, ctx.start["cb"])
+        ldb = cd
+        wt = ctx.view("wt", self.wt_shape()).at(gi, cbi)
         offs = ctx.tensor("offs")
         tile = ctx.view("tile", (win.w, cd))
         for phi, (w0, count, _) in enumerate(ph.cols):
@@ -275,30 +281,30 @@ class ConvBackwardDesc(compose.CompositeDesc):
         return compose.Loop("wg", self.groups, (kblocks,), parallel=True)
 
     def _dw_out(self, ctx: compose.Context, s) -> tuple:
-        """(address, ld) of the dw tile of this (k block, c block, r) and tap s."""
-        b = ctx.b
-        k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
+        """(address, ld) of the dw tile of this (k block, c block, r) and tap s: in dw itself
+        for 1x1 filters, else in the thread's (k, S, c) tile."""
         if self.dw_direct:
-            dw = ctx.tensor("dw")
+            b, dw = ctx.b, ctx.tensor("dw")
+            k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
             return dw.at(k_at, ctx.start["wc"]), dw.strides[0]
-        win = self.window
-        dwt = ctx.view("dwt", (self.k, win.r, win.s, self.cg))
-        return dwt.at(k_at, ctx.start["r"], s, ctx.start["wc"]), dwt.strides[0]
+        tile = ctx.view("dwt", (self.kw, self.window.s, self.cw))
+        return tile.at(0, s), tile.strides[0]
 
     def _dw_block(self, ctx: compose.Context) -> None:
-        win = self.window
+        """One (k block, c block, r): zero the tile, accumulate the BRGEMMs of each chunk of
+        (image, row) pairs per tap s, then store the tile's k rows into dw."""
+        b, win = ctx.b, self.window
         ms, ns = ctx.size["wk"], ctx.size["wc"]
-        zero = ctx.primitive(UnaryDesc("zero", ms, ns, F32, F32))
-
-        def clear(ctx: compose.Context) -> None:
-            ctx.call(zero, [self._dw_out(ctx, ctx.start["s0"])])
+        k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
+        cb_at = b.add(b.mul(ctx.start["wg"], i64(-(-self.cg // self.cw))), ctx.index["wc"])
+        if self.dw_direct:
+            ctx.call(ctx.primitive(UnaryDesc("zero", ms, ns, F32, F32)), [self._dw_out(ctx, 0)])
+        else:
+            ctx.call(ctx.primitive(UnaryDesc("zero", ms, win.s * self.cw, F32, F32)), [self._dw_out(ctx, 0)])
 
         def product(ctx: compose.Context) -> None:
-            b = ctx.b
             j0, count, s = ctx.start["j"], ctx.size["j"], ctx.start["s"]
             c, ldc = self._dw_out(ctx, s)
-            k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
-            cb_at = b.add(b.mul(ctx.start["wg"], i64(-(-self.cg // self.cw))), ctx.index["wc"])
             a = ctx.tensor("dy").at(0, k_at)
             bp = ctx.view("xp", self.xp_shape()).at(0, cb_at, b.mul(ctx.start["r"], i64(win.dilation[0])),
                                                       b.mul(s, i64(win.dilation[1])))
@@ -308,16 +314,16 @@ class ConvBackwardDesc(compose.CompositeDesc):
             ctx.call(ctx.primitive(gemm), [(a, self.dy_strides[1]), (bp, win.stride[1] * self.cw), (c, ldc),
                                            (offs.at(0, j0), count), (offs.at(1, j0), count)])
 
-        ctx.run(compose.Loop("s0", win.s, (clear,)),
-                compose.Loop("j", self.n * win.p, (compose.Loop("s", win.s, (product,)),), tile=self.chunk))
+        def store(ctx: compose.Context) -> None:
+            """Row k of the tile, (S, c), into dw[k, c0:, r, :] (c, S), R*S apart."""
+            tile, dw = ctx.view("dwt", (self.kw, win.s, self.cw)), ctx.tensor("dw")
+            ctx.call(ctx.primitive(UnaryDesc("transpose", win.s, ns, F32, F32)),
+                     [(tile.at(ctx.start["dk"]), self.cw),
+                      (dw.at(b.add(k_at, ctx.start["dk"]), ctx.start["wc"], ctx.start["r"]), win.r * win.s)])
 
-    def _dw_store(self, ctx: compose.Context) -> None:
-        """dw[k] (C/groups, R*S) from the buffer's (R*S, C/groups)."""
-        win = self.window
-        rs, ki = win.r * win.s, ctx.start["ko"]
-        dwt = ctx.view("dwt", (self.k, rs, self.cg))
-        ctx.call(ctx.primitive(UnaryDesc("transpose", rs, self.cg, F32, F32)),
-                 [(dwt.at(ki), self.cg), (ctx.tensor("dw").at(ki), rs)])
+        ctx.run(compose.Loop("j", self.n * win.p, (compose.Loop("s", win.s, (product,)),), tile=self.chunk))
+        if not self.dw_direct:
+            ctx.run(compose.Loop("dk", ms, (store,)))
 
     # ---- dbias ----------------------------------------------------------------------------------
     def _dbias_loop(self) -> compose.Loop:
