@@ -19,7 +19,7 @@ import numpy as np
 from .. import compose
 from ..errors import ArgumentError, DTypeError, ShapeError
 from .args import element_strides
-from .conv_backward_plan import ConvBackwardDesc
+from .conv_backward_plan import CHUNK_BYTES, ConvBackwardDesc, dw_chunk
 from .conv_geometry import conv_window
 
 WHAT = "tpp.ops.conv2d_backward"
@@ -27,6 +27,9 @@ MAX_BLOCK = 64      # channels per GEMM operand block
 # dx's reduction block over dy channels where K/groups > MAX_BLOCK: 32 beat 16 and 64 by
 # 3-5% at K = C = 128 and 256 (3x3, 28x28 / 14x14, Zen 4, min of 21 runs)
 KD_BLOCK = 32
+# dw's output channels per GEMM: 32 ran as fast as 64 on one thread and doubles the blocks
+# that threads share (64 channels, 3x3: 6, not 3 for two threads)
+KW_BLOCK = 32
 
 
 def _divisor(n: int, most: int) -> int:
@@ -102,8 +105,9 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padd
     kg = k // groups
     kd = _block(kg, groups, KD_BLOCK)
     cd = min(cg, MAX_BLOCK)
-    desc = ConvBackwardDesc(n, c, k, groups, win, element_strides(x), element_strides(dy),
-                            cw=_block(cg, groups, MAX_BLOCK), kw=min(kg, MAX_BLOCK), kd=kd, cd=cd)
+    cw, kw = _block(cg, groups, MAX_BLOCK), min(kg, KW_BLOCK)
+    desc = ConvBackwardDesc(n, c, k, groups, win, element_strides(x), element_strides(dy), cw=cw, kw=kw, kd=kd,
+                            cd=cd, chunk=dw_chunk(n, win, kw, cw, CHUNK_BYTES))
     offs, counts, dwoffs = _tables(desc)
     dx, dw, dbias = np.empty(x.shape, np.float32), np.empty(w.shape, np.float32), np.empty(k, np.float32)
     arrays = [dy, x, w, offs, counts, dwoffs, dx, dw, dbias]

@@ -2,13 +2,15 @@
 function on the layer, every O(N C H W K R S) product a BRGEMM.
 
     pack:   a zero-padded NCHWc copy of x (blocks of `cw` channels) and a zero-padded
-            NCHWk copy of dy (blocks of `kd`), both by ops/layout.py's pack loop.
+            NCHWk copy of dy (blocks of `kd`), both by ops/layout.py's pack loop; the
+            filter K <-> C transposed into (groups, C/cd, K/kd, R, S, kd, cd) blocks, a
+            transpose per (k, c block) of w[k]'s (c, R*S).
     dx:     parallel over (image, group, input-channel block, input row h): the row is
             cut into its stride phases (columns w with (w + left) % sw == phi); each
             phase is ONE offset-variant BRGEMM over (dy channel block, the taps r, s that
             reach it), M = the phase's pixels (A rows kd apart in the padded dy, C rows
-            sw * cd apart in a row tile), N = cd input channels, K = kd, B the weights
-            transposed (K <-> C) into (groups, C/cd, K/kd, R, S, kd, cd) blocks. Which
+            sw * cd apart in a row tile), N = cd input channels, K = kd, B the filter
+            blocks. Which
             taps r reach row h depends on (h + top) % sh, read at run time from the
             offset table; no flop is spent on the zeros of a strided transposed
             convolution. The tile is transposed into the plain dx row.
@@ -16,13 +18,12 @@ function on the layer, every O(N C H W K R S) product a BRGEMM.
             dw[k, c, r, s] = sum over (n, p) of dy[n, k, p, :] x_pad[n, c, p*sh + r*dh, s*dw + q*sw]
             per s one offset-variant BRGEMM with M = k (A: dy's plain rows, P*Q apart),
             N = c (B: the padded copy's pixels, sw * cw apart), K = Q pixels, its batch a
-            chunk of the (image, output row) pairs that fits in L2, accumulating
-            (beta 1) into a zeroed (K, R, S, C/groups) buffer; each dw element is summed
-            by one thread in one order, so dw does not depend on the thread count.
+            chunk of the (image, output row) pairs that fits in L2 (where there are more
+            chunks, each adds to the thread's zeroed (k, S, c) tile), the tile then
+            transposed into dw's (c, S) rows of each k; each dw element is summed by one
+            thread in one order, so dw does not depend on the thread count.
     dbias:  parallel over dy channel blocks: column sums (reduce_sum) of the padded dy
             copy's (pixels x kd) block per image, the images added in order.
-    finish: per output channel, a transpose of the (R*S, C/groups) buffer into dw's
-            (C/groups, R, S) (skipped for 1x1 filters: the BRGEMM writes dw itself).
 """
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ from .layout import blocked_shape, pack_loop
 F32 = DType.F32
 PARTS = ("dx", "dw", "dbias")
 CHUNK_BYTES = 256 << 10     # a dw BRGEMM's batch: its A and B rows together, to stay in L2
+
+
+def dw_chunk(n: int, win: Window, kw: int, cw: int, budget: int = CHUNK_BYTES) -> int:
+    """(image, output row) pairs per dw BRGEMM: its A rows (kw x Q) and B rows (Q pixels
+    of cw channels, stride apart) within `budget` bytes."""
+    per_row = 4 * (kw * win.q + win.stride[1] * win.q * cw)
+    return max(1, min(n * win.p, budget // per_row))
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class ConvBackwardDesc(compose.CompositeDesc):
     kw: int           # dw: output channels per GEMM (M)
     kd: int           # dx: dy channels per block of the padded dy copy (its GEMMs' K)
     cd: int           # dx: input channels per GEMM (N)
+    chunk: int        # dw: (image, output row) pairs per BRGEMM (dw_chunk)
     parts: tuple[str, ...] = PARTS    # what to compute (a benchmark times them one by one)
     kind = "conv2d_backward"
 
@@ -150,13 +159,6 @@ class ConvBackwardDesc(compose.CompositeDesc):
                 if entries:
                     table[:, rho, phi, :len(entries)] = np.array(entries, np.int64).T
         return table.reshape(2, -1), counts
-
-    @property
-    def chunk(self) -> int:
-        """(image, output row) pairs per dw BRGEMM: its A and B rows within CHUNK_BYTES."""
-        win = self.window
-        per_row = 4 * (self.kw * win.q + win.stride[1] * win.q * self.cw)
-        return max(1, min(self.n * win.p, CHUNK_BYTES // per_row))
 
     def dw_offsets(self) -> np.ndarray:
         """(2, N * P) int64: per (image, output row), its dy row's offset from dy's first
@@ -297,10 +299,11 @@ class ConvBackwardDesc(compose.CompositeDesc):
         ms, ns = ctx.size["wk"], ctx.size["wc"]
         k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
         cb_at = b.add(b.mul(ctx.start["wg"], i64(-(-self.cg // self.cw))), ctx.index["wc"])
-        if self.dw_direct:
-            ctx.call(ctx.primitive(UnaryDesc("zero", ms, ns, F32, F32)), [self._dw_out(ctx, 0)])
-        else:
-            ctx.call(ctx.primitive(UnaryDesc("zero", ms, win.s * self.cw, F32, F32)), [self._dw_out(ctx, 0)])
+        # one chunk: the BRGEMMs store (beta 0); more: they add to a zeroed tile in turn
+        beta = 0.0 if self.chunk >= self.n * win.p else 1.0
+        if beta:
+            cols = ns if self.dw_direct else win.s * self.cw
+            ctx.call(ctx.primitive(UnaryDesc("zero", ms, cols, F32, F32)), [self._dw_out(ctx, 0)])
 
         def product(ctx: compose.Context) -> None:
             j0, count, s = ctx.start["j"], ctx.size["j"], ctx.start["s"]
@@ -309,7 +312,7 @@ class ConvBackwardDesc(compose.CompositeDesc):
             bp = ctx.view("xp", self.xp_shape()).at(0, cb_at, b.mul(ctx.start["r"], i64(win.dilation[0])),
                                                       b.mul(s, i64(win.dilation[1])))
             offs = ctx.tensor("dwoffs")
-            gemm = BrgemmDesc(ms, ns, win.q, F32, "offset", beta=1.0, lda=self.dy_strides[1],
+            gemm = BrgemmDesc(ms, ns, win.q, F32, "offset", beta=beta, lda=self.dy_strides[1],
                               ldb=win.stride[1] * self.cw, ldc=ldc)
             ctx.call(ctx.primitive(gemm), [(a, self.dy_strides[1]), (bp, win.stride[1] * self.cw), (c, ldc),
                                            (offs.at(0, j0), count), (offs.at(1, j0), count)])

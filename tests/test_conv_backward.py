@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tpp.errors import ArgumentError, DTypeError, ShapeError, TppError
 from tpp.ops.conv_api import conv2d
+from tpp.ops import conv_backward as cb
 from tpp.ops.conv_backward import conv2d_backward
 
 EPS32 = 2.0 ** -23
@@ -196,6 +197,15 @@ def test_threads_bitwise_identical(rng, case):
     two = conv2d_backward(*data, stride, padding, dilation, groups, threads=2)
     for a, b in zip(one, two):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("budget", [1, 9000])
+def test_dw_in_chunks(rng, monkeypatch, budget):
+    """dw's BRGEMMs over chunks of (image, row) pairs (one pair each; several and a short
+    last chunk) add up to the one-chunk result."""
+    monkeypatch.setattr(cb, "CHUNK_BYTES", budget)
+    check(*_data(rng, 3, 20, 9, 8, 36, 3, 2, 1, 1, 1, 1), 1, 1)
+    check(*_data(rng, 2, 6, 9, 8, 4, 1, 1, 2, 0, 1, 2), 2, 0, 1, 2)      # 1x1: into dw itself
 
 
 def test_views_and_repeated_calls(rng):
