@@ -30,6 +30,7 @@ KD_BLOCK = 32
 # dw's output channels per GEMM: 32 ran as fast as 64 on one thread and doubles the blocks
 # that threads share (64 channels, 3x3: 6, not 3 for two threads)
 KW_BLOCK = 32
+SWAP_LANES = 16     # one f32 vector of AVX-512
 
 
 def _divisor(n: int, most: int) -> int:
@@ -106,8 +107,13 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padd
     kd = _block(kg, groups, KD_BLOCK)
     cd = min(cg, MAX_BLOCK)
     cw, kw = _block(cg, groups, MAX_BLOCK), min(kg, KW_BLOCK)
+    # dw's GEMMs are vectorised along their N: the input channels, or (swapped) the output
+    # channels of a padded dy block where those fill more lanes (the stem: 3 input channels)
+    swap = min(kd, SWAP_LANES) > min(cw, SWAP_LANES)
+    if swap:
+        kw = kd
     desc = ConvBackwardDesc(n, c, k, groups, win, element_strides(x), element_strides(dy), cw=cw, kw=kw, kd=kd,
-                            cd=cd, chunk=dw_chunk(n, win, kw, cw, CHUNK_BYTES))
+                            cd=cd, chunk=dw_chunk(n, win, kw, cw, CHUNK_BYTES), dw_swap=swap)
     offs, counts, dwoffs = _tables(desc)
     dx, dw, dbias = np.empty(x.shape, np.float32), np.empty(w.shape, np.float32), np.empty(k, np.float32)
     arrays = [dy, x, w, offs, counts, dwoffs, dx, dw, dbias]

@@ -98,6 +98,7 @@ class ConvBackwardDesc(compose.CompositeDesc):
     kd: int           # dx: dy channels per block of the padded dy copy (its GEMMs' K)
     cd: int           # dx: input channels per GEMM (N)
     chunk: int        # dw: (image, output row) pairs per BRGEMM (dw_chunk)
+    dw_swap: bool = False     # dw's GEMMs as dw^T (M = c, N = k; kw = kd): few input channels
     parts: tuple[str, ...] = PARTS    # what to compute (a benchmark times them one by one)
     kind = "conv2d_backward"
 
@@ -161,19 +162,30 @@ class ConvBackwardDesc(compose.CompositeDesc):
         return table.reshape(2, -1), counts
 
     def dw_offsets(self) -> np.ndarray:
-        """(2, N * P) int64: per (image, output row), its dy row's offset from dy's first
-        pixel and its first x_pad row's offset from the padded copy's first pixel."""
+        """(2, N * P) int64: per (image, output row), the offsets of its A and B rows: dy's
+        row from dy's first pixel and x_pad's first row from the padded copy's first pixel
+        (swapped: x_pad's, then the padded dy's)."""
         win = self.window
         _, cb, hp, wp, c = self.xp_shape()
         n, p = np.meshgrid(np.arange(self.n), np.arange(win.p), indexing="ij")
-        a = n * self.dy_strides[0] + p * self.dy_strides[2]
-        bo = n * cb * hp * wp * c + p * win.stride[0] * wp * c
-        return np.stack([a.ravel(), bo.ravel()]).astype(np.int64)
+        xo = n * cb * hp * wp * c + p * win.stride[0] * wp * c
+        if self.dw_swap:
+            _, kb, hq, wq, kd = self.dyp_shape()
+            top, _, left, _ = self.phases.pad
+            dyo = n * kb * hq * wq * kd + (p + top) * wq * kd + left * kd
+            return np.stack([xo.ravel(), dyo.ravel()]).astype(np.int64)
+        dyo = n * self.dy_strides[0] + p * self.dy_strides[2]
+        return np.stack([dyo.ravel(), xo.ravel()]).astype(np.int64)
 
     @property
     def dw_direct(self) -> bool:
-        """1x1 filters: the (K, R, S, C/groups) buffer is dw itself."""
-        return self.window.r * self.window.s == 1
+        """1x1 filters, not swapped: the BRGEMMs write dw itself."""
+        return self.window.r * self.window.s == 1 and not self.dw_swap
+
+    def dw_tile(self) -> tuple[int, int, int]:
+        """A thread's dw tile: (k, S, c), swapped (c, S, k)."""
+        s = self.window.s
+        return (self.cw, s, self.kw) if self.dw_swap else (self.kw, s, self.cw)
 
     # ---- the composite ----------------------------------------------------------------------
     def composite(self, target) -> compose.Composite:
@@ -194,11 +206,10 @@ class ConvBackwardDesc(compose.CompositeDesc):
                    compose.Scratch("tile", F32, win.w * self.cd, "thread", "a dx row tile"),
                    compose.Scratch("colsum", F32, self.kd, "thread", "an image's dbias")]
         if not self.dw_direct:
-            scratch.append(compose.Scratch("dwt", F32, self.kw * win.s * self.cw, "thread",
-                                           "a dw tile (k, S, c)"))
+            scratch.append(compose.Scratch("dwt", F32, int(np.prod(self.dw_tile())), "thread", "a dw tile"))
         parts = self.parts
         body = [pack_loop("x", "xp", self.x_shape(), self.cw, F32, win.pad)] if "dw" in parts else []
-        if "dx" in parts or "dbias" in parts:
+        if "dx" in parts or "dbias" in parts or self.dw_swap and "dw" in parts:
             body.append(pack_loop("dy", "dyp", self.dy_shape(), self.kd, F32, self.phases.pad))
         if "dx" in parts or "wr" in parts:
             body += self._w_loops()
@@ -284,49 +295,56 @@ class ConvBackwardDesc(compose.CompositeDesc):
 
     def _dw_out(self, ctx: compose.Context, s) -> tuple:
         """(address, ld) of the dw tile of this (k block, c block, r) and tap s: in dw itself
-        for 1x1 filters, else in the thread's (k, S, c) tile."""
+        for 1x1 filters, else in the thread's tile."""
         if self.dw_direct:
             b, dw = ctx.b, ctx.tensor("dw")
             k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
             return dw.at(k_at, ctx.start["wc"]), dw.strides[0]
-        tile = ctx.view("dwt", (self.kw, self.window.s, self.cw))
+        tile = ctx.view("dwt", self.dw_tile())
         return tile.at(0, s), tile.strides[0]
 
     def _dw_block(self, ctx: compose.Context) -> None:
-        """One (k block, c block, r): zero the tile, accumulate the BRGEMMs of each chunk of
-        (image, row) pairs per tap s, then store the tile's k rows into dw."""
+        """One (k block, c block, r): the BRGEMMs of each chunk of (image, row) pairs per tap
+        s (adding to a zeroed tile where there are several chunks), then the tile into dw.
+        Swapped: dw^T = x_pad^T dy^T, A the padded x's (pixels x c) read transposed, B the
+        padded dy's (pixels x k)."""
         b, win = ctx.b, self.window
-        ms, ns = ctx.size["wk"], ctx.size["wc"]
+        ks, cs = ctx.size["wk"], ctx.size["wc"]
         k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
         cb_at = b.add(b.mul(ctx.start["wg"], i64(-(-self.cg // self.cw))), ctx.index["wc"])
-        # one chunk: the BRGEMMs store (beta 0); more: they add to a zeroed tile in turn
+        m, n = (cs, ks) if self.dw_swap else (ks, cs)
         beta = 0.0 if self.chunk >= self.n * win.p else 1.0
         if beta:
-            cols = ns if self.dw_direct else win.s * self.cw
-            ctx.call(ctx.primitive(UnaryDesc("zero", ms, cols, F32, F32)), [self._dw_out(ctx, 0)])
+            cols = n if self.dw_direct else win.s * self.dw_tile()[2]
+            ctx.call(ctx.primitive(UnaryDesc("zero", m, cols, F32, F32)), [self._dw_out(ctx, 0)])
 
         def product(ctx: compose.Context) -> None:
             j0, count, s = ctx.start["j"], ctx.size["j"], ctx.start["s"]
             c, ldc = self._dw_out(ctx, s)
-            a = ctx.tensor("dy").at(0, k_at)
-            bp = ctx.view("xp", self.xp_shape()).at(0, cb_at, b.mul(ctx.start["r"], i64(win.dilation[0])),
-                                                      b.mul(s, i64(win.dilation[1])))
+            xs = (ctx.view("xp", self.xp_shape()).at(0, cb_at, b.mul(ctx.start["r"], i64(win.dilation[0])),
+                                                     b.mul(s, i64(win.dilation[1]))), win.stride[1] * self.cw)
+            if self.dw_swap:
+                kb_at = b.add(b.mul(ctx.start["wg"], i64(-(-self.kg // self.kd))), ctx.index["wk"])
+                a, bb = xs, (ctx.view("dyp", self.dyp_shape()).at(0, kb_at), self.kd)
+            else:
+                a, bb = (ctx.tensor("dy").at(0, k_at), self.dy_strides[1]), xs
             offs = ctx.tensor("dwoffs")
-            gemm = BrgemmDesc(ms, ns, win.q, F32, "offset", beta=beta, lda=self.dy_strides[1],
-                              ldb=win.stride[1] * self.cw, ldc=ldc)
-            ctx.call(ctx.primitive(gemm), [(a, self.dy_strides[1]), (bp, win.stride[1] * self.cw), (c, ldc),
-                                           (offs.at(0, j0), count), (offs.at(1, j0), count)])
+            gemm = BrgemmDesc(m, n, win.q, F32, "offset", trans_a=self.dw_swap, beta=beta, lda=a[1], ldb=bb[1],
+                              ldc=ldc)
+            ctx.call(ctx.primitive(gemm), [a, bb, (c, ldc), (offs.at(0, j0), count), (offs.at(1, j0), count)])
 
         def store(ctx: compose.Context) -> None:
-            """Row k of the tile, (S, c), into dw[k, c0:, r, :] (c, S), R*S apart."""
-            tile, dw = ctx.view("dwt", (self.kw, win.s, self.cw)), ctx.tensor("dw")
-            ctx.call(ctx.primitive(UnaryDesc("transpose", win.s, ns, F32, F32)),
-                     [(tile.at(ctx.start["dk"]), self.cw),
-                      (dw.at(b.add(k_at, ctx.start["dk"]), ctx.start["wc"], ctx.start["r"]), win.r * win.s)])
+            """Row i of the tile, (S, n), into dw: its (n, S) rows R*S apart at dw[k, c0:, r]
+            (swapped: Cg*R*S apart at dw[k0:, c, r])."""
+            tile, dw, i = ctx.view("dwt", self.dw_tile()), ctx.tensor("dw"), ctx.start["dk"]
+            at = (k_at, b.add(ctx.start["wc"], i)) if self.dw_swap else (b.add(k_at, i), ctx.start["wc"])
+            ld = dw.strides[0 if self.dw_swap else 1]
+            ctx.call(ctx.primitive(UnaryDesc("transpose", win.s, n, F32, F32)),
+                     [(tile.at(i), tile.strides[1]), (dw.at(*at, ctx.start["r"]), ld)])
 
         ctx.run(compose.Loop("j", self.n * win.p, (compose.Loop("s", win.s, (product,)),), tile=self.chunk))
         if not self.dw_direct:
-            ctx.run(compose.Loop("dk", ms, (store,)))
+            ctx.run(compose.Loop("dk", m, (store,)))
 
     # ---- dbias ----------------------------------------------------------------------------------
     def _dbias_loop(self) -> compose.Loop:

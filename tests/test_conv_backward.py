@@ -140,6 +140,7 @@ CASES = [
     (1, 3, 5, 6, 2, 3, 2, 3, (4, 2), 1, 1),          # stride and padding past the filter
     (1, 3, 1, 1, 2, 1, 1, 2, 1, 1, 1),               # no x pixel meets a tap: dx = 0
     (1, 96, 5, 6, 96, 3, 3, 1, 1, 1, 3),             # 32 channels a group
+    (2, 3, 9, 9, 70, 1, 1, 1, 0, 1, 1),              # dw swapped (3 input channels), 1x1, K past a block
     (3, 4, 5, 5, 4, 3, 3, 1, 2, 2, 4),               # depthwise-like: C/groups = K/groups = 1
 ]
 
@@ -187,7 +188,8 @@ def test_adjoint_identity(rng, case):
     assert float((dw.astype(np.float64) * wt).sum()) == pytest.approx(total, abs=1e-5 * size)
 
 
-@pytest.mark.parametrize("case", [(3, 20, 12, 10, 36, 3, 3, 1, 1, 1, 1), (2, 12, 11, 9, 8, 3, 3, 2, 1, 1, 2)])
+@pytest.mark.parametrize("case", [(3, 20, 12, 10, 36, 3, 3, 1, 1, 1, 1), (2, 12, 11, 9, 8, 3, 3, 2, 1, 1, 2),
+                                  (2, 3, 12, 10, 20, 3, 3, 2, 1, 1, 1)])
 def test_threads_bitwise_identical(rng, case):
     """Every dx, dw and dbias element is summed by one thread in one order, whatever the
     thread count: the results agree to the bit."""
@@ -206,6 +208,7 @@ def test_dw_in_chunks(rng, monkeypatch, budget):
     monkeypatch.setattr(cb, "CHUNK_BYTES", budget)
     check(*_data(rng, 3, 20, 9, 8, 36, 3, 2, 1, 1, 1, 1), 1, 1)
     check(*_data(rng, 2, 6, 9, 8, 4, 1, 1, 2, 0, 1, 2), 2, 0, 1, 2)      # 1x1: into dw itself
+    check(*_data(rng, 3, 3, 9, 8, 20, 3, 2, 1, 1, 1, 1), 1, 1)           # swapped: 3 input channels
 
 
 def test_views_and_repeated_calls(rng):
