@@ -6,11 +6,12 @@ padding, dilation, groups) for an upstream gradient dy, as torch's autograd give
     dbias = dy summed over (N, P, Q)
 
 ONE composite computes all three (ops/conv_backward_plan.py): padded blocked copies of
-x and dy, then a BRGEMM per dx row phase (the backward-data convolution: dy against
-the K <-> C transposed filter, only the taps that reach each row, so a strided
-convolution costs no extra flops) and per (dw block, tap) a BRGEMM over image rows.
-The weights are rearranged in numpy once per call (O(weights)); everything O(N K C P Q
-R S) runs in the kernel.
+x and dy and the K <-> C transposed filter in blocks, then a BRGEMM per dx row phase
+(the backward-data convolution: dy against the transposed filter, only the taps that
+reach each row, so a strided convolution costs no extra flops) and per (dw block, tap)
+BRGEMMs over image rows. Python only checks the arguments and builds the offset tables
+(once per geometry); the filter's rearrangement (a per-call transpose pass: the filter
+changes every training step) runs in the kernel like everything else.
 """
 from __future__ import annotations
 

@@ -21,7 +21,10 @@ function on the layer, every O(N C H W K R S) product a BRGEMM.
             chunk of the (image, output row) pairs that fits in L2 (where there are more
             chunks, each adds to the thread's zeroed (k, S, c) tile), the tile then
             transposed into dw's (c, S) rows of each k; each dw element is summed by one
-            thread in one order, so dw does not depend on the thread count.
+            thread in one order, so dw does not depend on the thread count. Where the
+            output channels fill more vector lanes than the input channels (the stem's
+            3), the GEMMs compute dw^T instead: M = c (A: the padded x read transposed),
+            N = k (B: the padded dy's pixels), kd channels a block.
     dbias:  parallel over dy channel blocks: column sums (reduce_sum) of the padded dy
             copy's (pixels x kd) block per image, the images added in order.
 """
@@ -99,7 +102,8 @@ class ConvBackwardDesc(compose.CompositeDesc):
     cd: int           # dx: input channels per GEMM (N)
     chunk: int        # dw: (image, output row) pairs per BRGEMM (dw_chunk)
     dw_swap: bool = False     # dw's GEMMs as dw^T (M = c, N = k; kw = kd): few input channels
-    parts: tuple[str, ...] = PARTS    # what to compute (a benchmark times them one by one)
+    parts: tuple[str, ...] = PARTS    # what to compute (a benchmark times them one by one; "wt":
+                                      # only the filter blocks)
     kind = "conv2d_backward"
 
     # ---- geometry ---------------------------------------------------------------------------
@@ -211,7 +215,7 @@ class ConvBackwardDesc(compose.CompositeDesc):
         body = [pack_loop("x", "xp", self.x_shape(), self.cw, F32, win.pad)] if "dw" in parts else []
         if "dx" in parts or "dbias" in parts or self.dw_swap and "dw" in parts:
             body.append(pack_loop("dy", "dyp", self.dy_shape(), self.kd, F32, self.phases.pad))
-        if "dx" in parts or "wr" in parts:
+        if "dx" in parts or "wt" in parts:
             body += self._w_loops()
         body.append(compose.BARRIER)
         body += [loops() for part, loops in (("dx", self._dx_loops), ("dw", self._dw_loops),
@@ -233,7 +237,6 @@ class ConvBackwardDesc(compose.CompositeDesc):
             g, kk = (b.sdiv(ki, i64(self.kg)), b.srem(ki, i64(self.kg))) if self.groups > 1 else (i64(0), ki)
             wt = ctx.view("wt", self.wt_shape())
             row = wt.at(g, cbi, b.sdiv(kk, i64(kd)), 0, 0, b.srem(kk, i64(kd)))
-            zero = ctx.primitive(UnaryDesc("zero", rs, cd, F32, F32))
 
             def turn() -> None:
                 ctx.call(ctx.primitive(UnaryDesc("transpose", size, rs, F32, F32)),
@@ -248,7 +251,7 @@ class ConvBackwardDesc(compose.CompositeDesc):
                 with inside:
                     turn()
                 with past:
-                    ctx.call(zero, [(row, kd * cd)])
+                    ctx.call(ctx.primitive(UnaryDesc("zero", rs, cd, F32, F32)), [(row, kd * cd)])
         return [compose.Loop("tk", kpad, (compose.Loop("tc", self.cg, (block,), tile=cd),), parallel=True)]
 
     # ---- dx -------------------------------------------------------------------------------------
@@ -269,7 +272,6 @@ class ConvBackwardDesc(compose.CompositeDesc):
         rho = b.srem(t, i64(sh)) if sh > 1 else i64(0)
         base = b.add(b.sdiv(t, i64(sh)) if sh > 1 else t, i64(ph.pad[0]))
         a = ctx.view("dyp", self.dyp_shape()).at(ni, b.mul(gi, i64(-(-self.kg // kd))), base)
-        ldb = cd
         wt = ctx.view("wt", self.wt_shape()).at(gi, cbi)
         offs = ctx.tensor("offs")
         tile = ctx.view("tile", (win.w, cd))
@@ -278,8 +280,8 @@ class ConvBackwardDesc(compose.CompositeDesc):
                 continue
             entry = b.mul(b.add(b.mul(rho, i64(sw)), i64(phi)), i64(self.taps))
             taps = ctx.load("counts", rho, phi)
-            gemm = BrgemmDesc(count, cd, kd, F32, "offset", beta=0.0, lda=kd, ldb=ldb, ldc=sw * cd)
-            ctx.call(ctx.primitive(gemm), [(a, kd), (wt, ldb), (tile.at(w0), sw * cd),
+            gemm = BrgemmDesc(count, cd, kd, F32, "offset", beta=0.0, lda=kd, ldb=cd, ldc=sw * cd)
+            ctx.call(ctx.primitive(gemm), [(a, kd), (wt, cd), (tile.at(w0), sw * cd),
                                            (offs.at(0, entry), taps), (offs.at(1, entry), taps)])
         dx = ctx.tensor("dx")
         c_at = b.add(b.mul(gi, i64(self.cg)), ctx.start["cb"])
