@@ -53,6 +53,7 @@ class ConvDesc(compose.CompositeDesc):
     res_strides: tuple[int, ...] | None = None
     activation: str | None = None
     alpha: float | None = None
+    rows: int = 1                         # output rows per step (a plain output's transpose)
     kind = "conv2d"
 
     # ---- geometry ---------------------------------------------------------------------------
@@ -157,12 +158,11 @@ class ConvDesc(compose.CompositeDesc):
             scratch.append(compose.Scratch("xp", dt, count, "call", "the zero-padded NCHWc input"))
             body += [self._pack_phase(), compose.BARRIER]
         if not self.out_blocked:
-            scratch.append(compose.Scratch("tile", self.out_dtype, win.q * self.kblk, "thread",
-                                           "an output row tile"))
+            count = self.rows * win.q * self.kblk
+            scratch.append(compose.Scratch("tile", self.out_dtype, count, "thread", "a tile of output rows"))
             if self.residual:
-                scratch.append(compose.Scratch("rtile", res_dt, win.q * self.kblk, "thread",
-                                               "the residual's row tile"))
-        rows = compose.Loop("p", win.p, (self._row,), parallel=True)
+                scratch.append(compose.Scratch("rtile", res_dt, count, "thread", "the residual's rows"))
+        rows = compose.Loop("p", win.p, (self._rows,), tile=self.rows, parallel=True)
         blocks = compose.Loop("kb", self.kg, (rows,), tile=self.kblk, parallel=True)
         body.append(compose.Loop("n", self.n, (compose.Loop("g", self.groups, (blocks,), parallel=True),),
                                  parallel=True))
@@ -192,36 +192,44 @@ class ConvDesc(compose.CompositeDesc):
         inner = compose.Loop("h", hp, (row,), parallel=True)
         return compose.Loop("n", self.n, (compose.Loop("cb", cb, (inner,), parallel=True),), parallel=True)
 
-    def _row(self, ctx: compose.Context) -> None:
-        """One output row of one output-channel block."""
+    def _rows(self, ctx: compose.Context) -> None:
+        """A tile of output rows of one output-channel block: per row one BRGEMM; a plain
+        output takes the tile's rows in one transpose (their pixels are one run in NCHW)."""
         b, win = ctx.b, self.window
-        ni, gi, kbi, pi = ctx.start["n"], ctx.start["g"], ctx.index["kb"], ctx.start["p"]
+        ni, gi, kbi, p0 = ctx.start["n"], ctx.start["g"], ctx.index["kb"], ctx.start["p"]
         rows = ctx.size["kb"]                           # output channels in this block
         blk = b.add(b.mul(gi, i64(self.kbg)), kbi)      # the block among all K blocks
-        xin = ctx.view("xp", self.xp_shape()) if self.padded else ctx.tensor("x")
-        a = xin.at(ni, b.mul(gi, i64(self.cbg)), b.mul(pi, i64(win.stride[0])))
-        wt = ctx.tensor("w").at(gi, kbi)
-        args = [(a, win.stride[1] * self.cblk), (wt, 2 * self.kblk if self.vnni else self.kblk)]
-        if self.bias:
-            args.append((ctx.tensor("bias").at(b.mul(blk, i64(self.kblk))), self.kblk))
-        out = ctx.tensor("out")
         k_at = b.add(b.mul(gi, i64(self.kg)), ctx.start["kb"])      # first output channel (plain)
-        if self.residual == "blocked":
-            args.append((ctx.tensor("res").at(ni, blk, pi), self.kblk))
-        elif self.residual == "plain":
-            res = ctx.tensor("res")
-            ctx.call(ctx.primitive(UnaryDesc("transpose", rows, win.q, self.out_dtype, self.out_dtype)),
-                     [(res.at(ni, k_at, pi), res.strides[1]), (ctx.buffer("rtile"), self.kblk)])
-            args.append((ctx.buffer("rtile"), self.kblk))
-        c_ptr = out.at(ni, blk, pi) if self.out_blocked else ctx.buffer("tile")
-        offs = ctx.tensor("offs")
-        count = self.batch()
-        args += [(c_ptr, self.kblk), (offs.at(0), count), (offs.at(1), count)]
-        ctx.call(ctx.primitive(self.gemm()), args)
+        out, tile = ctx.tensor("out"), self.window.q * self.kblk
+
+        def one(ctx: compose.Context) -> None:
+            i = ctx.index["pr"]
+            pi = b.add(p0, i)
+            xin = ctx.view("xp", self.xp_shape()) if self.padded else ctx.tensor("x")
+            a = xin.at(ni, b.mul(gi, i64(self.cbg)), b.mul(pi, i64(win.stride[0])))
+            wt = ctx.tensor("w").at(gi, kbi)
+            args = [(a, win.stride[1] * self.cblk), (wt, 2 * self.kblk if self.vnni else self.kblk)]
+            if self.bias:
+                args.append((ctx.tensor("bias").at(b.mul(blk, i64(self.kblk))), self.kblk))
+            if self.residual == "blocked":
+                args.append((ctx.tensor("res").at(ni, blk, pi), self.kblk))
+            elif self.residual == "plain":
+                res = ctx.tensor("res")
+                rt = ctx.view("rtile", (self.rows, tile)).at(i)
+                ctx.call(ctx.primitive(UnaryDesc("transpose", rows, win.q, self.out_dtype, self.out_dtype)),
+                         [(res.at(ni, k_at, pi), res.strides[1]), (rt, self.kblk)])
+                args.append((rt, self.kblk))
+            c_ptr = out.at(ni, blk, pi) if self.out_blocked else ctx.view("tile", (self.rows, tile)).at(i)
+            offs = ctx.tensor("offs")
+            count = self.batch()
+            args += [(c_ptr, self.kblk), (offs.at(0), count), (offs.at(1), count)]
+            ctx.call(ctx.primitive(self.gemm()), args)
+            if self.out_blocked and rows < self.kblk and self.activation:
+                # channels past K stay zero in a blocked output, whatever act(0) is
+                ctx.call(ctx.primitive(UnaryDesc("zero", win.q, self.kblk - rows, self.out_dtype, self.out_dtype)),
+                         [(out.at(ni, blk, pi, 0, rows), self.kblk)])
+        ctx.run(compose.Loop("pr", ctx.size["p"], (one,)))
         if not self.out_blocked:
-            ctx.call(ctx.primitive(UnaryDesc("transpose", win.q, rows, self.out_dtype, self.out_dtype)),
-                     [(ctx.buffer("tile"), self.kblk), (out.at(ni, k_at, pi), out.strides[1])])
-        elif rows < self.kblk and self.activation:
-            # channels past K stay zero in a blocked output, whatever act(0) is
-            ctx.call(ctx.primitive(UnaryDesc("zero", win.q, self.kblk - rows, self.out_dtype, self.out_dtype)),
-                     [(out.at(ni, blk, pi, 0, rows), self.kblk)])
+            ctx.call(ctx.primitive(UnaryDesc("transpose", ctx.size["p"] * win.q, rows, self.out_dtype,
+                                             self.out_dtype)),
+                     [(ctx.buffer("tile"), self.kblk), (out.at(ni, k_at, p0), out.strides[1])])

@@ -182,7 +182,9 @@ class Conv2d:
         res = _residual(residual, probe, out_blocked)
         if out.size == 0:
             return Blocked(out, self.k) if out_blocked else out
-        desc = ConvDesc(**desc_args, x_strides=None if x_blocked else element_strides(xa),
+        # a plain output takes two rows per transpose where their tile stays small (+1%)
+        rows = 2 if not out_blocked and 2 * win.q * kblk * x.dtype.itemsize <= 64 << 10 and win.p > 1 else 1
+        desc = ConvDesc(**desc_args, rows=rows, x_strides=None if x_blocked else element_strides(xa),
                         out_strides=None if out_blocked else element_strides(out),
                         residual=None if res is None else ("blocked" if out_blocked else "plain"),
                         res_strides=None if res is None or out_blocked else element_strides(res))
