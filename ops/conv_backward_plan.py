@@ -14,13 +14,13 @@ function on the layer, every O(N C H W K R S) product a BRGEMM.
             taps r reach row h depends on (h + top) % sh, read at run time from the
             offset table; no flop is spent on the zeros of a strided transposed
             convolution. The tile is transposed into the plain dx row.
-    dw:     parallel over (group, output-channel block, input-channel block, r):
+    dw:     parallel over (group, output-channel block, input-channel block):
             dw[k, c, r, s] = sum over (n, p) of dy[n, k, p, :] x_pad[n, c, p*sh + r*dh, s*dw + q*sw]
-            per s one offset-variant BRGEMM with M = k (A: dy's plain rows, P*Q apart),
+            per tap (r, s) one offset-variant BRGEMM with M = k (A: dy's plain rows, P*Q apart),
             N = c (B: the padded copy's pixels, sw * cw apart), K = Q pixels, its batch a
             chunk of the (image, output row) pairs that fits in L2 (where there are more
-            chunks, each adds to the thread's zeroed (k, S, c) tile), the tile then
-            transposed into dw's (c, S) rows of each k; each dw element is summed by one
+            chunks, each adds to the thread's zeroed (k, R, S, c) tile), the tile then
+            transposed into dw's (c, R*S) rows of each k; each dw element is summed by one
             thread in one order, so dw does not depend on the thread count. Where the
             output channels fill more vector lanes than the input channels (the stem's
             3), the GEMMs compute dw^T instead: M = c (A: the padded x read transposed),
@@ -186,10 +186,10 @@ class ConvBackwardDesc(compose.CompositeDesc):
         """1x1 filters, not swapped: the BRGEMMs write dw itself."""
         return self.window.r * self.window.s == 1 and not self.dw_swap
 
-    def dw_tile(self) -> tuple[int, int, int]:
-        """A thread's dw tile: (k, S, c), swapped (c, S, k)."""
-        s = self.window.s
-        return (self.cw, s, self.kw) if self.dw_swap else (self.kw, s, self.cw)
+    def dw_tile(self) -> tuple[int, int, int, int]:
+        """A thread's dw tile: (k, R, S, c), swapped (c, R, S, k)."""
+        r, s = self.window.r, self.window.s
+        return (self.cw, r, s, self.kw) if self.dw_swap else (self.kw, r, s, self.cw)
 
     # ---- the composite ----------------------------------------------------------------------
     def composite(self, target) -> compose.Composite:
@@ -290,24 +290,24 @@ class ConvBackwardDesc(compose.CompositeDesc):
 
     # ---- dw -------------------------------------------------------------------------------------
     def _dw_loops(self) -> compose.Loop:
-        taps = compose.Loop("r", self.window.r, (self._dw_block,), parallel=True)
-        cblocks = compose.Loop("wc", self.cg, (taps,), tile=self.cw, parallel=True)
+        cblocks = compose.Loop("wc", self.cg, (self._dw_block,), tile=self.cw, parallel=True)
         kblocks = compose.Loop("wk", self.kg, (cblocks,), tile=self.kw, parallel=True)
         return compose.Loop("wg", self.groups, (kblocks,), parallel=True)
 
-    def _dw_out(self, ctx: compose.Context, s) -> tuple:
-        """(address, ld) of the dw tile of this (k block, c block, r) and tap s: in dw itself
-        for 1x1 filters, else in the thread's tile."""
+    def _dw_out(self, ctx: compose.Context, r, s) -> tuple:
+        """(address, ld) of the dw tile of this (k block, c block) and tap (r, s): in dw
+        itself for 1x1 filters, else in the thread's tile."""
         if self.dw_direct:
             b, dw = ctx.b, ctx.tensor("dw")
             k_at = b.add(b.mul(ctx.start["wg"], i64(self.kg)), ctx.start["wk"])
             return dw.at(k_at, ctx.start["wc"]), dw.strides[0]
         tile = ctx.view("dwt", self.dw_tile())
-        return tile.at(0, s), tile.strides[0]
+        return tile.at(0, r, s), tile.strides[0]
 
     def _dw_block(self, ctx: compose.Context) -> None:
-        """One (k block, c block, r): the BRGEMMs of each chunk of (image, row) pairs per tap
-        s (adding to a zeroed tile where there are several chunks), then the tile into dw.
+        """One (k block, c block): the BRGEMMs of each chunk of (image, row) pairs per tap
+        (r, s) (adding to a zeroed tile where there are several chunks), then the tile's
+        rows into dw, R*S contiguous elements per channel.
         Swapped: dw^T = x_pad^T dy^T, A the padded x's (pixels x c) read transposed, B the
         padded dy's (pixels x k)."""
         b, win = ctx.b, self.window
@@ -317,13 +317,13 @@ class ConvBackwardDesc(compose.CompositeDesc):
         m, n = (cs, ks) if self.dw_swap else (ks, cs)
         beta = 0.0 if self.chunk >= self.n * win.p else 1.0
         if beta:
-            cols = n if self.dw_direct else win.s * self.dw_tile()[2]
-            ctx.call(ctx.primitive(UnaryDesc("zero", m, cols, F32, F32)), [self._dw_out(ctx, 0)])
+            cols = n if self.dw_direct else win.r * win.s * self.dw_tile()[3]
+            ctx.call(ctx.primitive(UnaryDesc("zero", m, cols, F32, F32)), [self._dw_out(ctx, 0, 0)])
 
         def product(ctx: compose.Context) -> None:
-            j0, count, s = ctx.start["j"], ctx.size["j"], ctx.start["s"]
-            c, ldc = self._dw_out(ctx, s)
-            xs = (ctx.view("xp", self.xp_shape()).at(0, cb_at, b.mul(ctx.start["r"], i64(win.dilation[0])),
+            j0, count, r, s = ctx.start["j"], ctx.size["j"], ctx.start["r"], ctx.start["s"]
+            c, ldc = self._dw_out(ctx, r, s)
+            xs = (ctx.view("xp", self.xp_shape()).at(0, cb_at, b.mul(r, i64(win.dilation[0])),
                                                      b.mul(s, i64(win.dilation[1]))), win.stride[1] * self.cw)
             if self.dw_swap:
                 kb_at = b.add(b.mul(ctx.start["wg"], i64(-(-self.kg // self.kd))), ctx.index["wk"])
@@ -336,15 +336,16 @@ class ConvBackwardDesc(compose.CompositeDesc):
             ctx.call(ctx.primitive(gemm), [a, bb, (c, ldc), (offs.at(0, j0), count), (offs.at(1, j0), count)])
 
         def store(ctx: compose.Context) -> None:
-            """Row i of the tile, (S, n), into dw: its (n, S) rows R*S apart at dw[k, c0:, r]
-            (swapped: Cg*R*S apart at dw[k0:, c, r])."""
+            """Row i of the tile, (R*S, n), into dw: its (n, R*S) rows at dw[k, c0:] (swapped:
+            at dw[k0:, c], C/groups*R*S apart)."""
             tile, dw, i = ctx.view("dwt", self.dw_tile()), ctx.tensor("dw"), ctx.start["dk"]
             at = (k_at, b.add(ctx.start["wc"], i)) if self.dw_swap else (b.add(k_at, i), ctx.start["wc"])
             ld = dw.strides[0 if self.dw_swap else 1]
-            ctx.call(ctx.primitive(UnaryDesc("transpose", win.s, n, F32, F32)),
-                     [(tile.at(i), tile.strides[1]), (dw.at(*at, ctx.start["r"]), ld)])
+            ctx.call(ctx.primitive(UnaryDesc("transpose", win.r * win.s, n, F32, F32)),
+                     [(tile.at(i), tile.strides[2]), (dw.at(*at), ld)])
 
-        ctx.run(compose.Loop("j", self.n * win.p, (compose.Loop("s", win.s, (product,)),), tile=self.chunk))
+        taps = compose.Loop("r", win.r, (compose.Loop("s", win.s, (product,)),))
+        ctx.run(compose.Loop("j", self.n * win.p, (taps,), tile=self.chunk))
         if not self.dw_direct:
             ctx.run(compose.Loop("dk", m, (store,)))
 
