@@ -4,6 +4,7 @@ from .attention import attention
 from .bert import BertLayer, bert_layer
 from .bias_act import bias_act
 from .conv_api import Conv2d, conv2d
+from .conv_backward import conv2d_backward
 from .depthwise import Depthwise, depthwise_conv2d
 from .dropout import dropout
 from .layout import Blocked, from_blocked, to_blocked
@@ -14,7 +15,7 @@ from .norms import layer_norm, log_softmax, rms_norm, softmax
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .segment import segment_sum
 
-__all__ = ["attention", "avg_pool2d", "BertLayer", "bert_layer", "bias_act", "Blocked", "Conv2d", "conv2d",
+__all__ = ["attention", "avg_pool2d", "BertLayer", "bert_layer", "bias_act", "Blocked", "Conv2d", "conv2d", "conv2d_backward",
            "Depthwise", "depthwise_conv2d", "dropout", "from_blocked", "global_avg_pool2d", "to_blocked",
            "layer_norm", "max_pool2d",
            "layer_norm_backward", "log_softmax", "matmul", "MatmulPlan", "PackedB", "pack_b", "rms_norm",
