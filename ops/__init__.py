@@ -15,8 +15,7 @@ from .norms import layer_norm, log_softmax, rms_norm, softmax
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .segment import segment_sum
 
-__all__ = ["attention", "avg_pool2d", "BertLayer", "bert_layer", "bias_act", "Blocked", "Conv2d", "conv2d", "conv2d_backward",
-           "Depthwise", "depthwise_conv2d", "dropout", "from_blocked", "global_avg_pool2d", "to_blocked",
-           "layer_norm", "max_pool2d",
-           "layer_norm_backward", "log_softmax", "matmul", "MatmulPlan", "PackedB", "pack_b", "rms_norm",
-           "segment_sum", "softmax"]
+__all__ = ["attention", "avg_pool2d", "BertLayer", "bert_layer", "bias_act", "Blocked", "Conv2d", "conv2d",
+           "conv2d_backward", "Depthwise", "depthwise_conv2d", "dropout", "from_blocked", "global_avg_pool2d",
+           "layer_norm", "layer_norm_backward", "log_softmax", "matmul", "MatmulPlan", "max_pool2d", "PackedB",
+           "pack_b", "rms_norm", "segment_sum", "softmax", "to_blocked"]
