@@ -1,32 +1,36 @@
 """tpp.ops.depthwise: depthwise convolution (torch's conv2d with groups == C == K), fused
 with a bias, a residual and an activation: y = act(conv(x, w) + bias + residual).
 
-ONE compiled function on the composition layer, vectorised over channels. It works on
-the blocked layout NCHWc, where a row of Q output pixels of one channel block is a
-Q x c tile (row stride c) and tap (r, s) reads the input tile at pixel
-(p*stride + r*dil, s*dil) with row stride stride*c. One equation TPP per output row
-sums the R*S products of those tiles with their taps' c weights (row-broadcast
-1 x c inputs), starting from the bias row, then adds the residual and applies the
-activation: R*S FMAs per output vector, the intermediates in registers.
+ONE compiled function on the composition layer; each output row (or, on plain NCHW,
+each few rows of one channel) is one depthwise-row TPP (kernels/depthwise.py: the R*S
+weights in registers, outputs register-blocked so each input vector is loaded once for
+every tap it feeds). Two ways:
+- Blocked NCHWc (and plain NCHW rows narrower than PIXEL_MIN_Q): lanes along the
+  channels of a block; a row of Q output pixels of one block is a Q x c tile.
+- plain NCHW: lanes along the pixels of one channel's rows (the primitive with c = 1),
+  nothing transposed.
+x is read in place: the primitive leaves the left/right padding out of memory, and a
+row of the top/bottom padding is passed as the address of a zero row. Only the narrow
+plain case copies: its units transpose the rows they read into a zero-padded blocked
+copy private to the thread, and transpose each output (and residual) row.
 
-Parallel units are (image, channel block, a tile of output rows). A unit first writes
-the input rows it reads into a zero-padded blocked copy private to its thread
-(transposes from NCHW, or copies from NCHWc; halo and channels past C zeroed), so the
-compute loop never tests a border and its input stays in L1/L2; then it runs its
-rows. A plain NCHW output row is computed into a per-thread tile and transposed out;
-a plain residual is transposed into a tile first, so the sum is rounded once.
+Parallel units are (image, channel block or channel, a tile of output rows).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from .. import compose, expr as eq
+from .. import compose
+from ..depthwise_kernel import DepthwiseRowDesc
 from ..descriptors import UnaryDesc
 from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import ArgumentError, DTypeError, ShapeError
-from ..jit.loops import i64
+from llvmlite import ir
+
+from ..jit.loops import I64, i64
 from ..jit.types import DType
 from ..kernels import unary as unary_k
 from .args import element_strides
@@ -36,10 +40,9 @@ from .layout import Blocked, default_block
 
 WHAT = "tpp.ops.depthwise_conv2d"
 DTYPES = (DType.F32, DType.BF16)
-MAX_TAPS = 32           # taps per equation (its node limit); more accumulate in an f32 tile
 UNITS = 8               # split output rows until there are this many parallel units
 PLANE_BYTES = 96 << 10  # a unit's padded input rows stay in L2 beside everything else
-WIDE_BYTES = 128 << 10  # a block's weights repeated along a row of pixels, read for each row
+PIXEL_MIN_Q = 8         # plain rows at least this wide put pixels in the lanes (half a zmm)
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,13 @@ class DepthwiseDesc(compose.CompositeDesc):
     res_strides: tuple[int, ...] | None   # None: no residual
     bias: bool
     activation: str | None
-    wide: bool = False      # a row of Q pixels is one 1 x Q*c row (stride 1 along W): weights repeated Q times
+    pixels: bool = False    # plain: one channel's row at a time, pixels in the lanes (c = 1)
     kind = "depthwise"
 
     @property
-    def span(self) -> int:
-        """The length of a weight or bias row: one block, or Q of them (wide)."""
-        return self.block * (self.pq[1] if self.wide else 1)
+    def c(self) -> int:
+        """Channels per unit and per pixel of the padded copy: a block, or 1 (pixels)."""
+        return 1 if self.pixels else self.block
 
     @property
     def padded_width(self) -> int:
@@ -73,18 +76,24 @@ class DepthwiseDesc(compose.CompositeDesc):
 
     @property
     def copies_input(self) -> bool:
-        """Whether units read a padded copy (NCHW input, or padding) or x itself."""
-        return not self.blocked or any(self.pad)
+        """Whether units read a padded copy (NCHW transposed into blocks) or x itself:
+        its rows in place, the left/right padding left to the primitive, rows of the
+        top/bottom padding pointed at a zero row."""
+        return not (self.blocked or self.pixels)
+
+    @property
+    def zero_rows(self) -> bool:     # in place with top/bottom padding
+        return not self.copies_input and bool(self.pad[0] or self.pad[1])
 
     @property
     def unit_rows(self) -> int:
         """Output rows per parallel unit: all P while there are enough (image, block)
         pairs, else fewer, and few enough that the unit's padded rows stay in L2."""
         p = self.pq[0]
-        pairs = max(1, self.n * -(-self.channels // self.block))
+        pairs = max(1, self.n * -(-self.channels // self.c))
         rows = p if pairs >= UNITS else -(-p // -(-UNITS // pairs))
         if self.copies_input:
-            row_bytes = self.padded_width * self.block * self.dtype.itemsize
+            row_bytes = self.padded_width * self.c * self.dtype.itemsize
             while rows > 1 and self.input_rows(rows) * row_bytes > PLANE_BYTES:
                 rows = -(-rows // 2)
         return max(1, rows)
@@ -92,8 +101,19 @@ class DepthwiseDesc(compose.CompositeDesc):
     def input_rows(self, rows: int) -> int:
         return (rows - 1) * self.stride[0] + (self.rs[0] - 1) * self.dilation[0] + 1
 
+    def row_desc(self, m: int = 1) -> DepthwiseRowDesc:
+        """The primitive of m output rows: reading x in place, its rows by address."""
+        q, s, sw, dw = self.pq[1], self.rs[1], self.stride[1], self.dilation[1]
+        pad = (0, 0)
+        if not self.copies_input:
+            left = self.pad[2]
+            pad = (left, max(0, (q - 1) * sw + (s - 1) * dw + 1 - left - self.hw[1]))
+        return DepthwiseRowDesc(q, self.c, self.rs[0], s, sw, dw, self.dtype, self.dtype, self.bias,
+                                self.res_strides is not None, self.activation, pad, not self.copies_input,
+                                m, self.stride[0])
+
     def composite(self, target) -> compose.Composite:
-        n, ch, c, dt = self.n, self.channels, self.block, self.dtype
+        n, ch, c, dt = self.n, self.channels, self.c, self.dtype
         (h, w), (p, q) = self.hw, self.pq
         cb = -(-ch // c)
         taps = self.rs[0] * self.rs[1]
@@ -104,9 +124,9 @@ class DepthwiseDesc(compose.CompositeDesc):
         else:
             x = compose.Tensor("x", dt, (n, ch, h, w), self.x_strides)
             y = compose.Tensor("y", dt, (n, ch, p, q), output=True)
-        tensors = [x, compose.Tensor("w", f32, (cb, taps, self.span))]
+        tensors = [x, compose.Tensor("w", f32, (cb, taps, c))]
         if self.bias:
-            tensors.append(compose.Tensor("bias", f32, (cb * self.span,)))
+            tensors.append(compose.Tensor("bias", f32, (cb * c,)))
         if self.res_strides is not None:
             shape = y.shape if self.blocked else (n, ch, p, q)
             tensors.append(compose.Tensor("res", dt, shape, None if self.blocked else self.res_strides))
@@ -116,25 +136,37 @@ class DepthwiseDesc(compose.CompositeDesc):
         if self.copies_input:
             scratch.append(compose.Scratch("xp", dt, self.input_rows(rows) * self.padded_width * c, "thread",
                                            "the padded input rows"))
-        if not self.blocked:
+        if self.zero_rows:
+            scratch.append(compose.Scratch("zeros", dt, w * c, "thread", "a row of the top/bottom padding"))
+        if not (self.blocked or self.pixels):
             scratch.append(compose.Scratch("tile", dt, q * c, "thread", "an output row"))
             if self.res_strides is not None:
                 scratch.append(compose.Scratch("rtile", dt, q * c, "thread", "a residual row"))
-        if taps > MAX_TAPS:
-            scratch.append(compose.Scratch("acc", f32, q * c, "thread", "partial sums of the taps"))
-        unit = compose.Loop("pt", p, (self._unit,), tile=rows, parallel=True)
+        unit = compose.Loop("pt", p, (partial(self._unit, self.rows_per_call(target)),), tile=rows, parallel=True)
         loop = compose.Loop("n", n, (compose.Loop("cb", ch, (unit,), tile=c, parallel=True),), parallel=True)
         return compose.Composite(tuple(tensors), (loop,), tuple(scratch))
 
+    def rows_per_call(self, target) -> int:
+        """Output rows one primitive call computes: pixel rows take several (their FMA
+        chains are independent, and input rows are loaded once for all of them), as many
+        as the registers hold beside the weights; one where kernel rows are dilated (the
+        rows they read are then not one run)."""
+        if not self.pixels or self.dilation[0] > 1:
+            return 1
+        return 4 if target.vector_registers >= 32 else 2
+
     # ---- one unit: its padded input rows, then its output rows ---------------------------
-    def _unit(self, ctx: compose.Context) -> None:
+    def _unit(self, m: int, ctx: compose.Context) -> None:
         if self.copies_input:
             ctx.run(compose.Loop("i", self.input_rows(ctx.size["pt"]), (self._pad_row,)))
-        ctx.run(compose.Loop("p", ctx.size["pt"], (self._out_row,)))
+        if self.zero_rows:
+            dt, width = self.dtype, self.hw[1] * self.c
+            ctx.call(ctx.primitive(UnaryDesc("zero", 1, width, dt, dt)), [(ctx.buffer("zeros"), width)])
+        ctx.run(compose.Loop("p", ctx.size["pt"], (self._out_row,), tile=m))
 
     def _pad_row(self, ctx: compose.Context) -> None:
-        """Padded input row p0*stride + i of this block into row i of the thread's copy."""
-        b, dt, c = ctx.b, self.dtype, self.block
+        """Padded input row p0*stride + i of this block (from NCHW) into row i of the copy."""
+        b, dt, c = ctx.b, self.dtype, self.c
         (h, w), (top, _, left, right) = self.hw, self.pad
         wp, rows = self.padded_width, ctx.size["cb"]
         x = ctx.tensor("x")
@@ -147,85 +179,74 @@ class DepthwiseDesc(compose.CompositeDesc):
             with then:
                 row = b.sub(hi, i64(top))
                 interior = _at(b, dst, dt, i64(left * c))
-                if self.blocked:
-                    for cols, offset in ((left, 0), (right, (left + w) * c)):
-                        if cols:
-                            ctx.call(ctx.primitive(UnaryDesc("zero", cols, c, dt, dt)),
-                                     [(_at(b, dst, dt, i64(offset)), c)])
-                    ctx.call(ctx.primitive(UnaryDesc("copy", w, c, dt, dt)),
-                             [(x.at(ni, ctx.index["cb"], row), c), (interior, c)])
-                else:
-                    if rows < c or left or right:
-                        ctx.call(zero_row, [(dst, c)])     # halo columns, channels past C
-                    ctx.call(ctx.primitive(UnaryDesc("transpose", rows, w, dt, dt)),
+                if rows < c or left or right:
+                    ctx.call(zero_row, [(dst, c)])     # halo columns, channels past C
+                ctx.call(ctx.primitive(UnaryDesc("transpose", rows, w, dt, dt)),
                              [(x.at(ni, ctx.start["cb"], row), x.strides[1]), (interior, c)])
             with otherwise:
                 ctx.call(zero_row, [(dst, c)])
 
     def _out_row(self, ctx: compose.Context) -> None:
-        b, dt, c, f32 = ctx.b, self.dtype, self.block, DType.F32
-        (r, s), (sh, sw), (dh, dw) = self.rs, self.stride, self.dilation
+        b, dt, c = ctx.b, self.dtype, self.c
+        sh, dh = self.stride[0], self.dilation[0]
         q, rows = self.pq[1], ctx.size["cb"]
         ni, cbi, c0 = ctx.start["n"], ctx.index["cb"], ctx.start["cb"]
-        local = ctx.index["p"]
+        local, m = ctx.start["p"], ctx.size["p"]
         po = b.add(ctx.start["pt"], local)
-        wt = ctx.tensor("w")
-
-        def tap(k: int):
-            """Tap k's input tile (address, row stride)."""
-            dr, ds = (k // s) * dh, (k % s) * dw
-            if self.copies_input:
-                at = b.add(b.mul(b.add(b.mul(local, i64(sh)), i64(dr)), i64(self.padded_width * c)), i64(ds * c))
-                return _at(b, ctx.buffer("xp"), dt, at), sw * c
-            return ctx.tensor("x").at(ni, cbi, b.add(b.mul(po, i64(sh)), i64(dr)), ds), sw * c
-
-        extra = []
+        if self.copies_input:
+            pitch = self.padded_width * c
+            x = (_at(b, ctx.buffer("xp"), dt, b.mul(b.mul(local, i64(sh)), i64(pitch))), dh * pitch)
+        else:
+            x = (self._row_addresses(ctx, po, m), 1)
+        args = [x, (ctx.tensor("w").at(cbi), c)]
         if self.bias:
-            extra.append((ctx.tensor("bias").at(b.mul(cbi, i64(self.span))), c))
+            args.append((ctx.tensor("bias").at(b.mul(cbi, i64(c))), c))
         if self.res_strides is not None:
             res = ctx.tensor("res")
-            if self.blocked:
-                extra.append((res.at(ni, cbi, po), c))
+            if self.blocked or self.pixels:
+                args.append((res.at(ni, cbi, po), c) if self.blocked else (res.at(ni, c0, po), res.strides[2]))
             else:
                 rt = ctx.buffer("rtile")
                 ctx.call(ctx.primitive(UnaryDesc("transpose", rows, q, dt, dt)),
                          [(res.at(ni, c0, po), res.strides[1]), (rt, c)])
-                extra.append((rt, c))
-        out = (ctx.tensor("y").at(ni, cbi, po), c) if self.blocked else (ctx.buffer("tile"), c)
-        taps = list(range(r * s))
-        chunks = [taps[k:k + MAX_TAPS] for k in range(0, len(taps), MAX_TAPS)]
-        for j, chunk in enumerate(chunks):
-            first, last = j == 0, j == len(chunks) - 1
-            acc, args, dts = None, [], []
-            if not first:           # the earlier chunks' partial sums
-                acc, args, dts = eq.arg(0), [(ctx.buffer("acc"), c)], [f32]
-            if last and self.bias:
-                bias = eq.arg(len(args), "row")
-                acc = bias if acc is None else acc + bias
-                args.append(extra[0])
-                dts.append(f32)
-            for k in chunk:
-                xi, wi = eq.arg(len(args)), eq.arg(len(args) + 1, "row")
-                args += [tap(k), (wt.at(cbi, k), c)]
-                dts += [dt, f32]
-                acc = xi * wi if acc is None else acc + xi * wi
-            if last and self.res_strides is not None:
-                acc = acc + eq.arg(len(args))
-                args.append(extra[-1])
-                dts.append(dt)
-            if last and self.activation is not None:
-                acc = eq.unary(self.activation, acc)
-            dest = out if last else (ctx.buffer("acc"), c)
-            m, width = (1, q * c) if self.wide else (q, c)
-            desc = eq.equation_desc(acc, m, width, dtypes=dts, out_dtype=dt if last else f32)
-            ctx.call(ctx.primitive(desc), args + [dest])
+                args.append((rt, c))
+        if self.blocked:
+            out = (ctx.tensor("y").at(ni, cbi, po), c)
+        elif self.pixels:
+            y = ctx.tensor("y")
+            out = (y.at(ni, c0, po), y.strides[2])
+        else:
+            out = (ctx.buffer("tile"), c)
+        ctx.call(ctx.primitive(self.row_desc(m)), args + [out])
         if self.blocked and rows < c and self.activation is not None:
             # channels past C: act(0) need not be 0 (sigmoid), and Blocked keeps them zero
             ctx.call(ctx.primitive(UnaryDesc("zero", q, c - rows, dt, dt)), [(_at(b, out[0], dt, i64(rows)), c)])
-        if not self.blocked:
+        if not (self.blocked or self.pixels):
             y = ctx.tensor("y")
             ctx.call(ctx.primitive(UnaryDesc("transpose", q, rows, dt, dt)),
                      [out, (y.at(ni, c0, po), y.strides[1])])
+
+
+    def _row_addresses(self, ctx: compose.Context, po, m: int):
+        """An array of the addresses of the input rows output rows po .. po+m-1 read (in
+        the entry block, reused): the image's rows, or the zero row for padding rows.
+        m > 1 only without vertical dilation: the rows are then one run."""
+        b, top, h = ctx.b, self.pad[0], self.hw[0]
+        r = self.rs[0] + (m - 1) * self.stride[0]
+        x = ctx.tensor("x")
+        ni = ctx.start["n"]
+        ch = ctx.index["cb"] if self.blocked else ctx.start["cb"]
+        with b.goto_block(b.function.entry_basic_block):
+            # (an untyped pointer, as compose's call tables: llvmlite types an alloca's)
+            table = b.inttoptr(b.ptrtoint(b.alloca(ir.ArrayType(I64, r)), I64), ir.PointerType())
+        for i in range(r):
+            hi = b.add(b.mul(po, i64(self.stride[0])), i64(i * (self.dilation[0] if m == 1 else 1) - top))
+            at = b.ptrtoint(x.at(ni, ch, hi), I64)
+            if self.zero_rows:
+                inside = b.and_(b.icmp_signed(">=", hi, i64(0)), b.icmp_signed("<", hi, i64(h)))
+                at = b.select(inside, at, b.ptrtoint(ctx.buffer("zeros"), I64))
+            b.store(at, b.gep(table, [i64(i)], source_etype=I64))
+        return table
 
 
 def _at(b, ptr, dt: DType, offset):
@@ -246,10 +267,10 @@ def _check_activation(activation):
     return name
 
 
-def _wide(win, c: int) -> bool:
-    """Whether a row of output pixels is computed as one 1 x Q*c row: stride 1 along W
-    (the Q pixels of a tap are contiguous) and the block's repeated weights fit in L2."""
-    return win.stride[1] == 1 and win.q > 1 and win.r * win.s * win.q * c * 4 <= WIDE_BYTES
+def _pixels(blocked: bool, win) -> bool:
+    """Whether a plain NCHW layer runs per channel with pixels in the lanes: rows wide
+    enough to fill most of a vector (narrower ones transpose into channel blocks)."""
+    return not blocked and win.q >= PIXEL_MIN_Q
 
 
 class Depthwise:
@@ -291,21 +312,20 @@ class Depthwise:
         self._windows: dict = {}
         self._pack(default_block(self.dtype))
 
-    def _pack(self, c: int, repeat: int = 1) -> tuple:
-        """(CB, R*S, c*repeat) f32 weights and a (CB*c*repeat,) f32 bias, zero past C, each
-        block's c values repeated `repeat` times (the wide rows)."""
-        found = self._packed.get((c, repeat))
+    def _pack(self, c: int) -> tuple:
+        """(CB, R*S, c) f32 weights and a (CB*c,) f32 bias, zero past C (c = 1: the taps
+        of each channel, contiguous)."""
+        found = self._packed.get(c)
         if found is None:
             cb = -(-self.channels // c)
             wp = np.zeros((cb * c, self._w.shape[1]), np.float32)
             wp[:self.channels] = self._w
-            wp = np.ascontiguousarray(np.tile(wp.reshape(cb, c, -1).transpose(0, 2, 1), (1, 1, repeat)))
+            wp = np.ascontiguousarray(wp.reshape(cb, c, -1).transpose(0, 2, 1))
             bp = None
             if self._bias is not None:
                 bp = np.zeros(cb * c, np.float32)
                 bp[:self.channels] = self._bias
-                bp = np.ascontiguousarray(np.tile(bp.reshape(cb, 1, c), (1, repeat, 1)).reshape(-1))
-            found = self._packed[(c, repeat)] = (wp, bp)
+            found = self._packed[c] = (wp, bp)
         return found
 
     def __call__(self, x, residual=None, *, threads: int | None = None):
@@ -317,14 +337,14 @@ class Depthwise:
         c = x.block if blocked else default_block(self.dtype)
         shape, win = self._geometry(x)
         self._check_residual(residual, blocked, shape, c)
-        wide = _wide(win, c)
-        wp, bp = self._pack(c, win.q if wide else 1)
+        pixels = _pixels(blocked, win)
+        wp, bp = self._pack(1 if pixels else c)
         y = np.empty((shape[0], -(-shape[1] // c), *shape[2:], c) if blocked else shape, self._np)
         if y.size:
             res = residual.data if blocked and residual is not None else residual
             arrays = [x.data if blocked else x, wp, *([] if bp is None else [bp]), *([] if res is None else [res]), y]
             params = (self.channels, self.rs, self.stride, self.padding, self.dilation, self.activation, c,
-                      bp is not None, res is not None, wide)
+                      bp is not None, res is not None, pixels)
             if not _memo.call(params, arrays, threads):
                 if not blocked:
                     compose.check_rows(WHAT, "x", x)
@@ -334,7 +354,7 @@ class Depthwise:
                     shape[0], shape[1], (win.h, win.w), self.rs, win.stride, win.dilation, win.pad, (win.p, win.q),
                     c, self.dtype, blocked, () if blocked else element_strides(x),
                     None if res is None else () if blocked else element_strides(res), bp is not None,
-                    self.activation, wide)
+                    self.activation, pixels)
                 compose.run_checked(_memo, params, compose.program(WHAT, desc), arrays, threads)
         return Blocked(y, shape[1]) if blocked else y
 
