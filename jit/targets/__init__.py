@@ -68,6 +68,10 @@ class Target:
     # Whether a broadcast load takes a register index (x86's vbroadcastss (base, index, 4));
     # where it takes an immediate offset only (SVE's ld1rw), the GEMM transposes A first.
     broadcast_indexed: bool = True
+    # Width of the lanes within which its cheap shuffles move elements (x86: 128-bit;
+    # unpack and in-lane shuffles take one cycle, lane-crossing permutes of two vectors
+    # more); 0: shuffles of any pattern cost alike. The transpose TPP plans its rounds by it.
+    shuffle_lane_bits: int = 0
     # LLVM command-line options for this target's codegen, as (on, off) pairs.
     codegen_flags: tuple[tuple[str, str], ...] = field(default=())
     # Textual IR of helper functions (for what llvmlite's builder cannot write, such as

@@ -47,7 +47,7 @@ def _avx512(cpu: str, feats: dict[str, bool]) -> Target:
     if feats.get("avx512vnni"):
         table += (("u8s8_dot.v16i32", "llvm.x86.avx512.vpdpbusd.512|plain"),)       # vpdpbusd
     return Target("x86-avx512", TRIPLE, cpu, _flatten(feats), 512, 32, table, codegen_flags=NO_LSR,
-                  code_model="large")
+                  code_model="large", shuffle_lane_bits=128)
 
 
 def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
@@ -56,7 +56,7 @@ def _avx2(cpu: str, feats: dict[str, bool]) -> Target:
     if feats.get("avxvnni"):       # VEX-encoded vpdpbusd (AVX-VNNI)
         table += (("u8s8_dot.v8i32", "llvm.x86.avx512.vpdpbusd.256|plain"),)
     return Target("x86-avx2", TRIPLE, cpu, _flatten(feats), 256, 16, table, codegen_flags=NO_LSR,
-                  code_model="large", fma_memory_broadcast=False)
+                  code_model="large", fma_memory_broadcast=False, shuffle_lane_bits=128)
 
 
 # The x86 targets from least to most capable: a host limit (set_host_limit) names one.
