@@ -256,7 +256,7 @@ def test_fused_epilogue(epilogue, dtype, out_dtype, beta, m, n, k, rng):
     g = tpp.gemm(m, n, k, dtype, beta=beta, out_dtype=out_dtype, epilogue=epilogue)
     a = rng.uniform(-1, 1, (m, k)).astype(np_dt[dtype])
     b = rng.uniform(-1, 1, (k, n)).astype(np_dt[dtype])
-    shapes = {"bias": (n,), "col_bias": (m,), "residual": (m, n)}
+    shapes = {"bias": (n,), "col_bias": (m, 1), "residual": (m, n)}
     extra = [rng.uniform(-1, 1, shapes[step]).astype(np_dt[out_dtype]) for step in epilogue if step in shapes]
     c = rng.uniform(-1, 1, (m, n)).astype(np_dt[out_dtype])
     ref = g.reference(a, b, *extra, c.astype(np.float64))
@@ -268,11 +268,11 @@ def test_fused_epilogue(epilogue, dtype, out_dtype, beta, m, n, k, rng):
 
 
 def test_col_bias_adds_one_value_per_row(rng):
-    """col_bias (m,) is added along each row of C: C[i, :] += col_bias[i]."""
+    """col_bias (m x 1) is added along each row of C: C[i, :] += col_bias[i]."""
     a, b = rng.uniform(-1, 1, (19, 7)).astype(np.float32), rng.uniform(-1, 1, (7, 37)).astype(np.float32)
-    col = rng.uniform(-1, 1, 19).astype(np.float32)
+    col = rng.uniform(-1, 1, (19, 1)).astype(np.float32)
     got = require(tpp.gemm(19, 37, 7, beta=0.0, epilogue=("col_bias",)))(a, b, col, np.zeros((19, 37), np.float32))
-    np.testing.assert_allclose(got, a.astype(np.float64) @ b + col[:, None], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b + col, rtol=1e-5, atol=1e-5)
 
 
 def test_epilogue_with_an_activation_has_no_calls():

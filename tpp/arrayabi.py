@@ -73,8 +73,6 @@ def accepted_shapes(op: Operand) -> list[tuple[int, ...]]:
     """The array shapes a caller may pass for an operand (at most two)."""
     if op.bcast is Bcast.ROW:
         return [(1, op.cols), (op.cols,)]
-    if op.bcast is Bcast.COL:
-        return [(op.rows, 1), (op.rows,)]
     if op.bcast is Bcast.SCALAR:
         return [()]
     if op.bcast is Bcast.VEC:
