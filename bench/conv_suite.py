@@ -441,16 +441,8 @@ def table(rows_: list[dict]) -> str:
 def plot(rows_: list[dict], info: dict, path: str) -> str:
     """GFLOP/s per shape: one line per (tpp plain, tpp blocked, baseline) and thread count,
     the peak x threads dotted (bench/plot.py's style; matplotlib is an optional extra)."""
-    from .plot import PlotUnavailable
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise PlotUnavailable("--plot needs matplotlib: pip install 'tpp[plot]'") from exc
-    good = [r for r in rows_ if "error" not in r]
-    if not good:
-        raise PlotUnavailable("no rows to plot")
+    from .plot import pyplot, save
+    plt, good = pyplot(rows_)
     names = list(dict.fromkeys(r["name"] for r in good))
     lines: dict = {}
     for r in good:
@@ -469,11 +461,5 @@ def plot(rows_: list[dict], info: dict, path: str) -> str:
     ax.set_xlabel("layer")
     ax.set_ylabel("GFLOP/s")
     ax.set_ylim(bottom=0)
-    ax.set_title(f"tpp-bench conv on {info.get('target', '?')} ({info.get('cpu', '?')}), "
-                 f"{good[0]['dtype']}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(plt, fig, ax, f"tpp-bench conv on {info.get('target', '?')} ({info.get('cpu', '?')}), "
+                f"{good[0]['dtype']}", path)

@@ -37,8 +37,9 @@ def _series(row: dict) -> str:
     return " ".join(parts)
 
 
-def plot(rows: list[dict], info: dict, path: str) -> str:
-    """Write the chart to `path`; returns the path."""
+def pyplot(rows: list[dict]):
+    """(matplotlib.pyplot with the file backend, the rows without errors), or
+    PlotUnavailable saying why not."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -48,6 +49,12 @@ def plot(rows: list[dict], info: dict, path: str) -> str:
     rows = [r for r in rows if "error" not in r]
     if not rows:
         raise PlotUnavailable("no rows to plot")
+    return plt, rows
+
+
+def plot(rows: list[dict], info: dict, path: str) -> str:
+    """Write the chart to `path`; returns the path."""
+    plt, rows = pyplot(rows)
     metric, unit = _metric(rows)
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     lines = defaultdict(dict)
@@ -68,7 +75,12 @@ def plot(rows: list[dict], info: dict, path: str) -> str:
     ax.set_xlabel("size")
     ax.set_ylabel(unit)
     ax.set_ylim(bottom=0)
-    ax.set_title(f"tpp-bench on {info.get('target', '?')} ({info.get('cpu', '?')})", fontsize=10)
+    return save(plt, fig, ax, f"tpp-bench on {info.get('target', '?')} ({info.get('cpu', '?')})", path)
+
+
+def save(plt, fig, ax, title: str, path: str) -> str:
+    """Title, grid and legend in the suites' one style; the figure written to `path`."""
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -27,14 +27,14 @@ from .. import compose
 from ..descriptors import BrgemmDesc, UnaryDesc
 from ..jit.loops import i64
 from ..jit.types import DType
-from .conv_geometry import Window
+from .conv_geometry import Grouped, Window
 from .layout import blocked_shape, pack_loop
 
 WHAT = "tpp.ops.conv2d"
 
 
 @dataclass(frozen=True)
-class ConvDesc(compose.CompositeDesc):
+class ConvDesc(Grouped, compose.CompositeDesc):
     n: int
     c: int
     k: int
@@ -57,14 +57,6 @@ class ConvDesc(compose.CompositeDesc):
     kind = "conv2d"
 
     # ---- geometry ---------------------------------------------------------------------------
-    @property
-    def cg(self) -> int:
-        return self.c // self.groups
-
-    @property
-    def kg(self) -> int:
-        return self.k // self.groups
-
     @property
     def cbg(self) -> int:
         """Input channel blocks per group."""

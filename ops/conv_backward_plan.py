@@ -38,7 +38,7 @@ from .. import compose
 from ..descriptors import BinaryDesc, BrgemmDesc, UnaryDesc
 from ..jit.loops import i64
 from ..jit.types import DType
-from .conv_geometry import Window
+from .conv_geometry import Grouped, Window
 from .layout import blocked_shape, pack_loop
 
 F32 = DType.F32
@@ -88,7 +88,7 @@ def phases(win: Window) -> Phases:
 
 
 @dataclass(frozen=True)
-class ConvBackwardDesc(compose.CompositeDesc):
+class ConvBackwardDesc(Grouped, compose.CompositeDesc):
     n: int
     c: int
     k: int
@@ -107,14 +107,6 @@ class ConvBackwardDesc(compose.CompositeDesc):
     kind = "conv2d_backward"
 
     # ---- geometry ---------------------------------------------------------------------------
-    @property
-    def cg(self) -> int:
-        return self.c // self.groups
-
-    @property
-    def kg(self) -> int:
-        return self.k // self.groups
-
     @property
     def phases(self) -> Phases:
         return phases(self.window)

@@ -51,6 +51,18 @@ class Window:
         return self.h + self.pad[0] + self.pad[1], self.w + self.pad[2] + self.pad[3]
 
 
+class Grouped:
+    """For descriptors with c, k and groups fields: the channels of one group."""
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def kg(self) -> int:
+        return self.k // self.groups
+
+
 def _out(size: int, k: int, stride: int, dil: int, pads: int) -> int:
     return (size + pads - dil * (k - 1) - 1) // stride + 1
 
