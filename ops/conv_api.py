@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import compose
-from ..dispatch import current_target
 from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import ArgumentError, DTypeError, ShapeError
 from ..jit.types import DType
@@ -23,7 +22,7 @@ from .bias_act import activations
 from .conv import WHAT, ConvDesc
 from .conv1x1 import Conv1x1Desc
 from .conv_geometry import conv_window
-from .layout import Blocked
+from .layout import Blocked, default_block
 
 DTYPES = (DType.F32, DType.BF16)
 MAX_BLOCK = 64          # channels per block: K = c per batch entry, N = k per GEMM
@@ -124,14 +123,14 @@ class Conv2d:
             self.depthwise = Depthwise(w.astype(to_numpy(self.dtype)), None if bias is None else self._bias, stride,
                                        padding, dilation, self.activation)
         else:
-            self._weights(input_block(self.cg, self.groups, self.dtype, _lanes()))
+            self._weights(input_block(self.cg, self.groups, self.dtype, default_block(DType.F32)))
 
     @property
     def block(self) -> int:
         """The input channel block this convolution reads plain input in (for C <= 64
         the whole channel count: the stem's 3 channels fold its taps into K): what
         `to_blocked(x, conv.block)` should use for the first layer of a blocked chain."""
-        return input_block(self.cg, self.groups, self.dtype, _lanes())
+        return input_block(self.cg, self.groups, self.dtype, default_block(DType.F32))
 
     def _weights(self, cblk: int):
         """The packed weights and bias for input blocks of cblk channels (made once)."""
@@ -167,7 +166,7 @@ class Conv2d:
             return self.depthwise(x, residual, threads=threads)
         if _pixel_gemm(x, win, out_blocked, residual) and dt == DType.F32:
             return self._pixels(x, residual, threads)
-        cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, _lanes())
+        cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, default_block(DType.F32))
         if x_blocked and self.groups > 1 and self.cg % cblk:
             raise ShapeError(f"{WHAT}: a Blocked input's block ({cblk}) must divide C/groups = {self.cg}")
         if x_blocked and dt == DType.BF16 and cblk % 2:
@@ -259,11 +258,6 @@ def _offsets(desc: ConvDesc) -> np.ndarray:
             _OFFSETS.clear()
         table = _OFFSETS[key] = desc.offsets()
     return table
-
-
-def _lanes() -> int:
-    t = current_target()
-    return max(1, t.lanes(32)) if t.model != "simt" else 16
 
 
 def _activation(activation):
