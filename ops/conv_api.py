@@ -117,6 +117,8 @@ class Conv2d:
         self._bias = None if bias is None else np.asarray(bias, np.float32)
         self._packed: dict = {}
         self._plain = None          # (K, C/groups) weights and bias for the pixel GEMM
+        self._memo = compose.Memo(64)          # checked call geometries of this convolution
+        self._fast: dict = {}                  # (x's kind and shape, ...) -> replay
         self.depthwise = None
         if self.groups == self.c == self.k and self.c > 1:
             from .depthwise import Depthwise
@@ -149,6 +151,30 @@ class Conv2d:
 
     def __call__(self, x, residual=None, *, blocked: bool | None = None, threads: int | None = None):
         threads = compose.threads_arg(WHAT, threads)
+        # a call like an earlier one (same kinds and shapes): the remembered arrays and
+        # program, the memo re-checking only what can differ (strides, addresses)
+        fast = self._fast.get((type(x), getattr(x, "shape", None), type(residual), blocked))
+        if fast is not None:
+            got = fast(x, residual, threads)
+            if got is not None:
+                return got
+        return self._call(x, residual, blocked, threads)
+
+    def _remember(self, x, residual, blocked, fixed: list, out_shape, views, wrap) -> None:
+        """After a checked call: how to replay it (fixed: the weight-side arrays; views:
+        x, residual, out -> the arrays the program takes)."""
+        def replay(x, residual, threads):
+            xa = x.data if isinstance(x, Blocked) else x
+            res = residual.data if isinstance(residual, Blocked) else residual
+            out = np.empty(out_shape, xa.dtype)
+            if self._memo.call(None, views(xa, fixed, res, out), threads):
+                return wrap(out)
+            return None
+        if len(self._fast) > 64:
+            self._fast.clear()
+        self._fast[(type(x), x.shape, type(residual), blocked)] = replay
+
+    def _call(self, x, residual, blocked, threads):
         x_blocked = isinstance(x, Blocked)
         if not x_blocked and (not isinstance(x, np.ndarray) or x.ndim != 4):
             raise ShapeError(f"{WHAT}: argument 'x' must be a 4-D (N, C, H, W) array or a tpp.ops.Blocked, got "
@@ -165,7 +191,7 @@ class Conv2d:
         if self.depthwise is not None:
             return self.depthwise(x, residual, threads=threads)
         if _pixel_gemm(x, win, out_blocked, residual) and dt == DType.F32:
-            return self._pixels(x, residual, threads)
+            return self._pixels(x, residual, blocked, threads)
         cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, default_block(DType.F32))
         if x_blocked and self.groups > 1 and self.cg % cblk:
             raise ShapeError(f"{WHAT}: a Blocked input's block ({cblk}) must divide C/groups = {self.cg}")
@@ -187,13 +213,19 @@ class Conv2d:
                         out_strides=None if out_blocked else element_strides(out),
                         residual=None if res is None else ("blocked" if out_blocked else "plain"),
                         res_strides=None if res is None or out_blocked else element_strides(res))
-        arrays = [xa, wp] + ([bias] if bias is not None else []) + [_offsets(desc)]
-        arrays += ([res] if res is not None else []) + [out]
-        compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)
-        return Blocked(out, self.k) if out_blocked else out
+        fixed = [wp] + ([bias] if bias is not None else []) + [_offsets(desc)]
+
+        def views(xa, fixed, res, out):
+            return [xa, *fixed] + ([res] if res is not None else []) + [out]
+
+        def wrap(out):
+            return Blocked(out, self.k) if out_blocked else out
+        compose.run_checked(self._memo, None, compose.program(WHAT, desc), views(xa, fixed, res, out), threads)
+        self._remember(x, residual, blocked, fixed, out.shape, views, wrap)
+        return wrap(out)
 
 
-    def _pixels(self, x: np.ndarray, residual, threads: int) -> np.ndarray:
+    def _pixels(self, x: np.ndarray, residual, blocked, threads: int) -> np.ndarray:
         """The 1x1 stride-1 convolution on NCHW as a GEMM over pixels (ops/conv1x1.py)."""
         n, c, h, w = x.shape
         if self._plain is None:
@@ -213,9 +245,12 @@ class Conv2d:
             return out
         desc = Conv1x1Desc(n, c, self.k, self.groups, h * w, self.dtype, _image_strides(x), _image_strides(out),
                            bias is not None, None if res is None else _image_strides(res), self.activation)
-        flat = (lambda a: a.reshape(a.shape[0], a.shape[1], h * w))     # views: the pixels are one run
-        arrays = [flat(x), wt] + ([bias] if bias is not None else []) + ([flat(res)] if res is not None else [])
-        compose.run_checked(None, None, compose.program(WHAT, desc), arrays + [flat(out)], threads)
+        def views(x, fixed, res, out):
+            flat = (lambda a: a.reshape(a.shape[0], a.shape[1], h * w))     # views: the pixels are one run
+            return [flat(x), *fixed] + ([flat(res)] if res is not None else []) + [flat(out)]
+        fixed = [wt] + ([bias] if bias is not None else [])
+        compose.run_checked(self._memo, None, compose.program(WHAT, desc), views(x, fixed, res, out), threads)
+        self._remember(x, residual, blocked, fixed, out.shape, views, lambda out: out)
         return out
 
 

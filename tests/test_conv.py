@@ -250,3 +250,28 @@ def test_pointwise_gemm_path(groups, view):
     got = tpp.ops.Conv2d(wt, b, groups=groups, activation="relu")(x, res)
     want = np.maximum(reference(x, wt, b, groups=groups) + res, 0)
     assert np.allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_repeated_calls_replay_only_what_matches():
+    """A prepared convolution replays a checked call's geometry; anything else (another
+    shape, kind, block, residual, dtype or stride) takes the checked path."""
+    rng = np.random.default_rng(10)
+    wt = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    conv = tpp.ops.Conv2d(wt, padding=1)
+    x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
+    want = reference(x, wt, pad=(1, 1, 1, 1))
+    for _ in range(3):
+        assert np.allclose(conv(x), want, rtol=1e-5, atol=1e-4)
+        assert np.allclose(conv(x[:, :, ::-1, :].copy()[:, :, ::-1, :]), want, rtol=1e-5, atol=1e-4)
+        assert np.allclose(conv(tpp.ops.to_blocked(x, 8)).numpy(), want, rtol=1e-5, atol=1e-4)
+        assert np.allclose(conv(tpp.ops.to_blocked(x, 16)).numpy(), want, rtol=1e-5, atol=1e-4)
+        res = rng.standard_normal(want.shape).astype(np.float32)
+        assert np.allclose(conv(x, res), want + res, rtol=1e-5, atol=1e-4)
+        x2 = rng.standard_normal((2, 16, 5, 7)).astype(np.float32)
+        assert np.allclose(conv(x2), reference(x2, wt, pad=(1, 1, 1, 1)), rtol=1e-5, atol=1e-4)
+        view = np.repeat(x, 2, axis=3)[:, :, :, ::2]           # W stride 2: copied on the checked path
+        assert np.allclose(conv(view), want, rtol=1e-5, atol=1e-4)
+    with pytest.raises(tpp.DTypeError):
+        conv(x.astype(BF16))
+    with pytest.raises(tpp.ShapeError):
+        conv(x, np.ones((1, 24, 9, 8), np.float32))
