@@ -153,7 +153,8 @@ class Conv2d:
         threads = compose.threads_arg(WHAT, threads)
         # a call like an earlier one (same kinds and shapes): the remembered arrays and
         # program, the memo re-checking only what can differ (strides, addresses)
-        fast = self._fast.get((type(x), getattr(x, "shape", None), type(residual), blocked))
+        fast = self._fast.get((type(x), getattr(x, "shape", None), type(residual), getattr(residual, "shape", None),
+                               blocked))
         if fast is not None:
             got = fast(x, residual, threads)
             if got is not None:
@@ -172,7 +173,7 @@ class Conv2d:
             return None
         if len(self._fast) > 64:
             self._fast.clear()
-        self._fast[(type(x), x.shape, type(residual), blocked)] = replay
+        self._fast[(type(x), x.shape, type(residual), getattr(residual, "shape", None), blocked)] = replay
 
     def _call(self, x, residual, blocked, threads):
         x_blocked = isinstance(x, Blocked)

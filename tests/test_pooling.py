@@ -243,3 +243,17 @@ def test_errors():
         global_avg_pool2d(x, threads=0)
     with pytest.raises(ShapeError, match="empty plane"):
         global_avg_pool2d(np.zeros((1, 2, 0, 3), np.float32))
+
+
+def test_blocked_geometry_with_other_channel_counts():
+    """Blocked inputs of one data shape but other channel counts (5 and 1 in a block
+    of 5) are other programs: the padding-only windows' -inf stops at C (found by
+    hypothesis: the memo keyed on the arrays' geometry alone)."""
+    from tpp.ops.layout import numpy_blocked
+    outs = []
+    for c in (5, 1):
+        x = np.random.default_rng(0).uniform(-4, 4, (1, c, 8, 1)).astype(np.float32)
+        y = max_pool2d(Blocked(numpy_blocked(x, 5), c), (1, 2), None, (0, 1), (3, 3), True, threads=1)
+        outs.append(y.data[0, 0, 0, 0])
+    assert np.isneginf(outs[0]).all()
+    assert np.isneginf(outs[1][0]) and not outs[1][1:].any()
