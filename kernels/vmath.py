@@ -59,17 +59,28 @@ def _pow2(v: VecBuilder, n: ir.Value) -> ir.Value:
     return b.bitcast(bits, v.vty(F32))
 
 
+def _exponent_range(v: VecBuilder, x: ir.Value, lo: float, hi: float) -> ir.Value:
+    """x clamped to [lo, hi] for an exponential's 2^n. With vscalefps NaN flows through to
+    a NaN result; without, maxnum/minnum drop it, so the clamp is never NaN (fptosi of NaN
+    would be poison) and callers put NaN back (_nan_back) or carry it in another factor."""
+    if v.has_op("scalef", x.type):
+        return _clamp(v, x, lo, hi)
+    return v.intrinsic("maxnum", v.intrinsic("minnum", x, v.const(hi)), v.const(lo))
+
+
+def _nan_back(v: VecBuilder, x: ir.Value, res: ir.Value) -> ir.Value:
+    """res, with x's NaNs where _exponent_range dropped them."""
+    if v.has_op("scalef", x.type):
+        return res
+    return v.b.select(v.b.fcmp_unordered("uno", x, x), x, res)
+
+
 def exp_parts(v: VecBuilder, x: ir.Value, lo: float = -104.0, hi: float = 88.8) -> tuple[ir.Value, ir.Value]:
     """(p, n) with e^x = p * 2^n, p in [0.7, 1.42] and n integral (float), for x clamped
     to [lo, hi] (lo >= -170: ldexp's two factors each stay normal). Callers scale p before
     ldexp(., n) so that a result below the normal range is rounded once, not twice."""
     b = v.b
-    if v.has_op("scalef", x.type):
-        xc = _clamp(v, x, lo, hi)   # NaN flows through to a NaN result
-    else:
-        # maxnum/minnum drop NaN, so xc is never NaN (fptosi of NaN would be poison);
-        # callers put NaN back (exp does) or carry it in another factor.
-        xc = v.intrinsic("maxnum", v.intrinsic("minnum", x, v.const(hi)), v.const(lo))
+    xc = _exponent_range(v, x, lo, hi)
     n = v.rint(b.fmul(xc, v.const(LOG2E)))
     r = v.fma(n, v.const(-LN2_HI), xc)
     r = v.fma(n, v.const(-LN2_LO), r)
@@ -89,10 +100,7 @@ def ldexp(v: VecBuilder, p: ir.Value, n: ir.Value) -> ir.Value:
 
 def exp(v: VecBuilder, x: ir.Value) -> ir.Value:
     p, n = exp_parts(v, x)
-    res = ldexp(v, p, n)
-    if v.has_op("scalef", x.type):
-        return res
-    return v.b.select(v.b.fcmp_unordered("uno", x, x), x, res)
+    return _nan_back(v, x, ldexp(v, p, n))
 
 
 def exp2(v: VecBuilder, x: ir.Value) -> ir.Value:
@@ -100,17 +108,9 @@ def exp2(v: VecBuilder, x: ir.Value) -> ir.Value:
     once. No Cody-Waite split (x needs no scaling by log2 e), so ~3 vector instructions
     fewer than exp: softmax-like code that can fold log2 e into a scale it applies
     anyway uses it."""
-    b = v.b
-    lo, hi = -160.0, 129.0     # below, 2^x rounds to 0; above, to inf (ldexp's range)
-    if v.has_op("scalef", x.type):
-        xc = _clamp(v, x, lo, hi)   # NaN flows through to a NaN result
-    else:
-        xc = v.intrinsic("maxnum", v.intrinsic("minnum", x, v.const(hi)), v.const(lo))
+    xc = _exponent_range(v, x, -160.0, 129.0)   # below, 2^x rounds to 0; above, to inf
     n = v.rint(xc)
-    res = ldexp(v, v.poly(b.fsub(xc, n), _EXP2_POLY), n)
-    if v.has_op("scalef", x.type):
-        return res
-    return b.select(b.fcmp_unordered("uno", x, x), x, res)
+    return _nan_back(v, x, ldexp(v, v.poly(v.b.fsub(xc, n), _EXP2_POLY), n))
 
 
 def expm1(v: VecBuilder, x: ir.Value) -> ir.Value:

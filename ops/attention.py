@@ -37,13 +37,13 @@ from ..expr import equation_desc
 from ..jit.loops import i64
 from ..jit.types import DType
 from ..kernels.operands import Bcast
+from ..kernels.vmath import LOG2E
 from .args import element_strides, output
 
 WHAT = "tpp.ops.attention"
 BLOCK = 64                              # queries per block (the default plan)
 KEY_BLOCK = 128                         # keys per block: a multiple of BLOCK
 LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp2(m - m') stays finite for masked rows
-LOG2E = 1.4426950408889634
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,17 @@ def activations() -> tuple[str, ...]:
     return tuple(name for name, k in unary_k.KINDS.items() if k.inputs == ("x",) and name != "cast")
 
 
+def activation_arg(what: str, activation, error=DescriptorError) -> str | None:
+    """A composite's `activation=`: None or one of activations(), aliases resolved;
+    "copy" (the identity) is None."""
+    if activation is None:
+        return None
+    name = unary_k.ALIASES.get(activation, activation) if isinstance(activation, str) else activation
+    if name not in activations():
+        raise error(f"{what}: activation must be None or one of {', '.join(activations())}, got {activation!r}")
+    return None if name == "copy" else name
+
+
 @dataclass(frozen=True)
 class BiasActDesc(compose.CompositeDesc):
     shape: tuple[int, ...]          # x and y
@@ -94,11 +105,7 @@ def bias_act(x: np.ndarray, bias: np.ndarray, activation: str | None = None, *, 
     dtype = parse_dtype(x.dtype, "x.dtype")
     if dtype not in DTYPES:
         raise DTypeError(f"{WHAT}: dtype {x.dtype} is not supported (float32, float64, bfloat16)")
-    if activation is not None:
-        activation = unary_k.ALIASES.get(activation, activation) if isinstance(activation, str) else activation
-        if activation not in activations():
-            raise DescriptorError(f"{WHAT}: activation must be None or one of {', '.join(activations())}, "
-                                  f"got {activation!r}")
+    activation = activation_arg(WHAT, activation)
     if out is None:
         out = np.empty(x.shape, x.dtype)
     if x.size == 0:

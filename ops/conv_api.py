@@ -18,37 +18,26 @@ from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import ArgumentError, DTypeError, ShapeError
 from ..jit.types import DType
 from .args import element_strides
-from .bias_act import activations
+from .bias_act import activation_arg
 from .conv import WHAT, ConvDesc
 from .conv1x1 import Conv1x1Desc
-from .conv_geometry import conv_window
-from .layout import Blocked, default_block
+from .conv_geometry import channel_block, conv_window
+from .layout import Blocked, default_block, unit_rows
 
 DTYPES = (DType.F32, DType.BF16)
 MAX_BLOCK = 64          # channels per block: K = c per batch entry, N = k per GEMM
 
 
-def _largest_divisor(n: int, most: int) -> int:
-    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
-
-
 def input_block(cg: int, groups: int, dtype: DType, lanes: int) -> int:
     """Channels per input block for a plain input: the whole group where it fits in one
-    (the stem's 3 channels: one block, folded taps), else a vector's worth (a group's
-    channels must start a block)."""
-    if cg <= MAX_BLOCK:
-        c = cg
-    elif groups == 1 or cg % lanes == 0:
-        c = lanes
-    else:
-        c = _largest_divisor(cg, MAX_BLOCK)
+    (the stem's 3 channels: one block, folded taps), else a vector's worth; bf16 blocks
+    are even (VNNI pairs)."""
+    c = channel_block(cg, groups, lanes, MAX_BLOCK)
     return c + (c % 2) if dtype == DType.BF16 and groups == 1 else c
 
 
 def output_block(kg: int, groups: int) -> int:
-    if kg <= MAX_BLOCK:
-        return kg
-    return MAX_BLOCK if groups == 1 or kg % MAX_BLOCK == 0 else _largest_divisor(kg, MAX_BLOCK)
+    return channel_block(kg, groups, MAX_BLOCK, MAX_BLOCK)
 
 
 def pack_weights(w: np.ndarray, groups: int, cblk: int, kblk: int, dtype: DType) -> np.ndarray:
@@ -107,7 +96,7 @@ class Conv2d:
                                  f"{getattr(bias, 'shape', type(bias).__name__)}")
         if bn is not None:
             w, bias = fold_batch_norm(w, bias, bn)
-        self.activation = _activation(activation)
+        self.activation = activation_arg(WHAT, activation, ArgumentError)
         self.alpha = None if alpha is None else float(alpha)
         self.k, self.cg, self.r, self.s = w.shape
         self.c = self.cg * self.groups
@@ -199,7 +188,7 @@ class Conv2d:
         if x_blocked and dt == DType.BF16 and cblk % 2:
             raise ShapeError(f"{WHAT}: a bf16 Blocked input needs an even block, got {cblk}")
         kblk, wp, bias = self._weights(cblk)
-        xa = x.data if x_blocked else _unit_rows(x)
+        xa = x.data if x_blocked else unit_rows(x)
         desc_args = dict(n=n, c=c, k=self.k, groups=self.groups, window=win, dtype=dt, out_dtype=dt, cblk=cblk,
                          kblk=kblk, x_blocked=x_blocked, out_blocked=out_blocked, bias=bias is not None,
                          activation=self.activation, alpha=self.alpha)
@@ -296,21 +285,6 @@ def _offsets(desc: ConvDesc) -> np.ndarray:
     return table
 
 
-def _activation(activation):
-    if activation is None:
-        return None
-    from ..kernels import unary as unary_k
-    name = unary_k.ALIASES.get(activation, activation) if isinstance(activation, str) else activation
-    if name not in activations() or name == "copy":
-        raise ArgumentError(f"{WHAT}: activation must be None or one of {', '.join(activations())}, got "
-                            f"{activation!r}")
-    return name
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    return x if x.shape[-1] <= 1 or x.strides[-1] == x.itemsize else np.ascontiguousarray(x)
-
-
 def _residual(residual, desc: ConvDesc, out_blocked: bool):
     if residual is None:
         return None
@@ -325,7 +299,7 @@ def _residual(residual, desc: ConvDesc, out_blocked: bool):
         if not isinstance(residual, np.ndarray) or residual.shape != shape:
             raise ShapeError(f"{WHAT}: argument 'residual' must be an array of shape {shape}, got "
                              f"{getattr(residual, 'shape', type(residual).__name__)}")
-        arr = _unit_rows(residual)
+        arr = unit_rows(residual)
     if arr.dtype != to_numpy(desc.out_dtype):
         raise DTypeError(f"{WHAT}: residual must be {to_numpy(desc.out_dtype)}, got {arr.dtype}")
     return arr

@@ -21,7 +21,7 @@ from .. import compose
 from ..errors import ArgumentError, DTypeError, ShapeError
 from .args import element_strides
 from .conv_backward_plan import CHUNK_BYTES, ConvBackwardDesc, dw_chunk
-from .conv_geometry import conv_window
+from .conv_geometry import channel_block, conv_window
 
 WHAT = "tpp.ops.conv2d_backward"
 MAX_BLOCK = 64      # channels per GEMM operand block
@@ -32,19 +32,6 @@ KD_BLOCK = 32
 # that threads share (64 channels, 3x3: 6, not 3 for two threads)
 KW_BLOCK = 32
 SWAP_LANES = 16     # one f32 vector of AVX-512
-
-
-def _divisor(n: int, most: int) -> int:
-    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
-
-
-def _block(channels: int, groups: int, wide: int) -> int:
-    """Channels per block of a padded copy: a group's channels must start a block."""
-    if channels <= MAX_BLOCK:
-        return channels
-    if groups == 1 or channels % wide == 0:
-        return wide
-    return _divisor(channels, MAX_BLOCK)
 
 
 def _array(name: str, a, ndim: int, shape_doc: str) -> np.ndarray:
@@ -105,9 +92,9 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padd
     if dy.size == 0 or x.size == 0 or w.size == 0:
         return np.zeros(x.shape, np.float32), np.zeros(w.shape, np.float32), np.zeros(k, np.float32)
     kg = k // groups
-    kd = _block(kg, groups, KD_BLOCK)
+    kd = channel_block(kg, groups, KD_BLOCK, MAX_BLOCK)
     cd = min(cg, MAX_BLOCK)
-    cw, kw = _block(cg, groups, MAX_BLOCK), min(kg, KW_BLOCK)
+    cw, kw = channel_block(cg, groups, MAX_BLOCK, MAX_BLOCK), min(kg, KW_BLOCK)
     # dw's GEMMs are vectorised along their N: the input channels, or (swapped) the output
     # channels of a padded dy block where those fill more lanes (the stem: 3 input channels)
     swap = min(kd, SWAP_LANES) > min(cw, SWAP_LANES)

@@ -51,6 +51,17 @@ class Window:
         return self.h + self.pad[0] + self.pad[1], self.w + self.pad[2] + self.pad[3]
 
 
+def channel_block(channels: int, groups: int, wide: int, most: int = 64) -> int:
+    """Channels per block of a grouped tensor: all of them where they fit in one (at most
+    `most`), else `wide`, unless groups > 1 and `wide` does not divide them: a group's
+    channels must start a block, so then the largest divisor up to `most`."""
+    if channels <= most:
+        return channels
+    if groups == 1 or channels % wide == 0:
+        return wide
+    return max(d for d in range(1, most + 1) if channels % d == 0)
+
+
 class Grouped:
     """For descriptors with c, k and groups fields: the channels of one group."""
 

@@ -32,9 +32,8 @@ from llvmlite import ir
 
 from ..jit.loops import I64, i64
 from ..jit.types import DType
-from ..kernels import unary as unary_k
 from .args import element_strides
-from .bias_act import activations
+from .bias_act import activation_arg
 from .conv_geometry import conv_window, pair
 from .layout import Blocked, default_block
 
@@ -257,16 +256,6 @@ def _at(b, ptr, dt: DType, offset):
 _memo = compose.Memo()
 
 
-def _check_activation(activation):
-    if activation is None:
-        return None
-    name = unary_k.ALIASES.get(activation, activation) if isinstance(activation, str) else activation
-    if name not in activations():
-        raise ArgumentError(f"{WHAT}: activation must be None or one of {', '.join(activations())}, "
-                            f"got {activation!r}")
-    return name
-
-
 def _pixels(blocked: bool, win) -> bool:
     """Whether a plain NCHW layer runs per channel with pixels in the lanes: rows wide
     enough to fill most of a vector (narrower ones transpose into channel blocks)."""
@@ -305,7 +294,7 @@ class Depthwise:
         self.stride, self.dilation = pair(WHAT, "stride", stride, 1), pair(WHAT, "dilation", dilation, 1)
         self.padding = padding if isinstance(padding, str) else pair(WHAT, "padding", padding, 0)
         conv_window(WHAT, (1 << 30, 1 << 30), self.rs, self.stride, self.padding, self.dilation)  # "same" & co
-        self.activation = _check_activation(activation)
+        self.activation = activation_arg(WHAT, activation, ArgumentError)
         self._w = np.asarray(w, np.float32).reshape(self.channels, r * s)
         self._bias = None if bias is None else np.asarray(bias, np.float32)
         self._packed: dict[tuple, tuple] = {}

@@ -161,7 +161,7 @@ def _check_plain(what: str, name: str, x) -> DType:
     return dt
 
 
-def _rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     """x with unit stride along W (a copy only for views that lack it)."""
     return x if x.shape[-1] <= 1 or x.strides[-1] == x.itemsize else np.ascontiguousarray(x)
 
@@ -175,7 +175,7 @@ def to_blocked(x: np.ndarray, c: int | None = None, *, threads: int | None = Non
         c = default_block(dt)
     if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
         raise ShapeError(f"{what}: c must be a positive int, got {c!r}")
-    c, x = int(c), _rows(x)
+    c, x = int(c), unit_rows(x)
     data = np.empty(blocked_shape(x.shape, c), x.dtype)
     if data.size:
         desc = LayoutDesc(x.shape, c, dt, element_strides(x), True)
