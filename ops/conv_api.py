@@ -11,6 +11,8 @@ on their own kernel (ops/depthwise.py).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import compose
@@ -272,17 +274,9 @@ def conv2d(x, w: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0
     return Conv2d(w, bias, stride, padding, dilation, groups, activation)(x, residual, threads=threads)
 
 
-_OFFSETS: dict = {}
-
-
+@functools.lru_cache(maxsize=256)
 def _offsets(desc: ConvDesc) -> np.ndarray:
-    key = (desc.window, desc.cblk, desc.kblk, desc.cbg, desc.padded)
-    table = _OFFSETS.get(key)
-    if table is None:
-        if len(_OFFSETS) > 256:
-            _OFFSETS.clear()
-        table = _OFFSETS[key] = desc.offsets()
-    return table
+    return desc.offsets()
 
 
 def _residual(residual, desc: ConvDesc, out_blocked: bool):

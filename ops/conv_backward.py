@@ -15,6 +15,8 @@ changes every training step) runs in the kernel like everything else.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import compose
@@ -48,17 +50,10 @@ def _array(name: str, a, ndim: int, shape_doc: str) -> np.ndarray:
     return a
 
 
-_TABLES: dict = {}
-
-
+@functools.lru_cache(maxsize=256)
 def _tables(desc: ConvBackwardDesc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    found = _TABLES.get(desc)
-    if found is None:
-        if len(_TABLES) > 256:
-            _TABLES.clear()
-        offs, counts = desc.dx_offsets()
-        found = _TABLES[desc] = (offs, counts, desc.dw_offsets())
-    return found
+    offs, counts = desc.dx_offsets()
+    return offs, counts, desc.dw_offsets()
 
 
 def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1,

@@ -30,6 +30,7 @@ function on the layer, every O(N C H W K R S) product a BRGEMM.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,6 @@ from .conv_geometry import Grouped, Window
 from .layout import blocked_shape, pack_loop
 
 F32 = DType.F32
-PARTS = ("dx", "dw", "dbias")
 CHUNK_BYTES = 256 << 10     # a dw BRGEMM's batch: its A and B rows together, to stay in L2
 
 
@@ -102,13 +102,12 @@ class ConvBackwardDesc(Grouped, compose.CompositeDesc):
     cd: int           # dx: input channels per GEMM (N)
     chunk: int        # dw: (image, output row) pairs per BRGEMM (dw_chunk)
     dw_swap: bool = False     # dw's GEMMs as dw^T (M = c, N = k; kw = kd): few input channels
-    parts: tuple[str, ...] = PARTS    # what to compute (a benchmark times them one by one; "wt":
-                                      # only the filter blocks)
     kind = "conv2d_backward"
 
     # ---- geometry ---------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def phases(self) -> Phases:
+        """The stride phases (~30 us to work out at H = 56; read by every row body)."""
         return phases(self.window)
 
     def x_shape(self) -> tuple[int, ...]:
@@ -203,15 +202,9 @@ class ConvBackwardDesc(Grouped, compose.CompositeDesc):
                    compose.Scratch("colsum", F32, self.kd, "thread", "an image's dbias")]
         if not self.dw_direct:
             scratch.append(compose.Scratch("dwt", F32, int(np.prod(self.dw_tile())), "thread", "a dw tile"))
-        parts = self.parts
-        body = [pack_loop("x", "xp", self.x_shape(), self.cw, F32, win.pad)] if "dw" in parts else []
-        if "dx" in parts or "dbias" in parts or self.dw_swap and "dw" in parts:
-            body.append(pack_loop("dy", "dyp", self.dy_shape(), self.kd, F32, self.phases.pad))
-        if "dx" in parts or "wt" in parts:
-            body += self._w_loops()
-        body.append(compose.BARRIER)
-        body += [loops() for part, loops in (("dx", self._dx_loops), ("dw", self._dw_loops),
-                                              ("dbias", self._dbias_loop)) if part in parts]
+        body = [pack_loop("x", "xp", self.x_shape(), self.cw, F32, win.pad),
+                pack_loop("dy", "dyp", self.dy_shape(), self.kd, F32, self.phases.pad),
+                *self._w_loops(), compose.BARRIER, self._dx_loops(), self._dw_loops(), self._dbias_loop()]
         return compose.Composite(tuple(tensors), tuple(body), tuple(scratch))
 
     # ---- the backward-data filter ---------------------------------------------------------------
@@ -221,7 +214,7 @@ class ConvBackwardDesc(Grouped, compose.CompositeDesc):
         win = self.window
         rs, kd, cd = win.r * win.s, self.kd, self.cd
         kbg = -(-self.kg // kd)
-        kpad = self.groups * kbg * kd if self.groups > 1 else kbg * kd
+        kpad = self.groups * kbg * kd     # == K where groups > 1 (kd then divides K/groups)
 
         def block(ctx: compose.Context) -> None:
             b = ctx.b
