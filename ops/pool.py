@@ -331,10 +331,10 @@ def _run(what: str, x, make_desc, out_hw, params, threads):
     if copy:
         data = np.ascontiguousarray(data)
     out = np.empty(out_shape, data.dtype)
-    # the memo keys on the arrays' geometry, which a Blocked's channel count is not part of
-    memo_params = (what, params, channels)
-    if prog is not None and not _memo.call(memo_params, [data, out], threads):
-        compose.run_checked(_memo, memo_params, prog, [data, out], threads)
+    # the memo keys on the program the plan found (one descriptor, target): the arrays'
+    # geometry alone does not hold a Blocked's channel count
+    if prog is not None and not _memo.call(prog, [data, out], threads):
+        compose.run_checked(_memo, prog, prog, [data, out], threads)
     return Blocked(out, channels) if blocked else out
 
 
