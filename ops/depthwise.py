@@ -35,7 +35,7 @@ from ..jit.types import DType
 from .args import element_strides
 from .bias_act import activation_arg
 from .conv_geometry import conv_window, pair
-from .layout import Blocked, default_block
+from .layout import Blocked, blocked_shape, default_block, unit_rows
 
 WHAT = "tpp.ops.depthwise_conv2d"
 DTYPES = (DType.F32, DType.BF16)
@@ -118,8 +118,8 @@ class DepthwiseDesc(compose.CompositeDesc):
         taps = self.rs[0] * self.rs[1]
         f32 = DType.F32
         if self.blocked:
-            x = compose.Tensor("x", dt, (n, cb, h, w, c))
-            y = compose.Tensor("y", dt, (n, cb, p, q, c), output=True)
+            x = compose.Tensor("x", dt, blocked_shape((n, ch, h, w), c))
+            y = compose.Tensor("y", dt, blocked_shape((n, ch, p, q), c), output=True)
         else:
             x = compose.Tensor("x", dt, (n, ch, h, w), self.x_strides)
             y = compose.Tensor("y", dt, (n, ch, p, q), output=True)
@@ -320,15 +320,14 @@ class Depthwise:
     def __call__(self, x, residual=None, *, threads: int | None = None):
         threads = compose.threads_arg(WHAT, threads)
         blocked = isinstance(x, Blocked)
-        if not blocked and isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[-1] > 1 \
-                and x.strides[-1] != x.itemsize:
-            x = np.ascontiguousarray(x)           # the pack reads rows with unit stride
+        if not blocked and isinstance(x, np.ndarray) and x.ndim == 4:
+            x = unit_rows(x)                      # the pack reads rows with unit stride
         c = x.block if blocked else default_block(self.dtype)
         shape, win = self._geometry(x)
         self._check_residual(residual, blocked, shape, c)
         pixels = _pixels(blocked, win)
         wp, bp = self._pack(1 if pixels else c)
-        y = np.empty((shape[0], -(-shape[1] // c), *shape[2:], c) if blocked else shape, self._np)
+        y = np.empty(blocked_shape(shape, c) if blocked else shape, self._np)
         if y.size:
             res = residual.data if blocked and residual is not None else residual
             arrays = [x.data if blocked else x, wp, *([] if bp is None else [bp]), *([] if res is None else [res]), y]
