@@ -35,11 +35,12 @@ from . import unary as unary_k
 from .eltwise import compute_lanes, unroll_for
 from .errors import DescriptorError, DTypeError
 from .equation_tree import (BINARY, FLOATS, INPUT_MODES, MAX_NODES, REDUCE, UNARY, check_tree,  # noqa: F401
-                            compute_dtype, evaluate, passes, reads, stashed, varies, walk)
+                            compute_dtype, evaluate, outputs, passes, reads, rounding, stashed, varies, walk)
 from .family import Family, Lowering
 from .operands import Bcast, Operand, define_kernel, element_ptr, load_element, unpack_args
 
 STASH_BYTES = 16384        # a row buffer this size stays in L1 beside the row itself
+ROW_GROUP = 2              # rows interleaved pass by pass (outputs roots without row buffers)
 
 
 # ---- the family record -----------------------------------------------------------------
@@ -64,9 +65,26 @@ def _validate(d) -> None:
                 raise DTypeError(f"{what}: {node[1]} has no f64 version (its approximation is f32)")
 
 
+def _modes(d) -> tuple:
+    return tuple(mode for _, mode in d.inputs)
+
+
 def row_output(d) -> bool:
     """The root is one value per row: the output is M values."""
-    return not varies(d.tree, tuple(mode for _, mode in d.inputs))
+    return d.tree[0] != "outputs" and not varies(d.tree, _modes(d))
+
+
+def _multi(d) -> bool:
+    return d.tree[0] == "outputs"
+
+
+def _out_dtypes(d) -> list[DType]:
+    """Per output: the descriptor's out_dtype, but one value per row of an outputs root
+    is kept in the compute dtype."""
+    if not _multi(d):
+        return [d.out_dtype]
+    cdt = compute_dtype(tuple(dt for dt, _ in d.inputs), d.out_dtype)
+    return [d.out_dtype if varies(t, _modes(d)) else cdt for t in outputs(d.tree)]
 
 
 def _shape(d, mode: Bcast) -> tuple[int, int]:
@@ -75,15 +93,42 @@ def _shape(d, mode: Bcast) -> tuple[int, int]:
 
 def _operands(d) -> list[Operand]:
     ops = [Operand(f"x{i}", dt, *_shape(d, mode), mode) for i, (dt, mode) in enumerate(d.inputs)]
-    if row_output(d):
-        return ops + [Operand("out", d.out_dtype, 1, d.m, Bcast.VEC, output=True)]
-    return ops + [Operand("out", d.out_dtype, d.m, d.n, output=True)]
+    trees, names = outputs(d.tree), ["out"] if not _multi(d) else [f"out{i}" for i in range(len(d.tree) - 2)]
+    for name, t, dt in zip(names, trees, _out_dtypes(d)):
+        if varies(t, _modes(d)):
+            ops.append(Operand(name, dt, d.m, d.n, output=True))
+        else:
+            ops.append(Operand(name, dt, 1, d.m, Bcast.VEC, output=True))
+    return ops
 
 
 def _reference(d, *inputs):
     args = [np.asarray(x, dtype=np.float64).reshape(_shape(d, mode)) for x, (_, mode) in zip(inputs, d.inputs)]
-    out = np.broadcast_to(evaluate(d.tree, args, d.m, d.n), (d.m, 1 if row_output(d) else d.n))
-    return out[:, 0].copy() if row_output(d) else out
+    got = evaluate(d.tree, args, d.m, d.n)
+    outs = []
+    for t, value in zip(outputs(d.tree), got if _multi(d) else (got,)):
+        by_row = not varies(t, _modes(d))
+        out = np.broadcast_to(value, (d.m, 1 if by_row else d.n))
+        outs.append(out[:, 0].copy() if by_row else out)
+    return tuple(outs) if _multi(d) else outs[0]
+
+
+def _through(d, reductions: list):
+    """(output index, reduction): the one M x N output of an outputs root when it is the
+    operand of the last reduction, stored during that reduction's pass (no pass of its
+    own, no row buffer: P and its row sums in one pass)."""
+    if not _multi(d) or not reductions:
+        return None
+    full = [i for i, t in enumerate(outputs(d.tree)) if varies(t, _modes(d))]
+    if len(full) == 1 and outputs(d.tree)[full[0]] == reductions[-1][2]:
+        return full[0], reductions[-1]
+    return None
+
+
+def _native_bf16(target: Target) -> bool:
+    """The target converts f32 to bf16 in one instruction (fptrunc to bfloat lowers to
+    it): its table has the bf16 dot product (AVX512-BF16 gives both)."""
+    return any(op.startswith("bf16_dot.") for op, _ in target.intrinsics)
 
 
 # ---- code ------------------------------------------------------------------------------
@@ -97,6 +142,7 @@ class _Row:
         self.bases = bases              # per input: its row's first element (full), or its start
         self.scalars = scalars          # node -> splat of a one-per-row value known for this row
         self.stash: dict[tuple, ir.Value] = {}      # node -> row buffer holding it
+        self.done: set = set()                      # the reductions whose values are known
 
     def vector(self, node, j: ir.Value, mask, memo: dict) -> ir.Value:
         """The node's vector at columns [j, j + lanes) (masked lanes: don't care)."""
@@ -190,8 +236,18 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     slots = unpack_args(b, fn.args[0], len(ops))
     unroll = unroll_for(target)
     reductions = passes(d.tree)
-    by_row = row_output(d)
-    kept = stashed(d.tree, tuple(mode for _, mode in d.inputs), reductions)
+    through = _through(d, reductions)
+    kept = [x for x in stashed(d.tree, _modes(d), reductions) if through is None or x != through[1][2]]
+    trees, out_dts = outputs(d.tree), _out_dtypes(d)
+    out_slots = slots[len(d.inputs):]
+    native = rounding(d.tree) == "native" and _native_bf16(target)
+
+    def store_out(value, ptr, dt, mask) -> None:
+        if native and dt is DType.BF16 and not isinstance(mask, ir.Constant):
+            bits = b.bitcast(b.fptrunc(value, v.vty(DType.BF16.storage)), v.vty(ir.IntType(16)))
+            v.store_raw(bits, ptr, 2, mask)
+        else:
+            v.store(value, ptr, dt, mask)
     buffers = {}
     if kept and len(kept) * d.n * cdt.itemsize <= STASH_BYTES:
         with b.goto_entry_block():
@@ -200,69 +256,102 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
                 slot.align = 64
                 buffers[node] = b.inttoptr(b.ptrtoint(slot, I64), PTR)
 
-    with Loop(b, 0, d.m, name="row") as row:
+    def setup(row_i):
         bases, scalars = [], {}
         for i, (dt, mode) in enumerate(d.inputs):
             ptr, ld = slots[i]
-            bases.append(element_ptr(b, ptr, dt, b.mul(row.i, ld)) if mode is Bcast.FULL else ptr)
+            bases.append(element_ptr(b, ptr, dt, b.mul(row_i, ld)) if mode is Bcast.FULL else ptr)
             if mode in (Bcast.COL, Bcast.SCALAR):
-                at = element_ptr(b, ptr, dt, b.mul(row.i, ld)) if mode is Bcast.COL else ptr
+                at = element_ptr(b, ptr, dt, b.mul(row_i, ld)) if mode is Bcast.COL else ptr
                 scalars[("arg", i)] = v.splat(load_element(b, at, dt))
-        st = _Row(v, d, elem, bases, scalars)
-        done: set = set()
+        return _Row(v, d, elem, bases, scalars)
 
-        for r in reductions:
-            identity, combine = REDUCE[r[1]]
-            # max/min: plain compare-and-select accumulators (one vmaxps each) and one
-            # "saw a NaN" flag vector beside them, instead of llvm.maximum's NaN-propagating
-            # sequence (six instructions per vector on x86); the flag makes the result NaN
-            minmax = r[1] != "sum"
-            carry = [v.const(identity, elem) for _ in range(unroll)]
-            if minmax:
-                carry.append(ir.Constant(v.vty(ir.IntType(1)), [0] * v.lanes))
-            stash = buffers.get(r[2])
-            state = {"accs": carry}
-
-            pre = st.hoisted(r[2], done)
-
-            def step(j, mask, u, r=r, stash=stash, identity=identity, pre=pre, minmax=minmax):
-                x = st.vector(r[2], j, mask, dict(pre))
-                if stash is not None:
-                    v.store(x, element_ptr(b, stash, cdt, j), cdt, mask)
-                if mask is not None:
-                    x = b.select(mask, x, v.const(identity, elem))
-                if minmax:
-                    state["accs"][-1] = b.or_(state["accs"][-1], b.fcmp_unordered("uno", x, x))
-                state["accs"][u] = _combine(v, r[1], state["accs"][u], x, fast=True)
-            _over_row(v, d.n, unroll, state, step)
-            total = state["accs"][0]
-            for other in state["accs"][1:unroll]:
-                total = _combine(v, r[1], total, other, fast=True)
-            if minmax:
-                value = _fast_reduce(v, r[1], total)
-                saw_nan = _any(v, state["accs"][-1])
-                value = b.select(saw_nan, ir.Constant(elem, float("nan")), value)
-            else:
-                value = v.reduce(combine, total)
-            scalars[r] = v.splat(value)
-            done.add(r)
-            if stash is not None:
-                st.stash[r[2]] = stash
-
-        out, out_ld = slots[-1]
-        pre = st.hoisted(d.tree, done)
-        if by_row:
-            value = st.vector(d.tree, i64(0), None, pre)
-            first = b.extract_element(value, ir.Constant(ir.IntType(32), 0))
-            b.store(f32_to_bf16(b, first) if d.out_dtype is DType.BF16 else first,
-                    element_ptr(b, out, d.out_dtype, row.i))
+    def reduction_pass(st, row_i, r) -> None:
+        scalars, done = st.scalars, st.done
+        identity, combine = REDUCE[r[1]]
+        # max/min: plain compare-and-select accumulators (one vmaxps each) and one
+        # "saw a NaN" flag vector beside them, instead of llvm.maximum's NaN-propagating
+        # sequence (six instructions per vector on x86); the flag makes the result NaN
+        minmax = r[1] != "sum"
+        carry = [v.const(identity, elem) for _ in range(unroll)]
+        if minmax:
+            carry.append(ir.Constant(v.vty(ir.IntType(1)), [0] * v.lanes))
+        stash = buffers.get(r[2])
+        state = {"accs": carry}
+        pre = st.hoisted(r[2], done)
+        if through is not None and r is through[1]:
+            k = through[0]
+            row_out = element_ptr(b, out_slots[k][0], out_dts[k], b.mul(row_i, out_slots[k][1]))
+            sink = lambda x, j, mask, row_out=row_out, dt=out_dts[k]: store_out(  # noqa: E731
+                x, element_ptr(b, row_out, dt, j), dt, mask)
+        elif stash is not None:
+            sink = lambda x, j, mask, stash=stash: v.store(  # noqa: E731
+                x, element_ptr(b, stash, cdt, j), cdt, mask)
         else:
-            out_row = element_ptr(b, out, d.out_dtype, b.mul(row.i, out_ld))
+            sink = None
 
+        def step(j, mask, u):
+            x = st.vector(r[2], j, mask, dict(pre))
+            if sink is not None:
+                sink(x, j, mask)
+            if mask is not None:
+                x = b.select(mask, x, v.const(identity, elem))
+            if minmax:
+                state["accs"][-1] = b.or_(state["accs"][-1], b.fcmp_unordered("uno", x, x))
+            state["accs"][u] = _combine(v, r[1], state["accs"][u], x, fast=True)
+        _over_row(v, d.n, unroll, state, step)
+        total = state["accs"][0]
+        for other in state["accs"][1:unroll]:
+            total = _combine(v, r[1], total, other, fast=True)
+        if minmax:
+            value = _fast_reduce(v, r[1], total)
+            saw_nan = _any(v, state["accs"][-1])
+            value = b.select(saw_nan, ir.Constant(elem, float("nan")), value)
+        else:
+            value = v.reduce(combine, total)
+        scalars[r] = v.splat(value)
+        done.add(r)
+        if stash is not None:
+            st.stash[r[2]] = stash
+
+    def final_pass(st, row_i) -> None:
+        pre = st.hoisted(d.tree, st.done)
+        full = []
+        for k, (t, dt, (out, out_ld)) in enumerate(zip(trees, out_dts, out_slots)):
+            if varies(t, st.modes):
+                if through is None or k != through[0]:
+                    full.append((t, dt, element_ptr(b, out, dt, b.mul(row_i, out_ld))))
+                continue
+            value = st.vector(t, i64(0), None, pre)
+            first = b.extract_element(value, ir.Constant(ir.IntType(32), 0))
+            b.store(f32_to_bf16(b, first) if dt is DType.BF16 else first, element_ptr(b, out, dt, row_i))
+        if full:
             def store(j, mask, u):
-                v.store(st.vector(d.tree, j, mask, dict(pre)), element_ptr(b, out_row, d.out_dtype, j),
-                        d.out_dtype, mask)
+                memo = dict(pre)
+                for t, dt, out_row in full:
+                    store_out(st.vector(t, j, mask, memo), element_ptr(b, out_row, dt, j), dt, mask)
             _over_row(v, d.n, unroll, {"accs": []}, store)
+
+    def rows(first_row, count: int) -> None:
+        """`count` rows from first_row, each pass emitted for all of them before the next
+        (their reductions are independent chains the CPU overlaps)."""
+        idx = [b.add(first_row, i64(k)) if k else first_row for k in range(count)]
+        sts = [setup(i) for i in idx]
+        for r in reductions:
+            for st, i in zip(sts, idx):
+                reduction_pass(st, i, r)
+        for st, i in zip(sts, idx):
+            final_pass(st, i)
+
+    # rows in pairs where an outputs root has no row buffer (flash attention's step: the
+    # exp pass waits on the row max, the row sums' reduction ends the row)
+    group = ROW_GROUP if _multi(d) and not buffers and d.m >= ROW_GROUP else 1
+    whole = d.m // group * group
+    with Loop(b, 0, whole, group, name="row") as row:
+        rows(row.i, group)
+    if whole < d.m:
+        with Loop(b, whole, d.m, name="row") as row:
+            rows(row.i, 1)
     b.ret_void()
     return fn
 

@@ -9,6 +9,18 @@ A tree is nested tuples (hashable: it is part of the descriptor, the cache key):
     ("unary", kind, alpha, x)    one of tpp.unary's one-input elementwise kinds
     ("binary", kind, a, b)       add, sub, mul, div, max, min (broadcasting)
     ("reduce", op, x)            op in sum / max / min over the row: one value per row
+
+At the root only, several outputs of one pass over the tile (flash attention's P, its
+row max and row sum in one kernel):
+
+    ("outputs", rounding, t1, ..., tk)
+                                 output i is t_i: an M x N tile in the descriptor's
+                                 out_dtype where t_i is a row of values, else M values in
+                                 the compute dtype (f32); rounding ("exact" or "native")
+                                 says how an M x N bf16 output is rounded: "exact" bit-equal
+                                 to ml_dtypes, "native" with the CPU's conversion
+                                 instruction where the target has one (AVX512-BF16's
+                                 vcvtneps2bf16: subnormals flush to zero)
 """
 from __future__ import annotations
 
@@ -30,13 +42,27 @@ UNARY = tuple(k for k, spec in unary_k.KINDS.items() if spec.inputs == ("x",) an
 BINARY = tuple(k for k, spec in binary_k.KINDS.items() if not spec.compare)
 REDUCE = {"sum": (0.0, "fadd"), "max": (-math.inf, "fmaximum"), "min": (math.inf, "fminimum")}
 MAX_NODES = 256
+MAX_OUTPUTS = 8
+ROUNDINGS = ("exact", "native")
 
 
 # ---- the tree ------------------------------------------------------------------------
+def outputs(tree) -> tuple:
+    """The trees of the outputs: the root's items for an ("outputs", ...) root, else the root."""
+    return tree[2:] if tree[0] == "outputs" else (tree,)
+
+
+def rounding(tree) -> str:
+    return tree[1] if tree[0] == "outputs" else "exact"
+
+
 def walk(node) -> Iterator[tuple]:
     """Every node of the tree, children before their parent."""
     tag = node[0]
-    if tag == "unary":
+    if tag == "outputs":
+        for t in node[2:]:
+            yield from walk(t)
+    elif tag == "unary":
         yield from walk(node[3])
     elif tag == "binary":
         yield from walk(node[2])
@@ -46,13 +72,22 @@ def walk(node) -> Iterator[tuple]:
     yield node
 
 
-def check_tree(node, inputs: int, what: str = "tpp.equation") -> None:
+def check_tree(node, inputs: int, what: str = "tpp.equation", root: bool = True) -> None:
     """DescriptorError naming the first malformed node (the tree comes from users)."""
     count = 0
+    if root and isinstance(node, tuple) and node and node[0] == "outputs":
+        if len(node) < 3 or len(node) > 2 + MAX_OUTPUTS or node[1] not in ROUNDINGS:
+            raise DescriptorError(f"{what}: an outputs root is ('outputs', rounding, t1, ...) with rounding one "
+                                  f"of {', '.join(ROUNDINGS)} and 1 to {MAX_OUTPUTS} outputs, got {node!r:.200}")
+        for t in node[2:]:
+            check_tree(t, inputs, what, root=False)
+        return
 
     def visit(nd, depth: int) -> None:
         nonlocal count
         count += 1
+        if isinstance(nd, tuple) and nd and nd[0] == "outputs":
+            raise DescriptorError(f"{what}: an outputs node is allowed only at the root")
         if count > MAX_NODES or depth > 64:
             raise DescriptorError(f"{what}: the expression has more than {MAX_NODES} nodes or is nested "
                                   "deeper than 64")
@@ -109,8 +144,11 @@ def compute_dtype(inputs: tuple[DType, ...], out: DType) -> DType:
 
 
 def evaluate(node, args: list[np.ndarray], m: int, n: int) -> np.ndarray:
-    """The tree in float64 numpy: args shaped (m or 1, n or 1), results broadcast like them."""
+    """The tree in float64 numpy: args shaped (m or 1, n or 1), results broadcast like them
+    (an outputs root: a tuple, one per output)."""
     tag = node[0]
+    if tag == "outputs":
+        return tuple(evaluate(t, args, m, n) for t in node[2:])
     if tag == "arg":
         return args[node[1]]
     if tag == "const":
@@ -146,6 +184,10 @@ def reads(tree, done: set) -> Iterator[tuple]:
         yield tree
         return
     tag = tree[0]
+    if tag == "outputs":
+        for t in tree[2:]:
+            yield from reads(t, done)
+        return
     if tag == "unary":
         yield from reads(tree[3], done)
     elif tag == "binary":

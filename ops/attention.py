@@ -33,7 +33,7 @@ from .. import expr as eq
 from ..descriptors import BinaryDesc, GemmDesc, UnaryDesc
 from ..dtypes import parse as parse_dtype
 from ..errors import DTypeError, ShapeError
-from ..expr import equation_desc
+from ..expr import EquationDesc, equation_desc
 from ..jit.loops import i64
 from ..jit.types import DType
 from ..kernels.operands import Bcast
@@ -43,6 +43,8 @@ from .args import element_strides, output
 WHAT = "tpp.ops.attention"
 BLOCK = 64                              # queries per block (the default plan)
 KEY_BLOCK = 128                         # keys per block: a multiple of BLOCK
+LONG_KEY_BLOCK = 256                    # ... where Sk >= LONG_KEYS: half the per-row steps per key
+LONG_KEYS = 1024                        # (S=2048 f32 +3%, bf16 +5% measured; S=512 no gain)
 LOWEST = -float(np.finfo(np.float32).max)   # m's floor: exp2(m - m') stays finite for masked rows
 
 
@@ -121,9 +123,7 @@ class AttentionDesc(compose.CompositeDesc):
                    compose.Scratch("s", f32, bq * bk, "thread", "a block of scores"),
                    compose.Scratch("o", f32, bq * d, "thread", "the output accumulator"),
                    compose.Scratch("m", f32, bq, "thread", "the running row max"),
-                   compose.Scratch("m_new", f32, bq, "thread", "the new row max"),
                    compose.Scratch("l", f32, bq, "thread", "the running row sum"),
-                   compose.Scratch("rs", f32, bq, "thread", "a block's row sums"),
                    compose.Scratch("alpha", f32, bq, "thread", "exp2(m - m')")]
         if self.vnni:
             scratch += [compose.Scratch("vp", dt, blocks * self.v_block(), "call", "VNNI-packed V blocks"),
@@ -215,8 +215,6 @@ class AttentionDesc(compose.CompositeDesc):
         bi, h, q0 = ctx.start["b"], ctx.start["h"], ctx.start["qb"]
         blk = self._block_index(ctx, bi, kvh, kb)
         s, o = (ctx.buffer("s"), bt), (ctx.buffer("o"), d)
-        m, m_new, l, rs, alpha = ((ctx.buffer(name), bq) for name in ("m", "m_new", "l", "rs", "alpha"))
-        col = {name: (ctx.buffer(name), 1) for name in ("m", "m_new", "alpha")}
         # S = Q K^T
         kt = b.gep(ctx.buffer("kt"), [b.mul(blk, i64(self.kt_block()))], source_etype=dt.storage)
         ctx.call(ctx.primitive(GemmDesc(bq, keys, d, dt, beta=0.0, lda=self.q_strides[2], ldb=2 * bt if self.vnni
@@ -228,33 +226,32 @@ class AttentionDesc(compose.CompositeDesc):
             # the triangle's rows from this query block's offset in its diagonal key block
             extra.append(ctx.tensor("mask").arg(bi, h, q0, b.mul(kb, i64(bt))) if name == "mask"
                          else ctx.tensor("tri").arg(b.sub(q0, b.mul(kb, i64(bt)))))
-        dts = (f32,) * (1 + len(names))
-
-        def run_eq(tree, inputs, out, out_dtype=f32, extra_dts=()):
-            desc = equation_desc(tree, bq, keys, dtypes=dts + extra_dts, out_dtype=out_dtype)
-            ctx.call(ctx.primitive(desc), inputs + [out])
-        # m' = max(m, rowmax(scores)); the first block starts from the floor
-        floor = eq.arg(1 + len(names), "col") if not first else LOWEST
-        run_eq(eq.maximum(floor, eq.max(scores)), [s, *extra] + ([col["m"]] if not first else []),
-               (ctx.buffer("m_new"), 1), extra_dts=() if first else (f32,))
-        # P = exp2(scores - m'): f32 over S, then its row sums; bf16 straight into the tile the
-        # P V GEMM reads, its row sums (in f32) from that tile
+        # ONE equation, one pass pair per row: m' = max(m, rowmax(scores)) (the first block
+        # from the floor), P = exp2(scores - m') stored while its row sum accumulates,
+        # l' = l exp2(m - m') + rowsum(P), alpha = exp2(m - m'); m and l are updated in
+        # place (a row's m and l are read before its outputs are stored)
+        c = self.scale * LOG2E
+        if names or c <= 0:
+            row_max = eq.max(scores)
+        else:
+            row_max = eq.max(eq.arg(0)) * c        # = max(S c): rounding is monotonic
+        m_in, l_in = eq.arg(1 + len(names), "col"), eq.arg(2 + len(names), "col")
+        m_new = eq.maximum(LOWEST if first else m_in, row_max)
+        p_expr = eq.exp2(scores - m_new)
         p = (ctx.buffer("p16"), bt) if self.vnni else s
-        run_eq(eq.exp2(scores - eq.arg(1 + len(names), "col")), [s, *extra, col["m_new"]], p, extra_dts=(f32,),
-               out_dtype=dt)
-        if self.vnni:
-            ctx.call(ctx.primitive(equation_desc(eq.sum(eq.arg(0)), bq, keys, dt, out_dtype=f32)), [p, rs])
-        else:
-            ctx.call(ctx.primitive(UnaryDesc("reduce_sum", bq, keys, f32, f32, axis=1)), [s, rs])
-        copy_vec = ctx.primitive(UnaryDesc("copy", 1, bq, f32, f32))
+        col = {name: (ctx.buffer(name), 1) for name in ("m", "l", "alpha")}
         if first:
-            ctx.call(copy_vec, [rs, l])
+            outs, ins = (p_expr, m_new, eq.sum(p_expr)), []
         else:
-            x = eq.arg(0)
-            ctx.call(ctx.primitive(equation_desc(eq.exp2(x - eq.arg(1)), 1, bq)), [m, m_new, alpha])
-            ctx.call(ctx.primitive(equation_desc(eq.arg(0) * eq.arg(1) + eq.arg(2), 1, bq)), [l, alpha, rs, l])
+            alpha = eq.exp2(m_in - m_new)
+            outs, ins = (p_expr, m_new, l_in * alpha + eq.sum(p_expr), alpha), [col["m"], col["l"]]
+        tree = ("outputs", "native", *(e.node for e in outs))
+        modes = (Bcast.FULL, *(self._mask_mode() if n == "mask" else Bcast.FULL for n in names),
+                 *((Bcast.COL, Bcast.COL) if not first else ()))
+        desc = EquationDesc(bq, keys, tree, tuple((f32, mode) for mode in modes), dt)
+        ctx.call(ctx.primitive(desc), [s, *extra, *ins, p, col["m"], col["l"], *([col["alpha"]] if not first else [])])
+        if not first:
             ctx.call(ctx.primitive(BinaryDesc("mul", bq, d, f32, Bcast.FULL, Bcast.COL)), [o, col["alpha"], o])
-        ctx.call(copy_vec, [m_new, m])
         # O (+)= P V
         if self.vnni:
             vp = b.gep(ctx.buffer("vp"), [b.mul(blk, i64(self.v_block()))], source_etype=dt.storage)
@@ -338,7 +335,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
                              f"{x.strides}")
     desc = AttentionDesc(bsz, heads, kv_heads, sq, sk, d, dtype, float(scale), bool(causal), element_strides(q),
                          element_strides(k), element_strides(v), element_strides(out),
-                         None if add_mask is None else tuple(s // 4 for s in add_mask.strides), BLOCK, KEY_BLOCK)
+                         None if add_mask is None else tuple(s // 4 for s in add_mask.strides), BLOCK,
+                         LONG_KEY_BLOCK if sk >= LONG_KEYS else KEY_BLOCK)
     arrays = [q, k, v, *([add_mask] if add_mask is not None else []), *([triangle(desc.key_block)] if causal else []),
               out]
     compose.run_checked(None, None, compose.program(WHAT, desc), arrays, threads)

@@ -145,3 +145,25 @@ def test_other_block_plans(block, key_block, rng, monkeypatch):
         check(tpp.ops.attention(q, k, v, causal=True), reference(q, k, v, causal=True))
         mask = rng.random((sq, sk)) > 0.3
         check(tpp.ops.attention(q, k, v, mask), reference(q, k, v, mask))
+
+
+def test_long_key_blocks(rng):
+    # Sk >= LONG_KEYS runs on key blocks of LONG_KEY_BLOCK: short last block, causal diagonals at
+    # every offset in it, a mask, bf16, 1 and 2 threads bit-identical
+    q, k, v = inputs(rng, 1, 2, 1, 300, 1100, 64)
+    mask = rng.random((300, 1100)) > 0.3
+    check(tpp.ops.attention(q, k, v, mask), reference(q, k, v, mask))
+    q, k, v = inputs(rng, 1, 2, 2, 1030, 1030, 32)
+    got = tpp.ops.attention(q, k, v, causal=True)
+    check(got, reference(q, k, v, causal=True))
+    assert np.array_equal(got, tpp.ops.attention(q, k, v, causal=True, threads=2))
+    q16, k16, v16 = (x.astype(BF16) for x in (q, k, v))
+    check(tpp.ops.attention(q16, k16, v16, causal=True), reference(q16, k16, v16, causal=True), BF16)
+
+
+def test_negative_and_zero_scale(rng):
+    # the row max is taken on S before scaling only where the scale is positive
+    q, k, v = inputs(rng, 1, 2, 2, 70, 130, 64)
+    for scale in (-0.2, 0.0):
+        check(tpp.ops.attention(q, k, v, scale=scale), reference(q, k, v, scale=scale))
+        check(tpp.ops.attention(q, k, v, causal=True, scale=scale), reference(q, k, v, causal=True, scale=scale))

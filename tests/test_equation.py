@@ -228,3 +228,58 @@ def test_max_and_min_of_rows_with_nan_and_infinities():
     for fn, ref in ((eq.max, np.max), (eq.min, np.min)):
         got = tpp.equation(fn(x), 4, 43)(a)
         np.testing.assert_array_equal(got, ref(a, axis=1))
+
+
+# ---- outputs roots: several outputs of one pass (flash attention's step) ------------------
+def _online_softmax(c):
+    x, m, l = eq.arg(0), eq.arg(1, "col"), eq.arg(2, "col")
+    mn = eq.maximum(m, eq.max(x) * c)
+    p = eq.exp2(x * c - mn)
+    alpha = eq.exp2(m - mn)
+    return p, mn, l * alpha + eq.sum(p), alpha
+
+
+@pytest.mark.parametrize("m,n", [(1, 5), (13, 77), (64, 128), (8, 300)])
+@pytest.mark.parametrize("out", ["f32", "bf16"])
+@pytest.mark.parametrize("rounding", ["exact", "native"])
+def test_outputs_root(m, n, out, rounding, rng):
+    from tpp.expr import EquationDesc
+    from tpp.jit.types import DType
+    from tpp.kernels.operands import Bcast
+    tree = ("outputs", rounding, *(e.node for e in _online_softmax(0.3)))
+    ins = ((DType.F32, Bcast.FULL), (DType.F32, Bcast.COL), (DType.F32, Bcast.COL))
+    desc = EquationDesc(m, n, tree, ins, DType(out))
+    k = tpp.dispatch.get_kernel(desc)
+    x = rng.standard_normal((m, n)).astype(np.float32)
+    mc, lc = rng.standard_normal((m, 1)).astype(np.float32), rng.random((m, 1)).astype(np.float32)
+    got = k(x, mc, lc)
+    assert [g.shape for g in got] == [(m, n), (m,), (m,), (m,)]
+    assert got[0].dtype == NP[out] and all(g.dtype == np.float32 for g in got[1:])
+    want = desc.record.reference(desc, x, mc, lc)
+    for g, w in zip(got, want):
+        tol = 8e-3 if g.dtype == BF16 else 2e-6
+        np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=tol, atol=tol)
+    if out == "bf16" and rounding == "exact":       # bit-equal to ml_dtypes' rounding of the f32 tile
+        f32 = tpp.dispatch.get_kernel(EquationDesc(m, n, tree, ins, DType.F32))(x, mc, lc)[0]
+        assert np.array_equal(got[0].view(np.uint16), f32.astype(BF16).view(np.uint16))
+    # m and l updated in place: each row's inputs are read before its outputs are stored
+    p, m2, l2 = np.empty((m, n), NP[out]), mc[:, 0].copy(), lc[:, 0].copy()
+    k(x, m2.reshape(m, 1), l2.reshape(m, 1), out=(p, np.empty(m, np.float32), np.empty(m, np.float32),
+                                                   np.empty(m, np.float32)))
+    from tpp import cabi
+    arrays = [x, m2, l2, p, m2, l2, np.empty(m, np.float32)]
+    k._raw(cabi.tensors([(a.ctypes.data, a.strides[0] // a.itemsize if a.ndim == 2 else 1) for a in arrays]))
+    np.testing.assert_array_equal(m2, got[1])
+    np.testing.assert_array_equal(l2, got[2])
+
+
+def test_outputs_root_is_checked():
+    from tpp.expr import EquationDesc
+    from tpp.jit.types import DType
+    from tpp.kernels.operands import Bcast
+    x = eq.arg(0).node
+    ins = ((DType.F32, Bcast.FULL),)
+    for tree in (("outputs", "exact"), ("outputs", "fast", x), ("outputs", "exact", ("outputs", "exact", x)),
+                 ("unary", "exp", None, ("outputs", "exact", x))):
+        with pytest.raises(tpp.DescriptorError):
+            EquationDesc(4, 8, tree, ins, DType.F32)
