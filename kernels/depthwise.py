@@ -34,13 +34,15 @@ remainders); inputs are read only inside the x operand.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from llvmlite import ir
 
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
-from ..jit.vec import I1, I32, PTR, VecBuilder
+from ..jit.vec import F32, I1, I32, PTR, VecBuilder
 from . import epilogue, fields
 from . import unary as unary_k
 from .errors import DescriptorError
@@ -50,6 +52,8 @@ from .operands import Bcast, Operand, define_kernel, element_ptr, load_element, 
 FLOATS = frozenset({DType.F32, DType.BF16})
 QB_MAX = 8          # output vectors per block (c > 1): past this the loads per FMA barely fall
 PIXEL_VECTORS = 4   # output vectors per block (c == 1)
+PLANE_VECTORS = 8   # accumulators at a time in a plane (c == 1, plane)
+PLANE_PERIOD = 16   # a plane's loop turn: at most this many vectors (lcm(q, lanes) pixels)
 SPARE = 3           # registers besides weights and accumulators: an input and the address math
 ACT_SPARE = 6       # more while a transcendental activation runs on an accumulator
 CHEAP = frozenset({"relu", "leaky_relu", "abs", "negate", "square", "reciprocal"})   # a temporary or two
@@ -70,6 +74,11 @@ def stored(d) -> int:
     return extent(d) - d.pad[0] - d.pad[1]
 
 
+def plane_rows(d) -> int:
+    """Rows of x in memory (plane): the input rows less the vertical padding."""
+    return input_rows(d) - d.vpad[0] - d.vpad[1]
+
+
 # ---- the family record -----------------------------------------------------------------
 def _validate(d) -> None:
     what = "depthwise_row"
@@ -85,6 +94,18 @@ def _validate(d) -> None:
         raise DescriptorError(f"tpp {what}: pad must be (left, right) >= 0 leaving at least one of the row's "
                               f"{extent(d)} pixels in memory, got {d.pad!r}")
     fields.put(d, "pad", pad)
+    fields.put(d, "plane", fields.flag(what, "plane", d.plane))
+    vpad = tuple(fields.integer(what, "vpad", p) for p in d.vpad) if isinstance(d.vpad, tuple) else ()
+    if len(vpad) != 2 or min(vpad) < 0 or sum(vpad) >= input_rows(d):
+        raise DescriptorError(f"tpp {what}: vpad must be (top, bottom) >= 0 leaving at least one of the "
+                              f"{input_rows(d)} input rows in memory, got {d.vpad!r}")
+    fields.put(d, "vpad", vpad)
+    if vpad != (0, 0) and not d.plane:
+        raise DescriptorError(f"tpp {what}: vpad needs plane=True (rows by address skip the padding rows)")
+    if d.plane and (d.c != 1 or d.stride != 1 or d.row_step != 1 or d.row_ptrs or stored(d) != d.q):
+        raise DescriptorError(f"tpp {what}: plane=True needs c == 1, stride 1, row_step 1, no row_ptrs and "
+                              f"rows of q pixels in memory (pad summing to (s-1)*dilation), got c={d.c} "
+                              f"stride={d.stride} row_step={d.row_step} row_ptrs={d.row_ptrs} pad={pad}")
     if d.activation is not None:
         name = unary_k.ALIASES.get(d.activation, d.activation) if isinstance(d.activation, str) else d.activation
         if name not in epilogue.activation_kinds():
@@ -98,10 +119,12 @@ def _operands(d) -> list[Operand]:
     f32, wx = DType.F32, stored(d)
     rows = input_rows(d)
     x = Operand("x", DType.I64, 1, rows) if d.row_ptrs else Operand("x", d.dtype, rows, wx * d.c)
+    if d.plane:
+        x = Operand("x", d.dtype, 1, plane_rows(d) * d.q)
     if d.c == 1:
         ops = [x, Operand("w", f32, d.r * d.s, 1)]
         bias = Operand("bias", f32, 1, 1, Bcast.SCALAR)
-        tile = (d.m, d.q)
+        tile = (1, d.m * d.q) if d.plane else (d.m, d.q)
     else:
         ops = [x, Operand("w", f32, d.r * d.s, d.c)]
         bias = Operand("bias", f32, 1, d.c, Bcast.ROW)
@@ -129,8 +152,9 @@ def _reference(d, x, w, *rest):
     res = rest.pop(0) if d.residual else None
     if d.row_ptrs:
         x = read_rows(d, x)
-    left, right = d.pad
-    x = np.pad(np.asarray(x, np.float64).reshape(input_rows(d), stored(d), d.c), ((0, 0), (left, right), (0, 0)))
+    (left, right), (top, bottom) = d.pad, d.vpad
+    x = np.asarray(x, np.float64).reshape(input_rows(d) - top - bottom, stored(d), d.c)
+    x = np.pad(x, ((top, bottom), (left, right), (0, 0)))
     w = np.asarray(w, np.float64).reshape(d.r, d.s, d.c)
     out = np.zeros((d.m, d.q, d.c))
     span = (d.q - 1) * d.stride + 1
@@ -145,6 +169,8 @@ def _reference(d, x, w, *rest):
         out += np.asarray(res, np.float64).reshape(d.m, d.q, d.c)
     if d.activation is not None:
         out = epilogue.reference((d.activation,), out, {})
+    if d.plane:
+        return out.reshape(1, d.m * d.q)
     return out.reshape(d.m, d.q) if d.c == 1 else out.reshape(d.q, d.c)
 
 
@@ -172,6 +198,10 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     v = VecBuilder(b, target.lanes(32), target)
     args = dict(zip((op.name for op in ops), unpack_args(b, fn.args[0], len(ops))))
     x, ldx = args["x"]
+    if d.plane:
+        _plane(v, d, args, x, target)
+        b.ret_void()
+        return fn
     if d.row_ptrs:
         rows = [b.inttoptr(b.load(element_ptr(b, x, DType.I64, i64(i)), typ=I64), PTR) for i in range(input_rows(d))]
     else:
@@ -374,6 +404,113 @@ def _pixel_row(v: VecBuilder, d, args: dict, rows: list, target: Target) -> None
             count = min(nv, -(-(end - j) // lanes))
             block(i64(j), count, j)
             j += count * lanes
+
+
+def plane_fits(d, target: Target) -> bool:
+    """Whether a plane (d.plane) is worth its flat lanes on this target: rows that a
+    row's vectors would not fill (q not a multiple of the lanes), a loop turn of at
+    most PLANE_PERIOD vectors, and the weights, PLANE_VECTORS accumulators and the
+    activation's temporaries in registers."""
+    lanes = target.lanes(32)
+    period = d.q // math.gcd(d.q, lanes)
+    return (d.q % lanes != 0 and period <= PLANE_PERIOD
+            and d.r * d.s + PLANE_VECTORS + 1 + _spare(d) <= target.vector_registers)
+
+
+def plane_block(d, lanes: int) -> int:
+    """Output pixels per turn of a plane's loop: whole periods of lcm(q, lanes) pixels
+    (so each vector's lanes fall on the same columns in every turn and the masks of
+    the left/right taps are constants), as many as PLANE_VECTORS accumulators take."""
+    period = d.q * lanes // math.gcd(d.q, lanes)
+    return period * max(1, PLANE_VECTORS * lanes // period)
+
+
+def _plane(v: VecBuilder, d, args: dict, x, target: Target) -> None:
+    """A whole plane, its pixels flat in the lanes: output pixel o reads input pixel
+    o + (i - top)*q + t*dilation - left for tap (i, t), one constant offset per tap,
+    so every vector's lanes are used (Q=28: 49 vectors for 28 rows, not 56). Per kernel
+    row each output vector's own span of that row is loaded once (one load per vector
+    and kernel row, shared by the row's taps) and the tap windows are cut from it and
+    its neighbours by shuffles (valignd): an unaligned load per tap (a zmm window
+    crosses a cache line, which costs Zen 4 about two load cycles) was load-bound,
+    slower than the rows of the row path. A tap
+    whose pixel is in the padding (past a row's end: the next row's pixel; above or
+    below the plane) reads zero in that lane."""
+    b, f32, dt, lanes = v.b, DType.F32, d.dtype, v.lanes
+    (w, ldw), (out, _) = args["w"], args["out"]
+    (left, right), (top, bottom), q = d.pad, d.vpad, d.q
+    h, total = plane_rows(d), d.m * d.q
+    weights = [v.splat(load_element(b, element_ptr(b, w, f32, b.mul(i64(k), ldw)), f32)) for k in range(d.r * d.s)]
+    start = v.splat(load_element(b, args["bias"][0], f32)) if d.bias else v.const(0.0)
+    size = plane_block(d, lanes)
+    shifts = [t * d.dilation - left for t in range(d.s)]      # a tap's pixel from the output's
+    kmin, kmax = -left // lanes, -(-right // lanes)       # the spans either side a block reads
+    ity = v.vty(I32)
+
+    def inside(o: int, i: int, t: int, known: int | None) -> bool:
+        """Whether output pixel o's tap (i, t) reads memory (o from the block's start,
+        the block at `known`, or in the loop: at a multiple of size inside the plane)."""
+        col = o % q + shifts[t]
+        if known is None:
+            return 0 <= col < q
+        o += known
+        return o < total and 0 <= o // q + i - top < h and 0 <= col < q
+
+    def block(f0, count: int, known: int | None) -> None:
+        """Output pixels [f0, f0 + count) (known: f0 as a constant, every read checked)."""
+        nvec = -(-count // lanes)
+        for g0 in range(0, nvec, PLANE_VECTORS):
+            us = range(g0, min(nvec, g0 + PLANE_VECTORS))
+            accs = {u: start for u in us}
+            for i in range(d.r):
+                row = (i - top) * q
+                spans: dict[int, ir.Value] = {}
+
+                def span(k: int):
+                    """Input pixels [k*lanes, (k+1)*lanes) + row from the block's start."""
+                    if k not in spans:
+                        at = element_ptr(b, x, dt, b.add(f0, i64(k * lanes + row)))
+                        on = [known is None or 0 <= known + k * lanes + lane + row < h * q for lane in range(lanes)]
+                        mask = None if all(on) else ir.Constant(v.vty(I1), on)
+                        if not any(on):
+                            spans[k] = ir.Constant(ity, None)
+                        elif dt is DType.F32:     # as integers: the shuffles become valignd, not vpermt2ps
+                            spans[k] = v.load_raw(at, I32, dt.itemsize, mask)
+                        else:
+                            spans[k] = b.bitcast(v.load(at, dt, mask), ity)
+                    return spans[k]
+
+                for u in us:
+                    for t in range(d.s):
+                        on = [inside(u * lanes + lane, i, t, known) for lane in range(lanes)]
+                        if not any(on):
+                            continue
+                        k0, r0 = divmod(shifts[t], lanes)
+                        xv = span(u + k0)
+                        if r0:
+                            xv = b.shuffle_vector(xv, span(u + k0 + 1), ir.Constant(ity, list(range(r0, r0 + lanes))))
+                        if not all(on):
+                            xv = b.select(ir.Constant(v.vty(I1), on), xv, ir.Constant(ity, None))
+                        accs[u] = v.fma(b.bitcast(xv, v.vty(F32)), weights[i * d.s + t], accs[u])
+            for u in us:
+                at = b.add(f0, i64(u * lanes))
+                rest = count - u * lanes
+                mask = None if rest >= lanes else v.tail_mask(i64(rest))
+                res = element_ptr(b, args["residual"][0], dt, at) if d.residual else None
+                _finish(v, d, accs[u], res, element_ptr(b, out, d.out_dtype, at), mask)
+
+    # the loop: blocks whose reads (each row's vectors from kmin before the block to
+    # kmax after it) all lie in the plane
+    lo = -(-(top * q - kmin * lanes) // size)
+    hi = max(lo, ((d.m - bottom) * q - kmax * lanes) // size)
+    if hi > lo:
+        with Loop(b, lo * size, hi * size, size, name="plane") as lp:
+            block(lp.i, size, None)
+    for f, end in ((0, lo * size), (hi * size, total)) if hi > lo else ((0, total),):
+        while f < min(end, total):
+            count = min(size, total - f)
+            block(i64(f), count, f)
+            f += count
 
 
 FAMILY = Family("depthwise_row", "depthwise_row", ("depthwise_row",), _validate, _operands, _reference,

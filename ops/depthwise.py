@@ -18,7 +18,7 @@ Parallel units are (image, channel block or channel, a tile of output rows).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -26,6 +26,8 @@ import numpy as np
 from .. import compose
 from ..depthwise_kernel import DepthwiseRowDesc
 from ..descriptors import UnaryDesc
+from ..dispatch import current_target
+from ..kernels import depthwise as dw_k
 from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import ArgumentError, DTypeError, ShapeError
 from llvmlite import ir
@@ -62,6 +64,7 @@ class DepthwiseDesc(compose.CompositeDesc):
     bias: bool
     activation: str | None
     pixels: bool = False    # plain: one channel's row at a time, pixels in the lanes (c = 1)
+    plane: bool = False     # pixels: a whole channel's plane per call, flat in the lanes
     kind = "depthwise"
 
     @property
@@ -81,8 +84,8 @@ class DepthwiseDesc(compose.CompositeDesc):
         return not (self.blocked or self.pixels)
 
     @property
-    def zero_rows(self) -> bool:     # in place with top/bottom padding
-        return not self.copies_input and bool(self.pad[0] or self.pad[1])
+    def zero_rows(self) -> bool:     # in place with top/bottom padding, rows by address
+        return not (self.copies_input or self.plane) and bool(self.pad[0] or self.pad[1])
 
     @property
     def unit_rows(self) -> int:
@@ -103,6 +106,11 @@ class DepthwiseDesc(compose.CompositeDesc):
     def row_desc(self, m: int = 1) -> DepthwiseRowDesc:
         """The primitive of m output rows: reading x in place, its rows by address."""
         q, s, sw, dw = self.pq[1], self.rs[1], self.stride[1], self.dilation[1]
+        if self.plane:
+            top, bottom, left, right = self.pad
+            return DepthwiseRowDesc(q, 1, self.rs[0], s, 1, dw, self.dtype, self.dtype, self.bias,
+                                    self.res_strides is not None, self.activation, (left, right), False,
+                                    self.pq[0], 1, True, (top, bottom))
         pad = (0, 0)
         if not self.copies_input:
             left = self.pad[2]
@@ -150,6 +158,8 @@ class DepthwiseDesc(compose.CompositeDesc):
         chains are independent, and input rows are loaded once for all of them), as many
         as the registers hold beside the weights; one where kernel rows are dilated (the
         rows they read are then not one run)."""
+        if self.plane:
+            return self.pq[0]
         if not self.pixels or self.dilation[0] > 1:
             return 1
         return 4 if target.vector_registers >= 32 else 2
@@ -195,6 +205,8 @@ class DepthwiseDesc(compose.CompositeDesc):
         if self.copies_input:
             pitch = self.padded_width * c
             x = (_at(b, ctx.buffer("xp"), dt, b.mul(b.mul(local, i64(sh)), i64(pitch))), dh * pitch)
+        elif self.plane:
+            x = (ctx.tensor("x").at(ni, c0, i64(0)), 1)
         else:
             x = (self._row_addresses(ctx, po, m), 1)
         args = [x, (ctx.tensor("w").at(cbi), c)]
@@ -254,6 +266,19 @@ def _at(b, ptr, dt: DType, offset):
 
 # ---- the op ------------------------------------------------------------------------------
 _memo = compose.Memo()
+
+
+def _plane_fits(desc: DepthwiseDesc) -> bool:
+    """Whether pixel rows run a whole plane per call, flat in the lanes: stride 1, rows
+    that keep their width (q == w, a "same" horizontal padding), planes contiguous in x,
+    y and the residual, channels enough to share out (each call is a whole plane), and
+    what the kernel needs of the target (kernels/depthwise.plane_fits)."""
+    (h, w), (p, q) = desc.hw, desc.pq
+    if desc.stride != (1, 1) or desc.dilation[0] != 1 or q != w or desc.n * desc.channels < UNITS:
+        return False
+    if desc.x_strides[2] != w or (desc.res_strides is not None and desc.res_strides[2] != q):
+        return False
+    return dw_k.plane_fits(replace(desc, plane=True).row_desc(), current_target())
 
 
 def _pixels(blocked: bool, win) -> bool:
@@ -343,6 +368,8 @@ class Depthwise:
                     c, self.dtype, blocked, () if blocked else element_strides(x),
                     None if res is None else () if blocked else element_strides(res), bp is not None,
                     self.activation, pixels)
+                if pixels and _plane_fits(desc):
+                    desc = replace(desc, plane=True)
                 compose.run_checked(_memo, params, compose.program(WHAT, desc), arrays, threads)
         return Blocked(y, shape[1]) if blocked else y
 
