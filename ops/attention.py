@@ -123,7 +123,9 @@ class AttentionDesc(compose.CompositeDesc):
                    compose.Scratch("s", f32, bq * bk, "thread", "a block of scores"),
                    compose.Scratch("o", f32, bq * d, "thread", "the output accumulator"),
                    compose.Scratch("m", f32, bq, "thread", "the running row max"),
+                   compose.Scratch("m_new", f32, bq, "thread", "the new row max"),
                    compose.Scratch("l", f32, bq, "thread", "the running row sum"),
+                   compose.Scratch("rs", f32, bq, "thread", "a block's row sums"),
                    compose.Scratch("alpha", f32, bq, "thread", "exp2(m - m')")]
         if self.vnni:
             scratch += [compose.Scratch("vp", dt, blocks * self.v_block(), "call", "VNNI-packed V blocks"),
@@ -226,31 +228,33 @@ class AttentionDesc(compose.CompositeDesc):
             # the triangle's rows from this query block's offset in its diagonal key block
             extra.append(ctx.tensor("mask").arg(bi, h, q0, b.mul(kb, i64(bt))) if name == "mask"
                          else ctx.tensor("tri").arg(b.sub(q0, b.mul(kb, i64(bt)))))
-        # ONE equation, one pass pair per row: m' = max(m, rowmax(scores)) (the first block
-        # from the floor), P = exp2(scores - m') stored while its row sum accumulates,
-        # l' = l exp2(m - m') + rowsum(P), alpha = exp2(m - m'); m and l are updated in
-        # place (a row's m and l are read before its outputs are stored)
+        # one equation over the tile, a pass pair per row: m' = max(m, rowmax(scores)) (the
+        # first block from the floor), P = exp2(scores - m') stored while its row sum rs
+        # accumulates; then one over the block's rows as vectors: alpha = exp2(m - m'),
+        # l = l alpha + rs, m = m' (per-row work in the tile's equation would run a whole
+        # vector of exp2 for each row's one alpha)
         c = self.scale * LOG2E
         if names or c <= 0:
             row_max = eq.max(scores)
         else:
             row_max = eq.max(eq.arg(0)) * c        # = max(S c): rounding is monotonic
-        m_in, l_in = eq.arg(1 + len(names), "col"), eq.arg(2 + len(names), "col")
-        m_new = eq.maximum(LOWEST if first else m_in, row_max)
+        m_new = eq.maximum(LOWEST if first else eq.arg(1 + len(names), "col"), row_max)
         p_expr = eq.exp2(scores - m_new)
         p = (ctx.buffer("p16"), bt) if self.vnni else s
-        col = {name: (ctx.buffer(name), 1) for name in ("m", "l", "alpha")}
-        if first:
-            outs, ins = (p_expr, m_new, eq.sum(p_expr)), []
-        else:
-            alpha = eq.exp2(m_in - m_new)
-            outs, ins = (p_expr, m_new, l_in * alpha + eq.sum(p_expr), alpha), [col["m"], col["l"]]
-        tree = ("outputs", "native", *(e.node for e in outs))
+        col = {name: (ctx.buffer(name), 1) for name in ("m", "m_new", "l", "rs", "alpha")}
         modes = (Bcast.FULL, *(self._mask_mode() if n == "mask" else Bcast.FULL for n in names),
-                 *((Bcast.COL, Bcast.COL) if not first else ()))
+                 *((Bcast.COL,) if not first else ()))
+        tree = ("outputs", "native", p_expr.node, m_new.node, eq.sum(p_expr).node)
         desc = EquationDesc(bq, keys, tree, tuple((f32, mode) for mode in modes), dt)
-        ctx.call(ctx.primitive(desc), [s, *extra, *ins, p, col["m"], col["l"], *([col["alpha"]] if not first else [])])
+        outs = [p, col["m"], col["l"]] if first else [p, col["m_new"], col["rs"]]
+        ctx.call(ctx.primitive(desc), [s, *extra, *([col["m"]] if not first else []), *outs])
         if not first:
+            m_old, m_cur, l_old, rs = eq.arg(0), eq.arg(1), eq.arg(2), eq.arg(3)
+            alpha = eq.exp2(m_old - m_cur)
+            tree = ("outputs", "exact", alpha.node, (l_old * alpha + rs).node, m_cur.node)
+            rows = tuple((f32, Bcast.FULL) for _ in range(4))
+            vecs = [(ctx.buffer(name), bq) for name in ("m", "m_new", "l", "rs", "alpha", "l", "m")]
+            ctx.call(ctx.primitive(EquationDesc(1, bq, tree, rows, f32)), vecs)
             ctx.call(ctx.primitive(BinaryDesc("mul", bq, d, f32, Bcast.FULL, Bcast.COL)), [o, col["alpha"], o])
         # O (+)= P V
         if self.vnni:
