@@ -215,13 +215,11 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
 
 
 def _finish(v: VecBuilder, d, acc, res_ptr, out_ptr, mask) -> None:
-    """Residual, activation, store of one output vector."""
-    b = v.b
-    if res_ptr is not None:
-        acc = b.fadd(acc, v.load(res_ptr, d.dtype, mask))
-    if d.activation is not None:
-        kind = unary_k.KINDS[d.activation]
-        acc = kind.body(v, [acc], unary_k.Params(acc.type.element, kind.default_alpha))[0]
+    """Residual, activation (the GEMM epilogue's steps, one vector), store."""
+    steps = (("residual",) if res_ptr is not None else ()) + ((d.activation,) if d.activation else ())
+    if steps:
+        acc = epilogue.apply_epilogue(v, steps, {"residual": (res_ptr, i64(0))}, d.dtype, [acc], i64(0), i64(0),
+                                      1, 1, [mask])[0]
     v.store(acc, out_ptr, d.out_dtype, mask)
 
 
