@@ -151,7 +151,9 @@ class DepthwiseDesc(compose.CompositeDesc):
                 scratch.append(compose.Scratch("rtile", dt, q * c, "thread", "a residual row"))
         unit = compose.Loop("pt", p, (partial(self._unit, self.rows_per_call(target)),), tile=rows, parallel=True)
         loop = compose.Loop("n", n, (compose.Loop("cb", ch, (unit,), tile=c, parallel=True),), parallel=True)
-        return compose.Composite(tuple(tensors), (loop,), tuple(scratch))
+        # the zero row: once per thread (its scratch is the thread's), before its units
+        return compose.Composite(tuple(tensors), ((self._zero_row,) if self.zero_rows else ()) + (loop,),
+                                 tuple(scratch))
 
     def rows_per_call(self, target) -> int:
         """Output rows one primitive call computes: pixel rows take several (their FMA
@@ -168,10 +170,11 @@ class DepthwiseDesc(compose.CompositeDesc):
     def _unit(self, m: int, ctx: compose.Context) -> None:
         if self.copies_input:
             ctx.run(compose.Loop("i", self.input_rows(ctx.size["pt"]), (self._pad_row,)))
-        if self.zero_rows:
-            dt, width = self.dtype, self.hw[1] * self.c
-            ctx.call(ctx.primitive(UnaryDesc("zero", 1, width, dt, dt)), [(ctx.buffer("zeros"), width)])
         ctx.run(compose.Loop("p", ctx.size["pt"], (self._out_row,), tile=m))
+
+    def _zero_row(self, ctx: compose.Context) -> None:
+        dt, width = self.dtype, self.hw[1] * self.c
+        ctx.call(ctx.primitive(UnaryDesc("zero", 1, width, dt, dt)), [(ctx.buffer("zeros"), width)])
 
     def _pad_row(self, ctx: compose.Context) -> None:
         """Padded input row p0*stride + i of this block (from NCHW) into row i of the copy."""
