@@ -24,7 +24,7 @@ from .bias_act import activation_arg
 from .conv import WHAT, ConvDesc
 from .conv1x1 import Conv1x1Desc
 from .conv_geometry import channel_block, conv_window
-from .layout import Blocked, default_block, unit_rows
+from .layout import Blocked, default_block, from_blocked, to_blocked, unit_rows
 
 DTYPES = (DType.F32, DType.BF16)
 MAX_BLOCK = 64          # channels per block: K = c per batch entry, N = k per GEMM
@@ -181,7 +181,7 @@ class Conv2d:
             raise DTypeError(f"{WHAT}: x is {x.dtype} but the weights are {to_numpy(self.dtype)}")
         win = conv_window(WHAT, (h, w), (self.r, self.s), self.stride, self.padding, self.dilation)
         if self.depthwise is not None:
-            return self.depthwise(x, residual, threads=threads)
+            return self._depthwise(x, residual, out_blocked, threads)
         if _pixel_gemm(x, win, out_blocked, residual) and dt == DType.F32:
             return self._pixels(x, residual, blocked, threads)
         cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, default_block(DType.F32))
@@ -216,6 +216,17 @@ class Conv2d:
         self._remember(x, residual, blocked, fixed, out.shape, views, wrap)
         return wrap(out)
 
+
+    def _depthwise(self, x, residual, out_blocked: bool, threads: int):
+        """Depthwise works in x's layout: an output asked for in the other one is converted
+        (and a residual given in it converted to x's)."""
+        if isinstance(x, Blocked) == out_blocked:
+            return self.depthwise(x, residual, threads=threads)
+        if out_blocked:
+            res = residual.numpy() if isinstance(residual, Blocked) else residual
+            return to_blocked(self.depthwise(x, res, threads=threads), threads=threads)
+        res = to_blocked(residual, x.block) if isinstance(residual, np.ndarray) else residual
+        return from_blocked(self.depthwise(x, res, threads=threads), threads=threads)
 
     def _pixels(self, x: np.ndarray, residual, blocked, threads: int) -> np.ndarray:
         """The 1x1 stride-1 convolution on NCHW as a GEMM over pixels (ops/conv1x1.py)."""

@@ -50,6 +50,14 @@ class Window:
         """The padded input's (H, W)."""
         return self.h + self.pad[0] + self.pad[1], self.w + self.pad[2] + self.pad[3]
 
+    def row_taps(self, p: int) -> tuple[int, int]:
+        """The filter rows [lo, hi) of output row p that land inside the input."""
+        return _taps(p * self.stride[0] - self.pad[0], self.h, self.r, self.dilation[0])
+
+    def col_taps(self, q: int) -> tuple[int, int]:
+        """The filter columns [lo, hi) of output column q that land inside the input."""
+        return _taps(q * self.stride[1] - self.pad[2], self.w, self.s, self.dilation[1])
+
 
 def channel_block(channels: int, groups: int, wide: int, most: int = 64) -> int:
     """Channels per block of a grouped tensor: all of them where they fit in one (at most
@@ -72,6 +80,13 @@ class Grouped:
     @property
     def kg(self) -> int:
         return self.k // self.groups
+
+
+def _taps(first: int, size: int, k: int, dil: int) -> tuple[int, int]:
+    """Taps t in [lo, hi) with 0 <= first + t * dil < size (empty: lo == hi)."""
+    lo = max(0, -(first // dil)) if first < 0 else 0
+    hi = min(k, (size - 1 - first) // dil + 1)
+    return lo, max(lo, hi)
 
 
 def _out(size: int, k: int, stride: int, dil: int, pads: int) -> int:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import tpp
 import tpp.ops
 from tpp.kernels import unary as unary_k
+from tpp.ops.conv_api import output_block
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -39,10 +40,14 @@ def reference(x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), grou
     return out
 
 
-def check(got, x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1, post=None, bf16=False):
+def check(got, x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1, post=None, bf16=False,
+          added=None):
+    """added: the magnitude of what post adds (a residual), for the rounding bound."""
     want = reference(x, w, bias, stride, pad, dil, groups)
     size = reference(np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64)),
                      None if bias is None else np.abs(bias), stride, pad, dil, groups)
+    if added is not None:
+        size = size + np.abs(np.asarray(added, np.float64))
     if post is not None:
         want = post(want)
     got = np.asarray(got, np.float64)
@@ -81,6 +86,54 @@ def test_conv2d_matches_reference(case, seed, bias):
     b = rng.standard_normal(k).astype(np.float32) if bias else None
     got = tpp.ops.conv2d(x, wt, b, stride, pad, dil, groups)
     check(got, x, wt, b, stride, _pad4(pad), dil, groups)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases(), seed=st.integers(0, 2 ** 16), block=st.sampled_from([2, 4, 8]),
+       out_blocked=st.booleans(), bf16=st.booleans())
+def test_blocked_input_with_padding(case, seed, block, out_blocked, bf16):
+    """Blocked input with padding: per-thread row buffers (only the filter rows inside
+    the input in a row's batch), no padded copy."""
+    n, c, h, w, k, r, s, stride, pad, dil, groups = case
+    assume(not bf16 or (c // groups) % 2 == 0)
+    if (c // groups) % block:
+        block = 2 if bf16 else 1
+    rng = np.random.default_rng(seed)
+    dt = BF16 if bf16 else np.float32
+    x = rng.standard_normal((n, c, h, w)).astype(dt)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(dt)
+    b = rng.standard_normal(k).astype(dt)
+    res = rng.standard_normal((n, k) + conv_out(h, w, r, s, stride, pad, dil)).astype(dt)
+    conv = tpp.ops.Conv2d(wt, b, stride, pad, dil, groups, activation="relu")
+    resid = tpp.ops.to_blocked(res, output_block(k // groups, groups)) if out_blocked else res
+    got = conv(tpp.ops.to_blocked(x, block), resid, blocked=out_blocked)
+    got = got.numpy() if out_blocked else got
+    check(got, x, wt, b.astype(np.float32), stride, _pad4(pad), dil, groups,
+          post=lambda y: np.maximum(y + res.astype(np.float64), 0), bf16=bf16, added=res)
+
+
+def conv_out(h, w, r, s, stride, pad, dil):
+    return ((h + 2 * pad[0] - dil[0] * (r - 1) - 1) // stride[0] + 1,
+            (w + 2 * pad[1] - dil[1] * (s - 1) - 1) // stride[1] + 1)
+
+
+def test_row_buffers_copy_nothing():
+    """A padded Blocked input goes through per-thread row buffers: no padded copy of the
+    whole input, also where the filter is wider than the image, or the stem's folded taps."""
+    from tpp.ops.conv import ConvDesc
+    from tpp.ops.conv_geometry import conv_window
+    from tpp.jit.types import DType
+    rng = np.random.default_rng(11)
+    for c, block, hw, rs, pad in ((32, 8, (5, 9), (3, 3), (1, 1)), (32, 8, (4, 5), (3, 9), (1, 4)),
+                                  (3, 3, (11, 12), (7, 7), (3, 3))):
+        win = conv_window("t", hw, rs, 1, pad, 1)
+        desc = ConvDesc(1, c, 16, 1, win, DType.F32, DType.F32, block, 16, True, True, None, None)
+        names = [sc.name for sc in desc.composite(None).scratch]
+        assert desc.row_buffer and names == ["rowbuf"]
+        x = rng.standard_normal((1, c) + hw).astype(np.float32)
+        wt = rng.standard_normal((16, c) + rs).astype(np.float32)
+        got = tpp.ops.Conv2d(wt, None, 1, pad)(tpp.ops.to_blocked(x, block)).numpy()
+        check(got, x, wt, None, (1, 1), _pad4(pad))
 
 
 @pytest.mark.parametrize("shape", [(1, 64, 14, 14, 64, 3, 3, 1, 1), (1, 3, 23, 21, 20, 7, 7, 2, 3),
@@ -185,6 +238,8 @@ def test_threads_identical():
     wt = rng.standard_normal((80, 48, 3, 3)).astype(np.float32)
     conv = tpp.ops.Conv2d(wt, padding=1)
     assert np.array_equal(conv(x, threads=1), conv(x, threads=2))
+    xb = tpp.ops.to_blocked(x, 16)                  # read in place, edge blocks
+    assert np.array_equal(conv(xb, threads=1).data, conv(xb, threads=2).data)
 
 
 def test_empty_batch():
