@@ -216,7 +216,6 @@ class Conv2d:
         self._remember(x, residual, blocked, fixed, out.shape, views, wrap)
         return wrap(out)
 
-
     def _depthwise(self, x, residual, out_blocked: bool, threads: int):
         """Depthwise works in x's layout: an output asked for in the other one is converted
         (and a residual given in it converted to x's)."""

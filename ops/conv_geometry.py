@@ -54,10 +54,6 @@ class Window:
         """The filter rows [lo, hi) of output row p that land inside the input."""
         return _taps(p * self.stride[0] - self.pad[0], self.h, self.r, self.dilation[0])
 
-    def col_taps(self, q: int) -> tuple[int, int]:
-        """The filter columns [lo, hi) of output column q that land inside the input."""
-        return _taps(q * self.stride[1] - self.pad[2], self.w, self.s, self.dilation[1])
-
 
 def channel_block(channels: int, groups: int, wide: int, most: int = 64) -> int:
     """Channels per block of a grouped tensor: all of them where they fit in one (at most
