@@ -407,12 +407,17 @@ def _pixel_row(v: VecBuilder, d, args: dict, rows: list, target: Target) -> None
 def plane_fits(d, target: Target) -> bool:
     """Whether a plane (d.plane) is worth its flat lanes on this target: rows that a
     row's vectors would not fill (q not a multiple of the lanes), a loop turn of at
-    most PLANE_PERIOD vectors, and the weights, PLANE_VECTORS accumulators and the
-    activation's temporaries in registers."""
+    most PLANE_PERIOD vectors, and the weights, the activation's temporaries and at least
+    half of PLANE_VECTORS accumulators in registers."""
     lanes = target.lanes(32)
     period = d.q // math.gcd(d.q, lanes)
-    return (d.q % lanes != 0 and period <= PLANE_PERIOD
-            and d.r * d.s + PLANE_VECTORS + 1 + _spare(d) <= target.vector_registers)
+    return d.q % lanes != 0 and period <= PLANE_PERIOD and plane_group(d, target) >= PLANE_VECTORS // 2
+
+
+def plane_group(d, target: Target) -> int:
+    """Accumulators at a time in a plane: PLANE_VECTORS, fewer where the weights and the
+    activation's temporaries leave less room."""
+    return max(1, min(PLANE_VECTORS, target.vector_registers - d.r * d.s - 1 - _spare(d)))
 
 
 def plane_block(d, lanes: int) -> int:
@@ -440,7 +445,7 @@ def _plane(v: VecBuilder, d, args: dict, x, target: Target) -> None:
     h, total = plane_rows(d), d.m * d.q
     weights = [v.splat(load_element(b, element_ptr(b, w, f32, b.mul(i64(k), ldw)), f32)) for k in range(d.r * d.s)]
     start = v.splat(load_element(b, args["bias"][0], f32)) if d.bias else v.const(0.0)
-    size = plane_block(d, lanes)
+    size, group = plane_block(d, lanes), plane_group(d, target)
     shifts = [t * d.dilation - left for t in range(d.s)]      # a tap's pixel from the output's
     kmin, kmax = -left // lanes, -(-right // lanes)       # the spans either side a block reads
     ity = v.vty(I32)
@@ -457,8 +462,8 @@ def _plane(v: VecBuilder, d, args: dict, x, target: Target) -> None:
     def block(f0, count: int, known: int | None) -> None:
         """Output pixels [f0, f0 + count) (known: f0 as a constant, every read checked)."""
         nvec = -(-count // lanes)
-        for g0 in range(0, nvec, PLANE_VECTORS):
-            us = range(g0, min(nvec, g0 + PLANE_VECTORS))
+        for g0 in range(0, nvec, group):
+            us = range(g0, min(nvec, g0 + group))
             accs = {u: start for u in us}
             for i in range(d.r):
                 row = (i - top) * q

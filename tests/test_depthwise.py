@@ -142,15 +142,42 @@ def test_fixed_layers(shape, rs, stride, padding, dilation, rng):
     np.testing.assert_array_equal(blocked, got)       # one kernel, two layouts
 
 
-def test_threads_agree_bit_for_bit(rng):
+@pytest.mark.parametrize("stride", [1, 2])       # plain: whole planes; rows by address (zero rows)
+def test_threads_agree_bit_for_bit(rng, stride):
     x = rng.standard_normal((2, 35, 17, 19)).astype(np.float32)
     w = rng.standard_normal((35, 1, 3, 3)).astype(np.float32)
-    res = rng.standard_normal((2, 35, 17, 19)).astype(np.float32)
-    layer = Depthwise(w, rng.standard_normal(35).astype(np.float32), padding="same", activation="gelu_tanh")
+    out = (9, 10) if stride == 2 else (17, 19)
+    res = rng.standard_normal((2, 35, *out)).astype(np.float32)
+    layer = Depthwise(w, rng.standard_normal(35).astype(np.float32), stride, 1, activation="gelu_tanh")
     one = layer(x, res, threads=1)
     np.testing.assert_array_equal(layer(x, res, threads=2), one)
     xb, rb = layout.to_blocked(x), layout.to_blocked(res)
     np.testing.assert_array_equal(layer(xb, rb, threads=2).data, layer(xb, rb, threads=1).data)
+
+
+@pytest.mark.parametrize("shape, rs, padding, dilation", [
+    ((1, 16, 28, 28), (3, 3), 1, 1),             # the issue's plane: a 4-row loop turn and two edges
+    ((2, 5, 14, 14), (3, 3), (2, 1), 1),         # two padding rows above and below, edges only
+    ((1, 9, 12, 13), (3, 5), "same", (1, 2)),    # an odd width, dilated along the row: 7 accumulators
+    ((3, 4, 7, 20), (4, 2), "same", 1),          # an even kernel: the extra padding last
+])
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_whole_planes(shape, rs, padding, dilation, dtype, rng):
+    """Plain stride-1 layers whose rows keep their width run a plane per channel, pixels
+    flat in the lanes: the reference's values, the Blocked layout's bits, one thread's."""
+    dt = DTYPES[dtype]
+    x = rng.uniform(-2, 2, shape).astype(dt)
+    w = rng.uniform(-1, 1, (shape[1], 1, *rs)).astype(dt)
+    b = rng.uniform(-1, 1, shape[1]).astype(dt)
+    layer = Depthwise(w, b, 1, padding, dilation, "sigmoid")
+    out = depthwise_reference(x[:, :1], w[:1], None, (1, 1), padding, pair(dilation))[0].shape
+    res = rng.uniform(-1, 1, (shape[0], shape[1], *out[2:])).astype(dt)
+    got = layer(x, res, threads=2)
+    check(got, x, w, b, (1, 1), padding, pair(dilation), "sigmoid", res, f"{shape} {rs}")
+    np.testing.assert_array_equal(layer(x, res, threads=1), got)
+    if dtype == "f32":
+        blocked = layer(layout.to_blocked(x), layout.to_blocked(res)).numpy()
+        np.testing.assert_array_equal(blocked, got)
 
 
 def test_a_layer_is_reused_across_calls_and_shapes(rng):

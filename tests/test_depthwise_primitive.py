@@ -31,8 +31,21 @@ def rows(draw):
     left = draw(st.integers(0, min(2, extent - 1)))
     right = draw(st.integers(0, min(2, extent - 1 - left)))
     m = draw(st.integers(1, 3)) if c == 1 else 1
+    if c == 1 and draw(st.booleans()):       # a whole plane: stride 1, rows that keep their width
+        left = draw(st.integers(0, (s - 1) * dilation))
+        top = draw(st.integers(0, r - 1))
+        m = draw(st.integers(1, 12))
+        return dict(q=q, c=1, r=r, s=s, dilation=dilation, pad=(left, (s - 1) * dilation - left), m=m,
+                    plane=True, vpad=(top, draw(st.integers(0, min(r - 1, m + r - 2 - top)))))
     return dict(q=q, c=c, r=r, s=s, stride=stride, dilation=dilation, pad=(left, right), m=m,
                 row_step=draw(st.integers(1, 2)))
+
+
+def inputs_of(d, rng, dt):
+    """x as the kernel reads it: rows (R + (m-1)*row_step of them), or a plane."""
+    if d.plane:
+        return rng.uniform(-2, 2, (1, dw_k.plane_rows(d) * d.q)).astype(dt)
+    return rng.uniform(-2, 2, (dw_k.input_rows(d), dw_k.stored(d) * d.c)).astype(dt)
 
 
 @pytest.mark.parametrize("target", X86)
@@ -40,11 +53,12 @@ def rows(draw):
 @given(geo=rows(), dtype=st.sampled_from(["f32", "bf16"]), bias=st.booleans(), residual=st.booleans(),
        activation=st.sampled_from(sorted(ACTS, key=str)), row_ptrs=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_row_matches_the_reference(target, geo, dtype, bias, residual, activation, row_ptrs, seed):
+    row_ptrs = row_ptrs and not geo.get("plane")
     k = require(depthwise_row(**geo, dtype=dtype, bias=bias, residual=residual, activation=activation,
                               row_ptrs=row_ptrs, target=target))
     d, dt, rng = k.descriptor, DTYPES[dtype], np.random.default_rng(seed)
     ops = {op.name: op for op in d.operands()}
-    data = rng.uniform(-2, 2, (dw_k.input_rows(d), dw_k.stored(d) * d.c)).astype(dt)
+    data = inputs_of(d, rng, dt)
     x = np.array([[row.ctypes.data for row in data]], np.int64) if row_ptrs else data
     inputs = [x, rng.uniform(-1, 1, (ops["w"].rows, ops["w"].cols)).astype(np.float32)]
     if bias:
@@ -75,6 +89,43 @@ def test_pixel_lanes_and_channel_lanes_agree_bit_for_bit(rng):
     for ch in (0, 7, 15):
         got = one(np.ascontiguousarray(x[:, :, ch]), np.ascontiguousarray(w[:, ch:ch + 1]), b[0, ch])
         np.testing.assert_array_equal(got[0], wide[:, ch])
+
+
+@pytest.mark.parametrize("target", X86)
+@pytest.mark.parametrize("q, m, r, s, dilation, left, vpad", [
+    (28, 28, 3, 3, 1, 1, (1, 1)),       # the issue's plane: the loop over 4-row turns and both edges
+    (14, 14, 3, 3, 1, 1, (1, 1)),       # edges only
+    (12, 17, 5, 5, 1, 2, (2, 2)),       # three vectors a period
+    (13, 11, 3, 3, 2, 2, (0, 2)),       # an odd width: a period of 13 vectors, in two groups
+    (20, 9, 4, 2, 1, 0, (3, 0)),        # all padding above, none left
+])
+def test_plane_matches_the_reference(target, q, m, r, s, dilation, left, vpad, rng):
+    for dtype, residual, activation in (("f32", True, "gelu_tanh"), ("bf16", False, None)):
+        k = require(depthwise_row(q, 1, r, s, 1, dilation, dtype, bias=True, residual=residual, activation=activation,
+                                  pad=(left, (s - 1) * dilation - left), m=m, plane=True, vpad=vpad, target=target))
+        d, dt = k.descriptor, DTYPES[dtype]
+        inputs = [inputs_of(d, rng, dt), rng.uniform(-1, 1, (r * s, 1)).astype(np.float32), np.float32(0.5)]
+        if residual:
+            inputs.append(rng.uniform(-1, 1, (1, m * q)).astype(dt))
+        tol = tolerance(ACTS[activation], dt)
+        got, ref = k(*inputs).astype(np.float64), k.reference(*inputs)
+        np.testing.assert_allclose(got, ref, rtol=tol.rtol + 1e-5, atol=tol.atol + 1e-5)
+
+
+def test_plane_agrees_with_channel_lanes_bit_for_bit(rng):
+    """A plane sums each pixel's taps in the channel lanes' order: the same bits."""
+    plane = depthwise_row(28, 1, 3, 3, pad=(1, 1), bias=True, m=28, plane=True, vpad=(1, 1))
+    row = depthwise_row(28, 16, 3, 3, pad=(1, 1), bias=True)
+    require(row)
+    x = rng.standard_normal((28, 28, 16)).astype(np.float32)
+    w = rng.standard_normal((9, 16)).astype(np.float32)
+    b = rng.standard_normal((1, 16)).astype(np.float32)
+    xp = np.pad(x, ((1, 1), (0, 0), (0, 0)))
+    for ch in (0, 9):
+        got = plane(np.ascontiguousarray(x[:, :, ch]).reshape(1, -1), np.ascontiguousarray(w[:, ch:ch + 1]),
+                    b[0, ch]).reshape(28, 28)
+        for p in (0, 13, 27):
+            np.testing.assert_array_equal(got[p], row(xp[p:p + 3].reshape(3, -1), w, b)[:, ch])
 
 
 # ---- code --------------------------------------------------------------------------------
@@ -109,9 +160,27 @@ def test_pixel_rows_load_each_window_once():
     assert not [line for line in body if "zmm" in line and "rsp" in line]
 
 
+def test_plane_cuts_windows_by_valign_and_does_not_spill():
+    """A plane's loop turn (7 vectors, 4 rows of 28): 9 FMAs per vector, one load per
+    (vector, kernel row) plus the turn's neighbours, the shifted windows by valignd
+    (never vpermt2ps), no vector spilled."""
+    k = tpp.get_kernel(depthwise_row_desc(28, 1, 3, 3, pad=(1, 1), bias=True, m=28, plane=True, vpad=(1, 1)),
+                       compile_only("x86-avx512"))
+    body = _body(k.asm)
+    start = next(i for i, line in enumerate(body) if "valignd" in line)
+    loop = body[start:next(i for i, line in enumerate(body) if line.strip().startswith("j") and i > start) + 1]
+    assert sum("vfmadd" in line for line in loop) == 7 * 9
+    assert sum("valignd" in line for line in loop) == 7 * 6
+    loads = [line for line in loop if re.search(r"\s-?\d*\(%r", line) and "vmovups\t%zmm" not in line]
+    assert len(loads) <= 3 * (7 + 2) + 7      # spans (+ neighbours) and the pad masks
+    assert not [line for line in loop if "vperm" in line]
+    assert not [line for line in body if "zmm" in line and "rsp" in line]
+
+
 @pytest.mark.parametrize("target", SVE)
 def test_compiles_for_sve(target):
-    for desc in (depthwise_row_desc(9, 16, 3, 3, pad=(1, 1)), depthwise_row_desc(20, 1, 3, 3, 2, m=2)):
+    for desc in (depthwise_row_desc(9, 16, 3, 3, pad=(1, 1)), depthwise_row_desc(20, 1, 3, 3, 2, m=2),
+                 depthwise_row_desc(20, 1, 3, 3, pad=(1, 1), m=9, plane=True, vpad=(1, 1))):
         assert tpp.get_kernel(desc, compile_only(target)).asm
 
 
@@ -131,6 +200,11 @@ def test_gpus_are_refused_with_the_reason(target):
     (lambda: depthwise_row_desc(4, 16, 3, 3, pad=(-1, 0)), DescriptorError, "pad"),
     (lambda: depthwise_row_desc(4, 16, 3, 3, m=2), DescriptorError, "c == 1"),
     (lambda: depthwise_row_desc(4, 16, 3, 3, bias=1), DescriptorError, "bias"),
+    (lambda: depthwise_row_desc(4, 16, 3, 3, pad=(1, 1), plane=True), DescriptorError, "c == 1"),
+    (lambda: depthwise_row_desc(4, 1, 3, 3, 2, pad=(1, 1), plane=True), DescriptorError, "stride 1"),
+    (lambda: depthwise_row_desc(4, 1, 3, 3, pad=(1, 0), plane=True), DescriptorError, "q pixels"),
+    (lambda: depthwise_row_desc(4, 1, 3, 3, pad=(1, 1), vpad=(1, 0)), DescriptorError, "plane=True"),
+    (lambda: depthwise_row_desc(4, 1, 3, 3, pad=(1, 1), plane=True, vpad=(2, 1)), DescriptorError, "vpad"),
 ])
 def test_bad_descriptors_name_the_field(make, error, match):
     with pytest.raises(error, match=match):
