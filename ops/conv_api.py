@@ -182,7 +182,7 @@ class Conv2d:
         win = conv_window(WHAT, (h, w), (self.r, self.s), self.stride, self.padding, self.dilation)
         if self.depthwise is not None:
             return self._depthwise(x, residual, out_blocked, threads)
-        if _pixel_gemm(x, win, out_blocked, residual) and dt == DType.F32:
+        if _pixel_gemm(x, win, out_blocked, residual) and (dt == DType.F32 or self.cg % 2 == 0):
             return self._pixels(x, residual, blocked, threads)
         cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, default_block(DType.F32))
         if x_blocked and self.groups > 1 and self.cg % cblk:

@@ -307,6 +307,22 @@ def test_pointwise_gemm_path(groups, view):
     assert np.allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("c, groups, hw", [(36, 1, (11, 13)), (36, 2, (11, 13)), (64, 1, (23, 30)), (7, 1, (5, 6))])
+def test_pointwise_gemm_path_bf16(c, groups, hw):
+    """bf16 1x1 on NCHW: the pixel GEMM on VNNI-packed panels (even C/groups; odd ones
+    through the row buffers), pixel tiles past the first and a shorter last tile."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, c) + hw).astype(BF16)
+    wt = rng.standard_normal((70, c // groups, 1, 1)).astype(BF16)
+    b = rng.standard_normal(70).astype(BF16)
+    res = rng.standard_normal((2, 70) + hw).astype(BF16)
+    conv = tpp.ops.Conv2d(wt, b, groups=groups, activation="relu")
+    got = conv(x, res, threads=2)
+    assert got.dtype == BF16 and np.array_equal(got, conv(x, res, threads=1))
+    check(got, x, wt, b.astype(np.float32), groups=groups, bf16=True,
+          post=lambda y: np.maximum(y + res.astype(np.float64), 0), added=res)
+
+
 def test_repeated_calls_replay_only_what_matches():
     """A prepared convolution replays a checked call's geometry; anything else (another
     shape, kind, block, residual, dtype or stride) takes the checked path."""
