@@ -40,7 +40,6 @@ from .family import Family, Lowering
 from .operands import Bcast, Operand, define_kernel, element_ptr, load_element, unpack_args
 
 STASH_BYTES = 16384        # a row buffer this size stays in L1 beside the row itself
-ROW_GROUP = 2              # rows interleaved pass by pass (outputs roots without row buffers)
 
 
 # ---- the family record -----------------------------------------------------------------
@@ -332,26 +331,35 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
                     store_out(st.vector(t, j, mask, memo), element_ptr(b, out_row, dt, j), dt, mask)
             _over_row(v, d.n, unroll, {"accs": []}, store)
 
-    def rows(first_row, count: int) -> None:
-        """`count` rows from first_row, each pass emitted for all of them before the next
-        (their reductions are independent chains the CPU overlaps)."""
-        idx = [b.add(first_row, i64(k)) if k else first_row for k in range(count)]
-        sts = [setup(i) for i in idx]
-        for r in reductions:
-            for st, i in zip(sts, idx):
-                reduction_pass(st, i, r)
-        for st, i in zip(sts, idx):
-            final_pass(st, i)
-
-    # rows in pairs where an outputs root has no row buffer (flash attention's step: the
-    # exp pass waits on the row max, the row sums' reduction ends the row)
-    group = ROW_GROUP if _multi(d) and not buffers and d.m >= ROW_GROUP else 1
-    whole = d.m // group * group
-    with Loop(b, 0, whole, group, name="row") as row:
-        rows(row.i, group)
-    if whole < d.m:
-        with Loop(b, whole, d.m, name="row") as row:
-            rows(row.i, 1)
+    if not (_multi(d) and not buffers and len(reductions) > 1):
+        with Loop(b, 0, d.m, name="row") as row:
+            st = setup(row.i)
+            for r in reductions:
+                reduction_pass(st, row.i, r)
+            final_pass(st, row.i)
+    else:
+        # an outputs root without row buffers (flash attention's step): pass-major, each
+        # reduction but the last over all rows, its values kept in an M-value buffer, then
+        # the last with the outputs. Row by row, the exp pass would wait on the row max's
+        # reduction chain; across rows the passes are independent streams
+        with b.goto_entry_block():
+            kept_values = {}
+            for r in reductions[:-1]:
+                slot = b.alloca(ir.ArrayType(elem, d.m), name="values")
+                slot.align = 64
+                kept_values[r] = b.inttoptr(b.ptrtoint(slot, I64), PTR)
+        for k, r in enumerate(reductions):
+            with Loop(b, 0, d.m, name="row") as row:
+                st = setup(row.i)
+                for known in reductions[:k]:
+                    st.scalars[known] = v.splat(load_element(b, element_ptr(b, kept_values[known], cdt, row.i), cdt))
+                    st.done.add(known)
+                reduction_pass(st, row.i, r)
+                if r in kept_values:
+                    value = b.extract_element(st.scalars[r], ir.Constant(ir.IntType(32), 0))
+                    b.store(value, element_ptr(b, kept_values[r], cdt, row.i))
+                else:
+                    final_pass(st, row.i)
     b.ret_void()
     return fn
 
