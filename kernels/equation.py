@@ -19,6 +19,13 @@ reduction's operand that a later pass uses again (softmax's exp(x - max)) is kep
 in a row buffer on the stack during its pass (rows up to STASH_BYTES) instead of
 being computed twice. Within one vector step each distinct subtree is computed
 once.
+
+An ("outputs", rounding, t1, ...) root (equation_tree.py) stores several outputs in one
+kernel. Where the last reduction's operand is its one M x N output (flash attention's
+P = exp2(s - max) beside rowsum(P)), that output is stored during the reduction's pass
+and needs no pass or row buffer of its own; without row buffers the passes then run
+pass-major (all rows' row max, then all rows' exp and sums), so that no pass waits on
+the reduction chain of the row before it.
 """
 from __future__ import annotations
 
