@@ -283,3 +283,18 @@ def test_outputs_root_is_checked():
                  ("unary", "exp", None, ("outputs", "exact", x))):
         with pytest.raises(tpp.DescriptorError):
             EquationDesc(4, 8, tree, ins, DType.F32)
+
+
+@pytest.mark.parametrize("target", X86 + SVE)
+def test_outputs_root_compiles_for_every_cpu_target(target):
+    # native bf16 rounding is fptrunc only where the target has the conversion (AVX512-BF16);
+    # elsewhere the exact integer rounding
+    from tpp.expr import EquationDesc
+    from tpp.jit.types import DType
+    from tpp.kernels.operands import Bcast
+    p, mn = _online_softmax(0.3)[:2]
+    tree = ("outputs", "native", p.node, mn.node, eq.sum(p).node)
+    desc = EquationDesc(5, 101, tree, ((DType.F32, Bcast.FULL), (DType.F32, Bcast.COL)), DType.BF16)
+    k = tpp.dispatch.get_kernel(desc, compile_only(target))
+    assert k.code
+    assert ("fptrunc" in k.ir) == equation_k._native_bf16(compile_only(target))
