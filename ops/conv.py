@@ -131,8 +131,15 @@ class ConvDesc(Grouped, compose.CompositeDesc):
 
     def w_shape(self) -> tuple[int, ...]:
         win = self.window
+        if self.vnni and self.fold:         # VNNI pairs across a filter row's S*c (ops/conv_api.pack_weights)
+            return (self.groups, self.kbg, 1, win.r, self._tap_row() // 2, self.kblk, 2)
         lead = (self.groups, self.kbg, self.cbg, win.r, win.s)
         return lead + ((self.cblk // 2, self.kblk, 2) if self.vnni else (self.cblk, self.kblk))
+
+    def _tap_row(self) -> int:
+        """Folded taps: a filter row's K (S*c), rounded up to whole VNNI pairs in bf16."""
+        k = self.window.s * self.cblk
+        return k + k % 2 if self.vnni else k
 
     def batch(self) -> int:
         win = self.window
@@ -160,7 +167,8 @@ class ConvDesc(Grouped, compose.CompositeDesc):
             cb, r, s = np.meshgrid(np.arange(self.cbg), np.arange(lo, hi), np.arange(1 if self.fold else win.s),
                                    indexing="ij")
             a = (r * win.dilation[0] * wp + cb * hp * wp + s * win.dilation[1]) * c
-            tables.append(np.stack([a.ravel(), ((cb * win.r + r) * win.s + s).ravel() * c * self.kblk]))
+            b = r * self._tap_row() if self.fold else ((cb * win.r + r) * win.s + s) * c
+            tables.append(np.stack([a.ravel(), b.ravel() * self.kblk]))
             where[(lo, hi)] = (at, a.size)
             at += a.size
         rows = np.array([where[win.row_taps(p)] for p in range(win.p)]).T.reshape(2, -1)

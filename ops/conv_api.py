@@ -30,28 +30,37 @@ DTYPES = (DType.F32, DType.BF16)
 MAX_BLOCK = 64          # channels per block: K = c per batch entry, N = k per GEMM
 
 
-def input_block(cg: int, groups: int, dtype: DType, lanes: int) -> int:
+def input_block(cg: int, groups: int, dtype: DType, lanes: int, fold: bool = False) -> int:
     """Channels per input block for a plain input: the whole group where it fits in one
     (the stem's 3 channels: one block, folded taps), else a vector's worth; bf16 blocks
-    are even (VNNI pairs)."""
+    are even (VNNI pairs), except one block whose taps fold (fold: S > 1, no column
+    dilation): its pairs run across the taps (K = S*c), so 3 channels stay 3."""
     c = channel_block(cg, groups, lanes, MAX_BLOCK)
-    return c + (c % 2) if dtype == DType.BF16 and groups == 1 else c
+    if dtype == DType.BF16 and not (fold and c == cg):
+        c += c % 2              # a group's last block then ends in zero channels
+    return c
 
 
 def output_block(kg: int, groups: int) -> int:
     return channel_block(kg, groups, MAX_BLOCK, MAX_BLOCK)
 
 
-def pack_weights(w: np.ndarray, groups: int, cblk: int, kblk: int, dtype: DType) -> np.ndarray:
+def pack_weights(w: np.ndarray, groups: int, cblk: int, kblk: int, dtype: DType, fold: bool = False) -> np.ndarray:
     """(K, C/groups, R, S) -> (groups, K/k, C/c, R, S, c, k), zero-padded; bf16: the c
-    axis in VNNI pairs (..., c/2, k, 2). Done once per prepared convolution."""
+    axis in VNNI pairs (..., c/2, k, 2), or with folded taps (one block) the pairs across
+    a filter row's S*c (groups, K/k, 1, R, ceil(S*c/2), k, 2). Done once per prepared
+    convolution."""
     k, cg, r, s = w.shape
     kg = k // groups
     kbg, cbg = -(-kg // kblk), -(-cg // cblk)
     full = np.zeros((groups, kbg * kblk, cbg * cblk, r, s), np.float32)
     full[:, :kg, :cg] = np.asarray(w, np.float32).reshape(groups, kg, cg, r, s)
     blocks = full.reshape(groups, kbg, kblk, cbg, cblk, r, s).transpose(0, 1, 3, 5, 6, 4, 2)
-    if dtype == DType.BF16:
+    if dtype == DType.BF16 and fold and cbg == 1:
+        taps = np.zeros((groups, kbg, 1, r, -(-s * cblk // 2) * 2, kblk), np.float32)
+        taps[:, :, :, :, :s * cblk] = blocks.reshape(groups, kbg, 1, r, s * cblk, kblk)
+        blocks = taps.reshape(groups, kbg, 1, r, -1, 2, kblk).transpose(0, 1, 2, 3, 4, 6, 5)
+    elif dtype == DType.BF16:
         blocks = blocks.reshape(groups, kbg, cbg, r, s, cblk // 2, 2, kblk).transpose(0, 1, 2, 3, 4, 5, 7, 6)
     return np.ascontiguousarray(blocks.astype(to_numpy(dtype)))
 
@@ -103,7 +112,9 @@ class Conv2d:
         self.k, self.cg, self.r, self.s = w.shape
         self.c = self.cg * self.groups
         self.stride, self.padding, self.dilation = stride, padding, dilation
-        conv_window(WHAT, (1 << 20, 1 << 20), (self.r, self.s), stride, padding, dilation)   # checks the arguments
+        # checks the arguments; a filter row's taps fold into K where they are adjacent
+        self._fold = self.s > 1 and conv_window(WHAT, (1 << 20, 1 << 20), (self.r, self.s), stride, padding,
+                                                dilation).dilation[1] == 1
         self._w = np.asarray(w, np.float32)
         self._bias = None if bias is None else np.asarray(bias, np.float32)
         self._packed: dict = {}
@@ -116,21 +127,21 @@ class Conv2d:
             self.depthwise = Depthwise(w.astype(to_numpy(self.dtype)), None if bias is None else self._bias, stride,
                                        padding, dilation, self.activation)
         else:
-            self._weights(input_block(self.cg, self.groups, self.dtype, default_block(DType.F32)))
+            self._weights(self.block)
 
     @property
     def block(self) -> int:
         """The input channel block this convolution reads plain input in (for C <= 64
         the whole channel count: the stem's 3 channels fold its taps into K): what
         `to_blocked(x, conv.block)` should use for the first layer of a blocked chain."""
-        return input_block(self.cg, self.groups, self.dtype, default_block(DType.F32))
+        return input_block(self.cg, self.groups, self.dtype, default_block(DType.F32), self._fold)
 
     def _weights(self, cblk: int):
         """The packed weights and bias for input blocks of cblk channels (made once)."""
         got = self._packed.get(cblk)
         if got is None:
             kblk = output_block(self.k // self.groups, self.groups)
-            w = pack_weights(self._w, self.groups, cblk, kblk, self.dtype)
+            w = pack_weights(self._w, self.groups, cblk, kblk, self.dtype, self._fold)
             bias = None
             if self._bias is not None:
                 kg, kbg = self.k // self.groups, -(-(self.k // self.groups) // kblk)
@@ -184,11 +195,12 @@ class Conv2d:
             return self._depthwise(x, residual, out_blocked, threads)
         if _pixel_gemm(x, win, out_blocked, residual) and (dt == DType.F32 or self.cg % 2 == 0):
             return self._pixels(x, residual, blocked, threads)
-        cblk = x.block if x_blocked else input_block(self.cg, self.groups, dt, default_block(DType.F32))
+        cblk = x.block if x_blocked else self.block
         if x_blocked and self.groups > 1 and self.cg % cblk:
             raise ShapeError(f"{WHAT}: a Blocked input's block ({cblk}) must divide C/groups = {self.cg}")
-        if x_blocked and dt == DType.BF16 and cblk % 2:
-            raise ShapeError(f"{WHAT}: a bf16 Blocked input needs an even block, got {cblk}")
+        if x_blocked and dt == DType.BF16 and cblk % 2 and not (self._fold and cblk >= self.cg):
+            raise ShapeError(f"{WHAT}: a bf16 Blocked input needs an even block (or one block of all "
+                             f"{self.cg} channels where the filter's taps fold), got {cblk}")
         kblk, wp, bias = self._weights(cblk)
         xa = x.data if x_blocked else unit_rows(x)
         desc_args = dict(n=n, c=c, k=self.k, groups=self.groups, window=win, dtype=dt, out_dtype=dt, cblk=cblk,

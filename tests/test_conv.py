@@ -112,6 +112,23 @@ def test_blocked_input_with_padding(case, seed, block, out_blocked, bf16):
           post=lambda y: np.maximum(y + res.astype(np.float64), 0), bf16=bf16, added=res)
 
 
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases(), seed=st.integers(0, 2 ** 16))
+def test_bf16_matches_reference(case, seed):
+    """bf16 on plain input at every geometry: odd channel counts per group (blocks rounded
+    up to VNNI pairs, or one odd block whose taps fold: pairs across S*c)."""
+    n, c, h, w, k, r, s, stride, pad, dil, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(BF16)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(BF16)
+    got = tpp.ops.conv2d(x, wt, None, stride, pad, dil, groups)
+    check(got, x, wt, None, stride, _pad4(pad), dil, groups, bf16=True)
+    if s > 1 and dil[1] == 1 and c // groups <= 64:         # one folded block, also given Blocked
+        conv = tpp.ops.Conv2d(wt, None, stride, pad, dil, groups)
+        blocked = conv(tpp.ops.to_blocked(x, conv.block)).numpy()
+        check(blocked, x, wt, None, stride, _pad4(pad), dil, groups, bf16=True)
+
+
 def conv_out(h, w, r, s, stride, pad, dil):
     return ((h + 2 * pad[0] - dil[0] * (r - 1) - 1) // stride[0] + 1,
             (w + 2 * pad[1] - dil[1] * (s - 1) - 1) // stride[1] + 1)
