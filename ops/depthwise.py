@@ -131,9 +131,8 @@ class DepthwiseDesc(compose.CompositeDesc):
         else:
             x = compose.Tensor("x", dt, (n, ch, h, w), self.x_strides)
             y = compose.Tensor("y", dt, (n, ch, p, q), output=True)
-        tensors = [x, compose.Tensor("w", f32, (cb, taps, c))]
-        if self.bias:
-            tensors.append(compose.Tensor("bias", f32, (cb * c,)))
+        # the bias is w's last row (one array fewer to check and pass per call)
+        tensors = [x, compose.Tensor("w", f32, (cb, taps + self.bias, c))]
         if self.res_strides is not None:
             shape = y.shape if self.blocked else (n, ch, p, q)
             tensors.append(compose.Tensor("res", dt, shape, None if self.blocked else self.res_strides))
@@ -214,7 +213,7 @@ class DepthwiseDesc(compose.CompositeDesc):
             x = (self._row_addresses(ctx, po, m), 1)
         args = [x, (ctx.tensor("w").at(cbi), c)]
         if self.bias:
-            args.append((ctx.tensor("bias").at(b.mul(cbi, i64(c))), c))
+            args.append((ctx.tensor("w").at(cbi, i64(self.rs[0] * self.rs[1])), c))
         if self.res_strides is not None:
             res = ctx.tensor("res")
             if self.blocked or self.pixels:
@@ -325,24 +324,20 @@ class Depthwise:
         self.activation = activation_arg(WHAT, activation, ArgumentError)
         self._w = np.asarray(w, np.float32).reshape(self.channels, r * s)
         self._bias = None if bias is None else np.asarray(bias, np.float32)
-        self._packed: dict[tuple, tuple] = {}
+        self._packed: dict[int, np.ndarray] = {}
         self._windows: dict = {}
         self._pack(default_block(self.dtype))
 
-    def _pack(self, c: int) -> tuple:
-        """(CB, R*S, c) f32 weights and a (CB*c,) f32 bias, zero past C (c = 1: the taps
-        of each channel, contiguous)."""
+    def _pack(self, c: int) -> np.ndarray:
+        """(CB, R*S [+ 1], c) f32: the weights, then the bias (with one), zero past C (c = 1:
+        each channel's taps and bias, contiguous)."""
         found = self._packed.get(c)
         if found is None:
             cb = -(-self.channels // c)
-            wp = np.zeros((cb * c, self._w.shape[1]), np.float32)
-            wp[:self.channels] = self._w
-            wp = np.ascontiguousarray(wp.reshape(cb, c, -1).transpose(0, 2, 1))
-            bp = None
-            if self._bias is not None:
-                bp = np.zeros(cb * c, np.float32)
-                bp[:self.channels] = self._bias
-            found = self._packed[c] = (wp, bp)
+            rows = self._w if self._bias is None else np.concatenate([self._w, self._bias[:, None]], axis=1)
+            wp = np.zeros((cb * c, rows.shape[1]), np.float32)
+            wp[:self.channels] = rows
+            found = self._packed[c] = np.ascontiguousarray(wp.reshape(cb, c, -1).transpose(0, 2, 1))
         return found
 
     def __call__(self, x, residual=None, *, threads: int | None = None):
@@ -354,13 +349,13 @@ class Depthwise:
         shape, win = self._geometry(x)
         self._check_residual(residual, blocked, shape, c)
         pixels = _pixels(blocked, win)
-        wp, bp = self._pack(1 if pixels else c)
+        wp = self._pack(1 if pixels else c)
         y = np.empty(blocked_shape(shape, c) if blocked else shape, self._np)
         if y.size:
             res = residual.data if blocked and residual is not None else residual
-            arrays = [x.data if blocked else x, wp, *([] if bp is None else [bp]), *([] if res is None else [res]), y]
+            arrays = [x.data if blocked else x, wp, y] if res is None else [x.data if blocked else x, wp, res, y]
             params = (self.channels, self.rs, self.stride, self.padding, self.dilation, self.activation, c,
-                      bp is not None, res is not None, pixels)
+                      res is not None, pixels)
             if not _memo.call(params, arrays, threads):
                 if not blocked:
                     compose.check_rows(WHAT, "x", x)
@@ -369,7 +364,7 @@ class Depthwise:
                 desc = DepthwiseDesc(
                     shape[0], shape[1], (win.h, win.w), self.rs, win.stride, win.dilation, win.pad, (win.p, win.q),
                     c, self.dtype, blocked, () if blocked else element_strides(x),
-                    None if res is None else () if blocked else element_strides(res), bp is not None,
+                    None if res is None else () if blocked else element_strides(res), self._bias is not None,
                     self.activation, pixels)
                 if pixels and _plane_fits(desc):
                     desc = replace(desc, plane=True)
