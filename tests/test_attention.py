@@ -138,8 +138,9 @@ def test_other_block_plans(block, key_block, rng, monkeypatch):
     # the diagonal of a causal query block sits at any offset in a longer key block
     import importlib
     plan = importlib.import_module("tpp.ops.attention")
-    monkeypatch.setattr(plan, "BLOCK", block)
-    monkeypatch.setattr(plan, "KEY_BLOCK", key_block)
+    for name, value in (("BLOCK", block), ("KEY_BLOCK", key_block), ("WIDE_BLOCK", block),
+                        ("LONG_KEY_BLOCK", key_block)):
+        monkeypatch.setattr(plan, name, value)
     for sq, sk in ((77, 129), (129, 77), (200, 200)):
         q, k, v = inputs(rng, 1, 2, 1, sq, sk, 64)
         check(tpp.ops.attention(q, k, v, causal=True), reference(q, k, v, causal=True))
@@ -148,7 +149,7 @@ def test_other_block_plans(block, key_block, rng, monkeypatch):
 
 
 def test_long_key_blocks(rng):
-    # Sk >= LONG_KEYS runs on key blocks of LONG_KEY_BLOCK: short last block, causal diagonals at
+    # causal with Sk >= LONG_KEYS runs on key blocks of LONG_KEY_BLOCK: short last block, diagonals at
     # every offset in it, a mask, bf16, 1 and 2 threads bit-identical
     q, k, v = inputs(rng, 1, 2, 1, 300, 1100, 64)
     mask = rng.random((300, 1100)) > 0.3
