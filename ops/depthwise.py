@@ -44,6 +44,7 @@ DTYPES = (DType.F32, DType.BF16)
 UNITS = 8               # split output rows until there are this many parallel units
 PLANE_BYTES = 96 << 10  # a unit's padded input rows stay in L2 beside everything else
 PIXEL_MIN_Q = 8         # plain rows at least this wide put pixels in the lanes (half a zmm)
+CALLS_KEPT = 64         # a layer's checked (x kind, shape, target) geometries
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,7 @@ class Depthwise:
         self._w = np.asarray(w, np.float32).reshape(self.channels, r * s)
         self._bias = None if bias is None else np.asarray(bias, np.float32)
         self._packed: dict[int, np.ndarray] = {}
-        self._windows: dict = {}
+        self._calls: dict = {}
         self._pack(default_block(self.dtype))
 
     def _pack(self, c: int) -> np.ndarray:
@@ -345,12 +346,19 @@ class Depthwise:
         blocked = isinstance(x, Blocked)
         if not blocked and isinstance(x, np.ndarray) and x.ndim == 4:
             x = unit_rows(x)                      # the pack reads rows with unit stride
-        c = x.block if blocked else default_block(self.dtype)
-        shape, win = self._geometry(x)
+        key = (x.shape, x.dtype, x.block if blocked else None, current_target())
+        found = self._calls.get(key)
+        if found is None:     # (x checked once per kind, shape and target: a small call's cost)
+            c = x.block if blocked else default_block(self.dtype)
+            shape, win = self._geometry(x)
+            pixels = _pixels(blocked, win)
+            if len(self._calls) >= CALLS_KEPT:
+                self._calls.clear()
+            found = self._calls[key] = (shape, win, c, pixels, self._pack(1 if pixels else c),
+                                        blocked_shape(shape, c) if blocked else shape)
+        shape, win, c, pixels, wp, y_shape = found
         self._check_residual(residual, blocked, shape, c)
-        pixels = _pixels(blocked, win)
-        wp = self._pack(1 if pixels else c)
-        y = np.empty(blocked_shape(shape, c) if blocked else shape, self._np)
+        y = np.empty(y_shape, self._np)
         if y.size:
             res = residual.data if blocked and residual is not None else residual
             arrays = [x.data if blocked else x, wp, y] if res is None else [x.data if blocked else x, wp, res, y]
@@ -382,9 +390,7 @@ class Depthwise:
         if ch != self.channels:
             raise ShapeError(f"{WHAT}: argument 'w' has {self.channels} channels (shape ({self.channels}, 1, "
                              f"{self.rs[0]}, {self.rs[1]})) but x has {ch}")
-        win = self._windows.get((h, w))
-        if win is None:       # (the geometry's checks cost more than a small call's compute)
-            win = self._windows[(h, w)] = conv_window(WHAT, (h, w), self.rs, self.stride, self.padding, self.dilation)
+        win = conv_window(WHAT, (h, w), self.rs, self.stride, self.padding, self.dilation)
         return (n, ch, win.p, win.q), win
 
     def _check_residual(self, residual, blocked: bool, shape, c: int) -> None:
