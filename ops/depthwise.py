@@ -2,15 +2,19 @@
 with a bias, a residual and an activation: y = act(conv(x, w) + bias + residual).
 
 ONE compiled function on the composition layer; each output row (or, on plain NCHW,
-each few rows of one channel) is one depthwise-row TPP (kernels/depthwise.py: the R*S
+each few rows or the whole plane of one channel) is one depthwise-row TPP (kernels/depthwise.py: the R*S
 weights in registers, outputs register-blocked so each input vector is loaded once for
 every tap it feeds). Two ways:
 - Blocked NCHWc (and plain NCHW rows narrower than PIXEL_MIN_Q): lanes along the
   channels of a block; a row of Q output pixels of one block is a Q x c tile.
-- plain NCHW: lanes along the pixels of one channel's rows (the primitive with c = 1),
-  nothing transposed.
-x is read in place: the primitive leaves the left/right padding out of memory, and a
-row of the top/bottom padding is passed as the address of a zero row. Only the narrow
+- plain NCHW: lanes along the pixels of one channel (the primitive with c = 1), nothing
+  transposed. At stride 1 with rows that keep their width (a "same" horizontal padding)
+  and contiguous planes, one call per channel plane with its pixels flat in the lanes
+  (every lane used: Q=28 fills 49 vectors, not 56; the primitive's plane=True); else
+  a few rows of one channel per call.
+x is read in place: the primitive leaves the left/right padding out of memory (and,
+for a plane, the top/bottom), else a row of the top/bottom padding is passed as the
+address of a zero row (zeroed once per thread). Only the narrow
 plain case copies: its units transpose the rows they read into a zero-padded blocked
 copy private to the thread, and transpose each output (and residual) row.
 
