@@ -22,6 +22,7 @@ from .unary import ARITH
 from .operands import Operand, define_kernel, element_ptr, unpack_args
 
 _BITS = {1: ir.IntType(8), 2: ir.IntType(16), 4: ir.IntType(32), 8: ir.IntType(64)}
+PAGE = 4096         # bytes: rows this far apart share L1 sets (its index bits end below 4 KB)
 
 
 def transpose(x):
@@ -138,16 +139,47 @@ def transpose_into(b: ir.IRBuilder, target: Target, x: ir.Value, ldx: ir.Value, 
             v.store_raw(vec, element_ptr(b, dst, dtype, out_rows[c]), dtype.itemsize, row_mask)
 
     mt, nt = m // t * t, n // t * t
-    with Loop(b, 0, mt, t, name="ti") as ti:
+
+    def rows_first() -> None:
+        with Loop(b, 0, mt, t, name="ti") as ti:
+            with Loop(b, 0, nt, t, name="tj") as tj:
+                tile(ti.i, tj.i, t, t)
+            if n > nt:
+                tile(ti.i, i64(nt), t, n - nt)
+        if m > mt:
+            with Loop(b, 0, nt, t, name="tj_edge") as tj:
+                tile(i64(mt), tj.i, m - mt, t)
+            if n > nt:
+                tile(i64(mt), i64(nt), m - mt, n - nt)
+
+    def columns_first() -> None:
+        """t rows of out at a time, each from end to end: where out's rows lie far apart
+        (a conv tile into NCHW planes 50 KB apart puts every 4th row in one L1 set),
+        writing t elements of every row per step evicted lines half written."""
         with Loop(b, 0, nt, t, name="tj") as tj:
-            tile(ti.i, tj.i, t, t)
+            with Loop(b, 0, mt, t, name="ti") as ti:
+                tile(ti.i, tj.i, t, t)
+            if m > mt:
+                tile(i64(mt), tj.i, m - mt, t)
         if n > nt:
-            tile(ti.i, i64(nt), t, n - nt)
-    if m > mt:
-        with Loop(b, 0, nt, t, name="tj_edge") as tj:
-            tile(i64(mt), tj.i, m - mt, t)
-        if n > nt:
-            tile(i64(mt), i64(nt), m - mt, n - nt)
+            with Loop(b, 0, mt, t, name="ti_edge") as ti:
+                tile(ti.i, i64(nt), t, n - nt)
+            if m > mt:
+                tile(i64(mt), i64(nt), m - mt, n - nt)
+
+    if n <= t or m <= t:            # one tile row or column: both orders are the same
+        rows_first()
+        return
+    # the strides are call-time values; inlined with constant ones, the branch folds away.
+    # Rows a page or more apart (and farther than x's): columns first (a 224 x 64 f32 tile
+    # into rows 50 KB apart 3.35 -> 1.95 us); closer ones keep rows first (into a dense
+    # 64 x 224: 1.5 us, columns first 2.0)
+    far = b.and_(b.icmp_signed(">", ldo, ldx), b.icmp_signed(">=", ldo, i64(PAGE // dtype.itemsize)))
+    with b.if_else(far) as (farther, otherwise):
+        with farther:
+            columns_first()
+        with otherwise:
+            rows_first()
 
 
 # ---- the family record -------------------------------------------------------------

@@ -205,7 +205,7 @@ class ConvDesc(Grouped, compose.CompositeDesc):
                                       None if self.out_blocked else self.out_strides, output=True))
         scratch, body = [], []
         if not self.out_blocked:
-            count = self.step_rows * win.q * self.kblk
+            count = self.rows * win.q * self.kblk
             scratch.append(compose.Scratch("tile", self.out_dtype, count, "thread", "a tile of output rows"))
             if self.residual:
                 scratch.append(compose.Scratch("rtile", res_dt, count, "thread", "the residual's rows"))
@@ -271,7 +271,8 @@ class ConvDesc(Grouped, compose.CompositeDesc):
 
     def _rows(self, ctx: compose.Context) -> None:
         """A tile of output rows of one output-channel block: per row one BRGEMM; a plain
-        output takes the tile's rows in one transpose (their pixels are one run in NCHW)."""
+        output takes each `rows` of them in one transpose (their pixels are one run in
+        NCHW), so its tile stays small (not a row buffer's whole tile: 229 KB for 8 stem rows)."""
         b, win = ctx.b, self.window
         ni, gi, kbi, p0 = ctx.start["n"], ctx.start["g"], ctx.index["kb"], ctx.start["p"]
         rows = ctx.size["kb"]                           # output channels in this block
@@ -280,13 +281,14 @@ class ConvDesc(Grouped, compose.CompositeDesc):
         out, tile = ctx.tensor("out"), self.window.q * self.kblk
 
         def one(ctx: compose.Context) -> None:
-            i = ctx.index["pr"]
-            pi = b.add(p0, i)
+            i = ctx.index["pr"]                         # the row in the tile's `rows`
+            ti = b.add(ctx.start["pt"], i)              # ... in the tile
+            pi = b.add(p0, ti)
             offs = ctx.tensor("offs")
             count = self.batch()
             start = 0
             if self.row_buffer:
-                a = ctx.view("rowbuf", self.buffer_shape()).at(0, b.mul(i, i64(win.stride[0])))
+                a = ctx.view("rowbuf", self.buffer_shape()).at(0, b.mul(ti, i64(win.stride[0])))
                 rows_at = i64(self.table_len() - win.p)
                 start = ctx.load("offs", 0, b.add(pi, rows_at))
                 count = ctx.load("offs", 1, b.add(pi, rows_at))
@@ -300,19 +302,22 @@ class ConvDesc(Grouped, compose.CompositeDesc):
                 args.append((ctx.tensor("res").at(ni, blk, pi), self.kblk))
             elif self.residual == "plain":
                 res = ctx.tensor("res")
-                rt = ctx.view("rtile", (self.step_rows, tile)).at(i)
+                rt = ctx.view("rtile", (self.rows, tile)).at(i)
                 ctx.call(ctx.primitive(UnaryDesc("transpose", rows, win.q, self.out_dtype, self.out_dtype)),
                          [(res.at(ni, k_at, pi), res.strides[1]), (rt, self.kblk)])
                 args.append((rt, self.kblk))
-            c_ptr = out.at(ni, blk, pi) if self.out_blocked else ctx.view("tile", (self.step_rows, tile)).at(i)
+            c_ptr = out.at(ni, blk, pi) if self.out_blocked else ctx.view("tile", (self.rows, tile)).at(i)
             args += [(c_ptr, self.kblk), (offs.at(0, start), count), (offs.at(1, start), count)]
             ctx.call(ctx.primitive(self.gemm()), args)
             if self.out_blocked and rows < self.kblk and self.activation:
                 # channels past K stay zero in a blocked output, whatever act(0) is
                 ctx.call(ctx.primitive(UnaryDesc("zero", win.q, self.kblk - rows, self.out_dtype, self.out_dtype)),
                          [(out.at(ni, blk, pi, 0, rows), self.kblk)])
-        ctx.run(compose.Loop("pr", ctx.size["p"], (one,)))
-        if not self.out_blocked:
-            ctx.call(ctx.primitive(UnaryDesc("transpose", ctx.size["p"] * win.q, rows, self.out_dtype,
-                                             self.out_dtype)),
-                     [(ctx.buffer("tile"), self.kblk), (out.at(ni, k_at, p0), out.strides[1])])
+        def few(ctx: compose.Context) -> None:
+            ctx.run(compose.Loop("pr", ctx.size["pt"], (one,)))
+            if not self.out_blocked:
+                ctx.call(ctx.primitive(UnaryDesc("transpose", ctx.size["pt"] * win.q, rows, self.out_dtype,
+                                                 self.out_dtype)),
+                         [(ctx.buffer("tile"), self.kblk), (out.at(ni, k_at, b.add(p0, ctx.start["pt"])),
+                                                            out.strides[1])])
+        ctx.run(compose.Loop("pt", ctx.size["p"], (few,), tile=self.rows))
