@@ -394,3 +394,27 @@ def test_threads_dispatch_and_call_kernels_at_once(cache_dir):
     assert not errors, errors[0]
     assert all(len(ids) == 1 for ids in seen.values()), "two kernel objects for one descriptor"
     assert len(seen) == len(combos)
+
+
+def test_disk_key_names_a_user_descriptors_class_and_source(tmp_path, monkeypatch):
+    """Two user composites' descriptors with the same class name and fields (repr alike)
+    get different disk keys, and so does one whose module's source changed; a class whose
+    source cannot be read is not stored on disk at all."""
+    import importlib
+    import sys
+    from tpp import dispatch
+    from tpp.descriptors import UnaryDesc
+    from tpp.jit.types import DType
+
+    body = "from dataclasses import dataclass\n@dataclass(frozen=True)\nclass Desc:\n    n: int = 1\n# {}\n"
+    for name, tag in (("user_a", "a"), ("user_b", "b")):
+        (tmp_path / f"{name}.py").write_text(body.format(tag))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    a, b = importlib.import_module("user_a"), importlib.import_module("user_b")
+    ga, gb = dispatch._generator(a.Desc()), dispatch._generator(b.Desc())
+    assert repr(a.Desc()) == repr(b.Desc()) and ga != gb and ga.startswith("user_a.Desc:")
+    (tmp_path / "user_a.py").write_text(body.format("edited"))
+    assert dispatch._generator(a.Desc()) != ga
+    assert dispatch._generator(UnaryDesc("relu", 4, 4, DType.F32, DType.F32)) == "tpp.descriptors.UnaryDesc"
+    monkeypatch.setattr(sys.modules["user_b"], "__file__", None)
+    assert dispatch._generator(b.Desc()) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -89,6 +90,22 @@ def get_kernel(desc, target=None) -> Kernel:
     return kernel
 
 
+def _generator(desc) -> str | None:
+    """What emits desc's code, for the disk key: its class by module and name (a
+    descriptor's repr names its class only), and for a class defined outside tpp (a
+    user's composite) its module's source digest, which sources_hash does not cover.
+    None where that source cannot be read (a class made in __main__ of an interactive
+    session): such code is not stored on disk."""
+    cls = type(desc)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__.split(".")[0] == __name__.split(".")[0]:
+        return name
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    return f"{name}:{cache.hash_sources([Path(path)])}"
+
+
 def _object_code(parts: dict, make_module,
                  suffixes: tuple[str, ...] = ("",)) -> tuple[bytes, str, str | None]:
     """(object code, symbol, IR text or None) for a module, from disk or compiled. An
@@ -97,11 +114,16 @@ def _object_code(parts: dict, make_module,
     cfg = config.get()
     if parts["target"].runs_on_host:       # the code is tuned to this chip's caches
         parts = {**parts, "caches": chip.signature()}
+    storable = True
+    if "descriptor" in parts:
+        generator = _generator(parts["descriptor"])
+        storable = generator is not None
+        parts = {**parts, "generator": generator}
     disk_key = cache.make_key(version=__version__, sources=sources_hash(), llvmlite=llvmlite.__version__,
                               llvm=compiler.llvm_version(), opt=cfg.opt_level, **parts)
     symbol = "tpp_" + disk_key[:24]
     target = parts["target"]
-    disk = cache.DiskCache(cfg.cache_dir) if cfg.cache else None
+    disk = cache.DiskCache(cfg.cache_dir) if cfg.cache and storable else None
     symbols = [symbol + s for s in suffixes]
     obj = disk.get(disk_key, lambda code: objfile.problem(code, target, symbols) is None) if disk else None
     text = None
