@@ -66,10 +66,12 @@ def sources_hash() -> str:
         from . import jit, kernels
         here = Path(__file__).parent
         folders = [Path(jit.__file__).parent, Path(kernels.__file__).parent, here]
-        # tpp.ops is found, not imported (importing it here cost ~20 ms on first dispatch)
-        ops = importlib.util.find_spec("tpp.ops")
-        if ops is not None and ops.submodule_search_locations:
-            folders.append(Path(list(ops.submodule_search_locations)[0]))
+        # the packages beside tpp/ are found, not imported (importing tpp.ops here cost
+        # ~20 ms on first dispatch)
+        for name in ("tpp.ops", "tpp.sparse"):
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.submodule_search_locations:
+                folders.append(Path(list(spec.submodule_search_locations)[0]))
         files = [p for d in folders for p in d.rglob("*.py")]
         _source_hash = cache.hash_sources(files)
     return _source_hash
