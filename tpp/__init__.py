@@ -20,6 +20,7 @@ from .errors import AliasError, ArgumentError, DescriptorError, DTypeError, Shap
 from . import expr as eq
 from .expr import EquationDesc, equation, equation_desc
 from .dropout_kernel import DropoutDesc, dropout, dropout_desc
+from .gather_kernel import GatherDesc, GatherKernel, IndexRangeError, gather, gather_desc, scatter_add
 from .jit.targets import Target
 from .jit.types import DType
 from .kernel import Kernel
@@ -150,7 +151,8 @@ def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride",
 
 
 __all__ = ["unary", "binary", "gemm", "brgemm", "equation", "equation_desc", "eq", "EquationDesc", "dropout",
-           "dropout_desc", "DropoutDesc", "cuda",
+           "dropout_desc", "DropoutDesc", "cuda", "gather", "scatter_add", "gather_desc", "GatherDesc",
+           "GatherKernel", "IndexRangeError",
            "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
            "Target", "UnaryDesc", "BinaryDesc",
            "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",
