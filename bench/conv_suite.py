@@ -7,8 +7,9 @@ same data, repetitions interleaved, one row per (shape, input kind, threads).
     conv blocked  the same prepared convolution on blocked activations:
                   xb = tpp.ops.layout.to_blocked(x) once, then conv(xb, threads=T)
                   (a Blocked NCHWc output); the op column names the block (c16); where
-                  C is below the default block (the stem's 3 channels) the block is C
-                  (even for bf16): a 16-channel block would cost Conv2d its folded taps
+                  C is below the default block (the stem's 3 channels) the block is
+                  conv.block, C (also in bf16, whose VNNI pairs then run across the
+                  folded taps): a 16-channel block would cost Conv2d its folded taps
 
 The baseline is torch.nn.functional.conv2d on the same arrays (torch.set_num_threads(T),
 no_grad) where torch is installed (`pip install torch==2.13.0+cpu`), else numpy's
@@ -323,7 +324,7 @@ def shape_rows(pl: Plan, sh: Shape, opts) -> list[dict]:
     conv = Conv2d(w, None, sh.stride, sh.padding, 1, sh.groups)
     xb = to_blocked(x)
     if xb.block > sh.c:      # the stem: 3 channels in a 16-channel block would lose Conv2d's folded taps
-        xb = to_blocked(x, sh.c + (sh.c % 2 if pl.dtype == "bf16" else 0))
+        xb = to_blocked(x, conv.block)
     flops = sh.flops(pl.batch)
     pk = pl.peak or measure_peak(pl.dtype, opts)
     pl.peak = pk
