@@ -66,12 +66,13 @@ def _index_dtype(value) -> DType:
     """index_dtype: "i32"/"i64" (or int32/int64 as names or numpy dtypes)."""
     if isinstance(value, DType):
         return value
-    if isinstance(value, str) and value in _INDEX_NAMES:
-        return _INDEX_NAMES[value]
-    try:
-        found = {np.dtype(np.int32): DType.I32, np.dtype(np.int64): DType.I64}.get(np.dtype(value))
-    except TypeError:
-        found = None
+    if isinstance(value, str):     # names only: numpy's "i8" is int64, tpp's is int8
+        found = _INDEX_NAMES.get(value)
+    else:
+        try:
+            found = {np.dtype(np.int32): DType.I32, np.dtype(np.int64): DType.I64}.get(np.dtype(value))
+        except TypeError:
+            found = None
     if found is None:
         raise DTypeError(f"tpp gather: index_dtype={value!r} is not supported; use 'i32' or 'i64'")
     return found
