@@ -31,7 +31,7 @@ from .. import compose
 from ..depthwise_kernel import DepthwiseRowDesc
 from ..descriptors import UnaryDesc
 from ..dispatch import current_target
-from ..kernels import depthwise as dw_k
+from ..kernels import depthwise_plane
 from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import ArgumentError, DTypeError, ShapeError
 from llvmlite import ir
@@ -279,13 +279,13 @@ def _plane_fits(desc: DepthwiseDesc) -> bool:
     """Whether pixel rows run a whole plane per call, flat in the lanes: stride 1, rows
     that keep their width (q == w, a "same" horizontal padding), planes contiguous in x,
     y and the residual, channels enough to share out (each call is a whole plane), and
-    what the kernel needs of the target (kernels/depthwise.plane_fits)."""
+    what the kernel needs of the target (kernels/depthwise_plane.plane_fits)."""
     (h, w), (p, q) = desc.hw, desc.pq
     if desc.stride != (1, 1) or desc.dilation[0] != 1 or q != w or desc.n * desc.channels < UNITS:
         return False
     if desc.x_strides[2] != w or (desc.res_strides is not None and desc.res_strides[2] != q):
         return False
-    return dw_k.plane_fits(replace(desc, plane=True).row_desc(), current_target())
+    return depthwise_plane.plane_fits(replace(desc, plane=True).row_desc(), current_target())
 
 
 def _pixels(blocked: bool, win) -> bool:
