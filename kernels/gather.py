@@ -7,7 +7,9 @@ Rows have n elements; x and out have row strides (ld) given at call time, like e
 unary TPP; idx is a vector of m int32 or int64 indices. Repeated indices in scatter_add
 accumulate, in index order. bf16 scatter_add computes each addition in f32 and rounds the
 row back to bf16 once per addition (so a row hit k times is rounded k times); gather
-only moves bits (any dtype, bf16 included, comes out bit-identical).
+only moves bits (any dtype, bf16 included, comes out bit-identical). The additions are
+plain loads and stores, not atomics: threads of a composite that scatter into the same
+rows need disjoint rows of out (or partial buffers).
 
 Bounds: an index < 0 or >= extent is never used. The kernel first checks all m indices
 (vectors of them, compared unsigned against extent: a negative one is a huge unsigned
@@ -19,15 +21,16 @@ inlines the primitive reads the word itself.
 
 The row loop: per row one index load (sign-extended), one address computation, then the
 row's vectors (full ones, unrolled, and one masked tail): a load and a store for gather,
-two loads, an add and a store for scatter_add. For tables past the last-level cache,
-the rows DISTANCE indices ahead are prefetched (their addresses are valid: checked).
+two loads, an add and a store for scatter_add. No software prefetch: rows are
+independent, so the out-of-order core already has a dozen rows' misses in flight
+(prefetching the rows 8, 16 or 32 indices ahead, 100k random rows of a 1M-row f32 table,
+n = 16, 64, 256: within +-3% of none, interleaved runs on Zen 4).
 """
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
 
-from ..jit import host
 from ..jit.loops import I64, Loop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
@@ -42,8 +45,6 @@ DTYPES = frozenset({DType.F32, DType.BF16, DType.F64})
 INDEX_DTYPES = frozenset({DType.I32, DType.I64})
 UNROLL = 4          # vectors per turn of a long row's loop
 STRAIGHT = 8        # rows of up to this many vectors are emitted without a loop
-DISTANCE = 8        # rows ahead whose lines are prefetched (tables past the last-level cache)
-LINE = 64
 
 
 def _validate(d) -> None:
@@ -144,13 +145,6 @@ def _row(b: ir.IRBuilder, v: VecBuilder, d, src: ir.Value, dst: ir.Value) -> Non
         step(i64(whole * lanes), v.tail_mask(i64(rest)))
 
 
-def _prefetching(d, target: Target) -> bool:
-    """Whether the indexed table overflows the last-level cache (its rows then come
-    from memory, in an order the hardware prefetchers cannot guess)."""
-    llc = host.last_level() if target.runs_on_host else host.DEFAULT_LAST_LEVEL
-    return d.extent * d.n * d.dtype.itemsize > llc.size and d.m > DISTANCE
-
-
 def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     fn, b = define_kernel(module, name, target)
     (x, ldx), (idx, _), (out, ldo), (status, _) = unpack_args(b, fn.args[0], 4)
@@ -158,19 +152,9 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     compute = d.dtype if d.kind == "gather" else d.dtype.compute
     v = VecBuilder(b, target.lanes(8 * compute.itemsize), target)
     ity, gather = d.index_dtype.storage, d.kind == "gather"
-    table, ld_table = (x, ldx) if gather else (out, ldo)
-    ahead = _prefetching(d, target)
     with Loop(b, 0, d.m, name="row") as row:
         j = b.load(element_ptr(b, idx, d.index_dtype, row.i), typ=ity)
         j = b.sext(j, I64) if ity.width < 64 else j
-        if ahead:
-            later = b.load(element_ptr(b, idx, d.index_dtype,
-                                       b.select(b.icmp_signed("<", row.i, i64(d.m - DISTANCE)),
-                                                b.add(row.i, i64(DISTANCE)), i64(d.m - 1))), typ=ity)
-            later = b.sext(later, I64) if ity.width < 64 else later
-            at = element_ptr(b, table, d.dtype, b.mul(later, ld_table))
-            for offset in range(0, d.n * d.dtype.itemsize, LINE):
-                v.prefetch(b.gep(at, [i64(offset)], source_etype=ir.IntType(8)))
         if gather:
             src, dst = element_ptr(b, x, d.dtype, b.mul(j, ldx)), element_ptr(b, out, d.dtype, b.mul(row.i, ldo))
         else:

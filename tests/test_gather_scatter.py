@@ -188,13 +188,6 @@ def test_rows_move_in_full_vectors_and_indices_are_checked_in_vectors(target, re
     assert not any("vgather" in line or "vscatter" in line for line in body)
 
 
-def test_a_big_table_prefetches_the_rows_ahead():
-    far = tpp.get_kernel(tpp.gather_desc(1000, 64, 10 ** 7), compile_only("x86-avx512"))
-    near = tpp.get_kernel(tpp.gather_desc(1000, 64, 100), compile_only("x86-avx512"))
-    assert sum("prefetch" in line for line in _body(far.asm)) == 4        # one per line of a row
-    assert not any("prefetch" in line for line in _body(near.asm))
-
-
 @pytest.mark.parametrize("target", SVE)
 @pytest.mark.parametrize("kind", ["gather", "scatter_add"])
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
