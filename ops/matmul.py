@@ -265,12 +265,34 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, epilo
     given = {"bias": bias, "residual": residual}
     if isinstance(b, PackedB):
         return packed_matmul(a, b, out, epilogue, given, plan, compose.threads_arg(WHAT, threads))
-    arrays = [a, b, *(given.get(step) for step in epilogue_inputs(epilogue)), out]
     threads = compose.threads_arg(WHAT, threads)
+    if out is None:             # a new result, for the memo to try (the checked path makes its own)
+        fresh = _result_like(a, b)
+        if fresh is not None and _memo.call((epilogue, plan, threads),
+                                            [a, b, *(given.get(s) for s in epilogue_inputs(epilogue)), fresh], threads):
+            return fresh
     # the default plan depends on the thread count
-    if out is not None and _memo.call((epilogue, plan, threads), arrays, threads):
+    elif _memo.call((epilogue, plan, threads), [a, b, *(given.get(s) for s in epilogue_inputs(epilogue)), out],
+                    threads):
         return out
     return _checked(a, b, out, epilogue, given, plan, threads)
+
+
+def _result_like(a, b) -> np.ndarray | None:
+    """C for a @ b where both are non-empty 2-D arrays of a supported dtype, else None."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2 or not a.size:
+        return None
+    dt = _result_dtype(a.dtype)
+    return None if dt is None else np.empty((a.shape[0], b.shape[1]), dt)
+
+
+@functools.lru_cache(maxsize=16)
+def _result_dtype(dtype: np.dtype) -> np.dtype | None:
+    try:
+        dt = parse_dtype(dtype, "a.dtype")
+    except Exception:           # the checked path names the error
+        return None
+    return to_numpy(c_dtype(dt)) if dt in DTYPES else None
 
 
 MATMUL_INPUTS = ("bias", "residual")        # the epilogue inputs matmul takes (bias=, residual=)
