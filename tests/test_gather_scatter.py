@@ -283,3 +283,27 @@ def test_the_primitive_inlines_in_a_composite(rng):
     want = np.zeros((extent, n))
     np.add.at(want, idx[:64], x[idx[:64]].astype(np.float64))
     np.testing.assert_allclose(acc, want, rtol=1e-5, atol=1e-5)
+
+
+def test_threads_calling_one_kernel_get_their_own_status(rng):
+    """The status word is per thread: a bad call in one never fails a good one in another."""
+    from concurrent.futures import ThreadPoolExecutor
+    g = require(tpp.gather(4096, 8, 64))
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    good, bad = rng.integers(0, 64, 4096), rng.integers(0, 64, 4096)
+    bad[4000] = 64
+
+    def call(k):
+        try:
+            return "ok" if np.array_equal(g(x, good if k % 2 else bad), x[good]) else "wrong"
+        except tpp.IndexRangeError:
+            return "bad"
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(call, range(400)))
+    assert got == ["bad", "ok"] * 200
+
+
+def test_a_python_list_is_refused_naming_the_argument():
+    g = require(tpp.gather(2, 5, 3))
+    with pytest.raises(TypeError, match="'idx' must be a numpy array"):
+        g(np.zeros((3, 5), np.float32), [0, 1])

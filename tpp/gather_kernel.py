@@ -13,6 +13,7 @@ and reads the status word itself: the rows done, m unless an index was bad.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,9 @@ from .kernel import Kernel
 from .kernels import fields
 from .kernels import gather as gather_k
 from .kernels.operands import Bcast
+
+
+_local = threading.local()
 
 
 class IndexRangeError(TppError, IndexError):
@@ -93,18 +97,24 @@ class GatherKernel:
         self.target = kernel.target
         self._m, self._out = d.m, (d.m, d.n)
         self._dt = d.dtype.numpy
+        self._native = kernel._native       # None where the host cannot run it (or no entry)
 
     def __call__(self, x, idx, out=None):
-        status = np.empty(1, np.int64)
         if out is None:
             if self.descriptor.kind == "scatter_add":
                 raise TypeError("tpp scatter_add: pass the output it accumulates into: s(x, idx, out)")
             out = np.empty(self._out, self._dt)
         if not self._m:
             return self._empty(x, idx, out)
-        self.kernel(x, idx, out=(out, status))
-        if status[0] != self._m:
-            self._raise(idx, int(status[0]))
+        try:
+            status = _local.status          # one per thread: calls of one kernel may overlap
+        except AttributeError:
+            status = _local.status = np.empty(1, np.int64)
+        native = self._native               # the kernel's native entry: checks and calls
+        if native is None or native(x, idx, out, status) is not status:
+            self.kernel(x, idx, out=(out, status))     # converts, or raises naming the argument
+        if status.item() != self._m:
+            self._raise(idx, status.item())
         return out
 
     def _empty(self, x, idx, out):
