@@ -288,10 +288,10 @@ def test_the_primitive_inlines_in_a_composite(rng):
 def test_threads_calling_one_kernel_get_their_own_status(rng):
     """The status word is per thread: a bad call in one never fails a good one in another."""
     from concurrent.futures import ThreadPoolExecutor
-    g = require(tpp.gather(4096, 8, 64))
-    x = rng.standard_normal((64, 8)).astype(np.float32)
-    good, bad = rng.integers(0, 64, 4096), rng.integers(0, 64, 4096)
-    bad[4000] = 64
+    g = require(tpp.gather(8192, 16, 64))          # work enough that the call releases the GIL
+    x = rng.standard_normal((64, 16)).astype(np.float32)
+    good, bad = rng.integers(0, 64, 8192), rng.integers(0, 64, 8192)
+    bad[8000] = 64
 
     def call(k):
         try:
