@@ -74,12 +74,14 @@ class Decomposed:
         return sum(p.matrix.nnz for p in self.parts)
 
     def to_dense(self) -> np.ndarray:
-        """The original matrix: each entry assigned from the one part that holds it (exact)."""
-        dense = np.zeros(self.shape, self.dtype)
+        """The sum of the parts, as a kernel computes it (an f32 accumulator, rounded once to
+        the dtype): exact, since each entry has its value in one part and zeros (a BSR block's
+        padding) in the others. Adding, not assigning, keeps those zeros from overwriting."""
+        dense = np.zeros(self.shape, np.float32)
         for p in self.parts:
             (r, c), v = p.matrix.coords()
-            dense[r if p.rows is None else p.rows[r], c] = v
-        return dense
+            np.add.at(dense, (r if p.rows is None else p.rows[r], c), v.astype(np.float32))
+        return dense.astype(self.dtype)
 
     def __repr__(self) -> str:
         return (f"Decomposed(shape={self.shape}, nnz={self.nnz}, parts=["
