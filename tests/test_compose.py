@@ -184,6 +184,19 @@ def test_a_barrier_orders_the_phases(rng):
         mid[:] = 0
         run(("barrier", n), build, [x, mid, out], 2)
         np.testing.assert_array_equal(out, 2 * x[::-1])
+    # more threads than cores: spinners past pool.YIELD_AFTER turns give their CPU away
+    # (the barrier's, the caller's wait and the idle workers'), so the team still meets
+    for _ in range(5):
+        mid[:] = 0
+        run(("barrier", n), build, [x, mid, out], 4 * (os.cpu_count() or 2))
+        np.testing.assert_array_equal(out, 2 * x[::-1])
+    from tpp import pool
+    from tpp.compose.emit import emit_composite
+    module = ir.Module()
+    emit_composite(module, "f", build(tpp.current_target()), tpp.current_target())
+    pool_module = ir.Module()
+    pool._emit(pool_module, None)
+    assert "sched_yield" in str(module) and str(pool_module).count("call i32 @\"sched_yield\"") == 2
 
 
 def scratch_composite(count: int):

@@ -33,6 +33,10 @@ from .cabi import ffi
 
 SPINS = 1 << 18        # idle loop turns, with a pause each (~3-5 ms here), before a worker parks:
                        # waking a parked thread costs 100-200 us on this VM
+YIELD_AFTER = 1 << 12  # spin turns (~50-100 us) after which each turn also gives the CPU away
+                       # (sched_yield; counted as YIELD_TURNS): with more threads than free
+YIELD_TURNS = 64       # cores a spinner held the CPU its job's owner needed (a 512^3 matmul
+                       # on 8 threads of 2 cores: 26x slower than on 2)
 SLOT_WORDS = 24        # int64 per slot: three cache lines
 # word offsets in a slot: the caller writes the first line, the worker the second
 POSTED, FN, ARGS, START, END = 0, 1, 2, 3, 4
@@ -62,6 +66,15 @@ def _emit(module: ir.Module, pause: str | None) -> None:
         if pause:
             b.call(module.globals.get(pause) or ir.Function(module, ir.FunctionType(ir.VoidType(), []), pause),
                    [])
+
+    def relax_after(b, turns):
+        """One turn of a spin loop that has turned `turns` times: a pause, and past
+        YIELD_AFTER a yield too; the next turn count."""
+        relax(b)
+        late = b.icmp_signed(">", turns, ir.Constant(_I64, YIELD_AFTER))
+        with b.if_then(late):
+            give_way(module, b)
+        return b.add(turns, b.select(late, ir.Constant(_I64, YIELD_TURNS), ir.Constant(_I64, 1)))
 
     # ---- serve ------------------------------------------------------------------------
     serve = ir.Function(module, ir.FunctionType(_I64, [_PTR, _I64]), "tpp_pool_serve")
@@ -93,11 +106,10 @@ def _emit(module: ir.Module, pause: str | None) -> None:
     turns.add_incoming(ir.Constant(_I64, 0), run_job)
     b.branch(loop)
     b = ir.IRBuilder(park)
-    relax(b)
-    more = b.add(turns, ir.Constant(_I64, 1))
+    more = relax_after(b, turns)
     b.cbranch(b.icmp_signed("<", more, spins), loop, recheck)
-    seen.add_incoming(seen, park)
-    turns.add_incoming(more, park)
+    seen.add_incoming(seen, b.block)
+    turns.add_incoming(more, b.block)
     b = ir.IRBuilder(recheck)
     # park: publish PARKED, then look at POSTED once more (seq_cst on both sides: a
     # post either sees PARKED and wakes us, or we see its job here)
@@ -134,11 +146,22 @@ def _emit(module: ir.Module, pause: str | None) -> None:
     target_job = b.load(word(b, slot, POSTED), typ=_I64)
     b.branch(loop)
     b = ir.IRBuilder(loop)
-    relax(b)
+    waited = b.phi(_I64)
+    waited.add_incoming(ir.Constant(_I64, 0), entry)
+    more = relax_after(b, waited)
+    waited.add_incoming(more, b.block)
     finished = load(b, word(b, slot, DONE), "acquire")
     b.cbranch(b.icmp_signed("==", finished, target_job), done, loop)
     b = ir.IRBuilder(done)
     b.ret_void()
+
+
+def give_way(module: ir.Module, b: ir.IRBuilder) -> None:
+    """Call sched_yield() (libc, resolved in the process like malloc): a spinning thread
+    lets a runnable one have its CPU; with a CPU free it returns at once (~1 us)."""
+    fn = module.globals.get("sched_yield") or ir.Function(module, ir.FunctionType(ir.IntType(32), []),
+                                                            "sched_yield")
+    b.call(fn, [])
 
 
 _SYMBOLS = ("tpp_pool_serve", "tpp_pool_post", "tpp_pool_wait")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from llvmlite import ir
 from llvmlite.ir.types import _TypedPointerType
 
+from .. import pool
 from ..jit.loops import I64, Loop as IRLoop, i64
 from ..jit.targets import Target
 from ..jit.types import DType
@@ -193,12 +194,20 @@ class _Emission:
         b.atomic_rmw("add", counter, i64(1), "seq_cst")
         goal = b.mul(self.nthreads, i64(self.barriers))
         head, spin, done = (self.fn.append_basic_block(f"barrier{self.barriers}.{n}") for n in ("head", "spin", "done"))
+        before = b.block
         b.branch(head)
         b.position_at_end(head)
+        turns = b.phi(I64)
+        turns.add_incoming(i64(0), before)
         arrived = b.load_atomic(counter, "acquire", 8, typ=I64)
         b.cbranch(b.icmp_signed("<", arrived, goal), spin, done)
         b.position_at_end(spin)
         self.pause()
+        # past pool.YIELD_AFTER turns give the CPU away: with more threads than free
+        # cores, the one still working may be waiting for this one's
+        with b.if_then(b.icmp_signed(">", turns, i64(pool.YIELD_AFTER))):
+            pool.give_way(self.module, b)
+        turns.add_incoming(b.add(turns, i64(1)), b.block)
         b.branch(head)
         b.position_at_end(done)
 
