@@ -112,15 +112,16 @@ def index_dtype_for(maxval: int, given=None) -> np.dtype:
 
 
 def as_index(a, what: str, dtype: np.dtype | None = None) -> np.ndarray:
-    """An index array as a C-contiguous int32/int64 array: int32/int64 input is kept as is (no
-    copy when contiguous); other integers are converted (int32 where the values fit)."""
+    """An index array as a C-contiguous int32/int64 array: an int32/int64 numpy array is kept as
+    is (no copy when contiguous); other integers and lists are converted (int32 where they fit)."""
+    given = isinstance(a, np.ndarray)       # a list has no width of its own: int32 if it fits
     arr = np.asarray(a)
     if arr.size == 0 and arr.dtype.kind == "f":       # np.asarray([]) is float64: an empty list
         arr = arr.astype(dtype or np.int32)
     if arr.dtype.kind not in "iu":
         raise DTypeError(f"tpp.sparse: {what} must hold integers, got dtype {arr.dtype}")
     if dtype is None:
-        if arr.dtype in INDEX_DTYPES:
+        if given and arr.dtype in INDEX_DTYPES:
             dtype = arr.dtype
         else:
             hi = int(arr.max()) if arr.size else 0

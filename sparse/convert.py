@@ -152,7 +152,10 @@ def from_coords(row, col, vals, shape, format: str = "csr", *, block=None, width
     where it fits."""
     m, n = _shape2(shape)
     row, col = np.asarray(row, np.int64).reshape(-1), np.asarray(col, np.int64).reshape(-1)
-    vals = np.asarray(vals).reshape(-1)
+    vals = as_values(vals).reshape(-1)
+    if vals.shape != row.shape or col.shape != row.shape:
+        raise ShapeError(f"tpp.sparse: row, col and values must have one length, got "
+                         f"{row.shape}, {col.shape}, {vals.shape}")
     _check_range(row, m, "row")
     _check_range(col, n, "col")
     order = np.lexsort((col, row))

@@ -225,16 +225,22 @@ def test_canonical_sums_duplicates_like_scipy():
     np.testing.assert_allclose(m.to_dense(), want, rtol=1e-6, atol=1e-6)
     with pytest.raises(ArgumentError, match="canonical=True"):
         ts.coo(row, col, vals, (6, 7))
-    s = sp.csr_array((vals, (row, col)), shape=(6, 7))          # scipy leaves duplicates in csr
-    ptr, ind = s.indptr, s.indices
+    # a csr with unsorted columns and duplicates (built directly: scipy's constructors sum them)
     raw = sp.csr_array((vals[np.argsort(row, kind="stable")], col[np.argsort(row, kind="stable")],
                         np.concatenate([[0], np.cumsum(np.bincount(row, minlength=6))])), shape=(6, 7))
     with pytest.raises(ArgumentError):
         ts.from_scipy(raw)
     c = ts.from_scipy(raw, canonical=True)
     np.testing.assert_allclose(c.to_dense(), want, rtol=1e-6, atol=1e-6)
-    assert ptr.base is not None or ind is not None                   # the input is never modified
-    np.testing.assert_array_equal(raw.indices, col[np.argsort(row, kind="stable")])
+    np.testing.assert_array_equal(raw.indices, col[np.argsort(row, kind="stable")])  # untouched
+    fixed = raw.copy()
+    fixed.sum_duplicates()                                  # scipy's canonical form, same arrays
+    np.testing.assert_array_equal(c.axes[1].indptr, fixed.indptr)
+    np.testing.assert_array_equal(c.axes[1].indices, fixed.indices)
+    np.testing.assert_allclose(c.values, fixed.data, rtol=1e-6, atol=1e-6)
+    # bf16: duplicates summed in f32, rounded once
+    c16 = ts.coo([0, 0, 0], [1, 1, 1], np.array([1, 2**-8, 2**-8], BF16), (1, 2), canonical=True)
+    assert c16.values.dtype == BF16 and float(c16.values[0]) == float(np.float32(1 + 2**-7).astype(BF16))
     bl = ts.bsr([0, 2], [1, 1], np.ones((2, 2, 2)), (2, 4), canonical=True)
     np.testing.assert_array_equal(bl.to_dense(), [[0, 0, 2, 2], [0, 0, 2, 2]])
     e = ts.coo([0, 0], [1, 1], [0.0, 0.0], (1, 2), canonical=True)  # explicit zeros are kept
@@ -288,7 +294,8 @@ BAD = [  # (constructor, args, error, message fragment)
 ]
 
 
-@pytest.mark.parametrize("ctor,args,err,msg", BAD, ids=[f"{c.__name__}-{i}" for i, (c, *_ ) in enumerate(BAD)])
+@pytest.mark.parametrize("ctor,args,err,msg", BAD, 
+                         ids=[f"{c.__name__}-{i}" for i, (c, *_) in enumerate(BAD)])
 def test_validation_errors(ctor, args, err, msg):
     with pytest.raises(err, match=msg):
         ctor(*args)
@@ -318,8 +325,8 @@ def test_validation_errors_more():
         ts.SparseMatrix((3, 5), (ts.dense_fixed(2, 0), ts.sparse_variable(5, 1, ptr, ind)),
                         np.ones(2, np.float32))
     with pytest.raises(ArgumentError, match="takes"):
-        ts.SparseMatrix((2, 5), (ts.dense_fixed(2, 0), ts.Axis(ts.AxisKind.SPARSE_VARIABLE, 1, 5, indptr=ptr)),
-                        np.ones(2, np.float32))
+        only_ptr = ts.Axis(ts.AxisKind.SPARSE_VARIABLE, 1, 5, indptr=ptr)   # no indices
+        ts.SparseMatrix((2, 5), (ts.dense_fixed(2, 0), only_ptr), np.ones(2, np.float32))
     with pytest.raises(DTypeError, match="dtype="):
         ts.from_dense(np.eye(2), dtype="f16")
     with pytest.raises(ArgumentError, match="width=1"):
@@ -349,3 +356,11 @@ def test_bf16_and_widths_kept():
     h = ts.hyb(m16, col_parts=2)
     assert h.dtype == BF16 and all(p.matrix.dtype == BF16 for p in h.parts)
     np.testing.assert_array_equal(h.to_dense().astype(np.float32), a.toarray())
+
+
+def test_index_width_of_lists_and_arrays():
+    assert ts.csr([0, 1], [0], [1.0], (1, 2)).index_dtype == np.int32         # built here
+    assert ts.csr(np.array([0, 1]), np.array([0]), [1.0], (1, 2)).index_dtype == np.int64  # kept
+    assert ts.coo(np.array([0], np.int32), [1], [2], (1, 2)).index_dtype == np.int32
+    with pytest.raises(ShapeError, match="one length"):
+        ts.from_coords([0, 0], [1], [1.0, 2.0], (1, 2))
