@@ -16,11 +16,12 @@ from .brgemm import BatchReduceKernel
 from .descriptors import BINARY_KINDS, UNARY_KINDS, BinaryDesc, BrgemmDesc, GemmDesc, UnaryDesc, parse_bcast
 from .dispatch import __version__, current_target, get_kernel
 from .dtypes import parse as _parse_dtype
-from .errors import AliasError, ArgumentError, DescriptorError, DTypeError, ShapeError, TargetError, TppError
+from .errors import (AliasError, ArgumentError, DescriptorError, DTypeError, IndexRangeError, ShapeError, TargetError,
+                     TppError)
 from . import expr as eq
 from .expr import EquationDesc, equation, equation_desc
 from .dropout_kernel import DropoutDesc, dropout, dropout_desc
-from .gather_kernel import GatherDesc, GatherKernel, IndexRangeError, gather, gather_desc, scatter_add
+from .gather_kernel import GatherDesc, GatherKernel, gather, gather_desc, scatter_add
 from .jit.targets import Target
 from .jit.types import DType
 from .kernel import Kernel

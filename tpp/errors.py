@@ -19,3 +19,7 @@ class TargetError(TppError, RuntimeError):
 
 class ArgumentError(TppError, ValueError):
     """A call argument that is not an array has a bad value (an op's threads=)."""
+
+
+class IndexRangeError(TppError, IndexError):
+    """An index operand holds an index outside the indexed extent (gather, scatter_add)."""

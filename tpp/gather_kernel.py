@@ -22,7 +22,7 @@ from .descriptors import Primitive, check_dims, check_extent
 from .dispatch import get_kernel
 from .dtypes import parse as parse_dtype
 from . import checks
-from .errors import DescriptorError, DTypeError, ShapeError, TppError
+from .errors import DescriptorError, DTypeError, IndexRangeError, ShapeError
 from .jit.types import DType
 from .kernel import Kernel
 from .kernels import fields
@@ -31,10 +31,6 @@ from .kernels.operands import Bcast
 
 
 _local = threading.local()
-
-
-class IndexRangeError(TppError, IndexError):
-    """An index operand holds an index outside the indexed extent."""
 
 
 @dataclass(frozen=True)
