@@ -154,6 +154,8 @@ def _check_indptr(ax: Axis, npos: int) -> int:
 def _check_indices(ax: Axis, count: int) -> None:
     idx = ax.indices
     what = f"indices of axis {ax.name!r}"
+    if ax.kind is AxisKind.SPARSE_VARIABLE and idx.ndim != 1:
+        raise ShapeError(f"tpp.sparse: {what} must be 1-D, got shape {idx.shape}")
     if idx.size != count:
         raise ShapeError(f"tpp.sparse: {what} must have {count} entries, got {idx.size} "
                          f"(shape {idx.shape})")

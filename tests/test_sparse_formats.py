@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tpp.sparse as ts
-from tpp.errors import ArgumentError, DTypeError, ShapeError
+from tpp.errors import ArgumentError, DTypeError, ShapeError, TppError
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 PATTERNS = ("uniform", "empty_rows", "one_col", "heavy_row")
@@ -364,3 +364,61 @@ def test_index_width_of_lists_and_arrays():
     assert ts.coo(np.array([0], np.int32), [1], [2], (1, 2)).index_dtype == np.int32
     with pytest.raises(ShapeError, match="one length"):
         ts.from_coords([0, 0], [1], [1.0, 2.0], (1, 2))
+
+
+def _dense_of(m, n, entries):
+    """The matrix a list of (row, col, value) means, duplicates summed (scipy's semantics)."""
+    d = np.zeros((m, n), np.float64)
+    for r, c, v in entries:
+        d[r, c] += v
+    return d
+
+
+OK = {"csr": 0, "coo": 0, "ell": 0}      # how many arrays were accepted (the test's own check)
+
+
+@given(st.integers(0, 4), st.integers(0, 4), st.booleans(), st.data())
+def test_arbitrary_arrays_never_a_wrong_answer(m, n, canonical, data):
+    """Any small indptr / indices / row / col arrays: a tpp error, or exactly what they mean."""
+    ints = st.integers(-2, 6)
+    counts = st.lists(st.integers(0, 3), min_size=m, max_size=m).map(lambda c: [0, *np.cumsum(c).tolist()])
+    ptr = data.draw(st.one_of(counts, st.lists(ints, min_size=0, max_size=6)))    # mostly valid
+    ind = data.draw(st.one_of(st.lists(ints, min_size=0, max_size=6),
+                              st.lists(st.integers(0, max(n - 1, 0)), min_size=max(ptr[-1], 0) if ptr else 0,
+                                       max_size=max(ptr[-1], 0) if ptr else 0)))
+    vals = list(np.arange(1, len(ind) + 1, dtype=np.float32))
+    try:
+        got = ts.csr(ptr, ind, vals, (m, n), canonical=canonical).to_dense()
+    except TppError:
+        pass
+    else:
+        OK["csr"] += 1
+        assert len(ptr) == m + 1 and ptr[0] == 0 and ptr[-1] == len(ind)
+        rows = [(r, ind[q], vals[q]) for r in range(m) for q in range(ptr[r], ptr[r + 1])]
+        if not canonical:
+            assert all(ptr[r] <= q < q + 1 < ptr[r + 1] and ind[q] < ind[q + 1]
+                       for r in range(m) for q in range(ptr[r], ptr[r + 1] - 1))
+        np.testing.assert_array_equal(got, _dense_of(m, n, rows))
+    row = data.draw(st.lists(ints, min_size=len(ind), max_size=len(ind)))
+    row = sorted(row) if data.draw(st.booleans()) else row
+    try:
+        got = ts.coo(row, ind, vals, (m, n), canonical=canonical).to_dense()
+    except TppError:
+        pass
+    else:
+        OK["coo"] += 1
+        np.testing.assert_array_equal(got, _dense_of(m, n, zip(row, ind, vals)))
+        if not canonical:
+            assert list(zip(row, ind)) == sorted(set(zip(row, ind)))
+    width = data.draw(st.integers(0, 3))
+    eidx = data.draw(st.lists(st.lists(ints, min_size=width, max_size=width), min_size=m, max_size=m))
+    eidx = np.array(eidx, np.int64).reshape(m, width)
+    evals = np.arange(1, m * width + 1, dtype=np.float32).reshape(m, width) * (eidx != ts.PAD)
+    try:
+        got = ts.ell(eidx, evals, (m, n)).to_dense()
+    except TppError:
+        pass
+    else:
+        OK["ell"] += 1
+        ents = [(r, c, evals[r, k]) for r in range(m) for k, c in enumerate(eidx[r]) if c != -1]
+        np.testing.assert_array_equal(got, _dense_of(m, n, ents))
