@@ -231,6 +231,31 @@ def segment_sum_call(rng, rows=5, f=6, dtype=np.float32, index=np.int64, threads
     return Call(slots, invoke, expected, dtype)
 
 
+def gather_call(k, rng) -> Call:
+    """A correct call of a gather or scatter-add kernel: indices inside the extent (repeats
+    included: scatter-add accumulates them)."""
+    d = k.descriptor
+    dt, index = _np(d.dtype), _np(d.index_dtype)
+    idx = rng.integers(0, d.extent, d.m).astype(index)
+    if d.kind == "gather":
+        slots = [Slot("x", "in", values(rng, (d.extent, d.n), dt)), Slot("idx", "in", idx),
+                 Slot("out", "out", np.zeros((d.m, d.n), dt))]
+    else:
+        slots = [Slot("x", "in", values(rng, (d.m, d.n), dt)), Slot("idx", "in", idx),
+                 Slot("out", "inout", values(rng, (d.extent, d.n), dt))]
+
+    def invoke(vals):
+        return k(vals[0], vals[1], vals[2])
+
+    def expected(vals):
+        x, ix, out = _as_f64(vals[0]), np.asarray(vals[1]), _as_f64(vals[2])
+        if d.kind == "gather":
+            return {"out": x[ix]}
+        np.add.at(out, ix, x)
+        return {"out": out}
+    return Call(slots, invoke, expected, dt)
+
+
 # ---- the families ----------------------------------------------------------------------------
 @dataclass
 class Family:
@@ -303,6 +328,12 @@ def families() -> list[Family]:
                lambda f: (lambda rng: bias_act_call(rng, (3, 4, 6), np.float32, f["activation"], f["alpha"],
                                                     threads=f["threads"])),
                _composite, ("threads",), ()),
+        Family("gather", dict(m=9, n=21, extent=13, dtype="f32", index_dtype="i32"),
+               lambda f: tpp.gather(f.pop("m"), f.pop("n"), f.pop("extent"), **f), gather_call,
+               ("m", "n", "extent"), ("dtype", "index_dtype")),
+        Family("scatter_add", dict(m=11, n=18, extent=5, dtype=bf16, index_dtype="i64"),
+               lambda f: tpp.scatter_add(f.pop("m"), f.pop("n"), f.pop("extent"), **f), gather_call,
+               ("m", "n", "extent"), ("dtype", "index_dtype")),
         Family("segment_sum", dict(threads=None),
                lambda f: (lambda rng: segment_sum_call(rng, 5, 6, np.float32, np.int64, threads=f["threads"])),
                _composite, ("threads",), ()),
