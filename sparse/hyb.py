@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ArgumentError, ShapeError
-from .axes import index_dtype_for
+from .axes import index_dtype_for, leaf_coords
 from .convert import from_coords
 from .formats import Format, SparseMatrix
 
@@ -56,6 +56,11 @@ class Part:
     rows: np.ndarray | None
     rule: Rule
     unique_rows: bool = True
+    # for each stored slot of `matrix` (values' C order): the entry's position in the source's
+    # canonical row-major order (a.tocsr()'s values, = a.tocoo()'s), -1 for ELL padding and a
+    # BSR block's stored zeros: where a kernel reads per-edge data (gspmm's `edge`) given in
+    # the source's order, or writes an SDDMM's result back into it
+    source: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,7 +132,8 @@ def decompose(a, rules) -> Decomposed:
             ok &= counts <= rule.max_nnz
         sel &= ok[row]
         if sel.any():
-            parts.append(_part(rule, row[sel], col[sel], vals[sel], (m, n), a.index_dtype))
+            part = _part(rule, row[sel], col[sel], vals[sel], (m, n), a.index_dtype)
+            parts.append(_with_source(part, row * max(n, 1) + col, a.index_dtype))
         taken |= sel
     if not taken.all():
         q = int(np.argmin(taken))
@@ -135,6 +141,22 @@ def decompose(a, rules) -> Decomposed:
                             f"(the first at row {int(row[q])}, col {int(col[q])}); end them with "
                             f"a catch-all such as Rule('csr')")
     return Decomposed((m, n), tuple(parts), a.dtype)
+
+
+def _with_source(part: Part, keys, index_dtype) -> Part:
+    """`part` with its `source` map: its slots' (row, col) looked up among the source's sorted
+    row-major keys (row * n + col; int64: m, n < 2**31 keep it below 2**62)."""
+    mat = part.matrix
+    (r, c), _ = mat.coords()
+    if part.rows is not None:
+        r = part.rows[r].astype(np.int64)
+    want = r * max(mat.shape[1], 1) + c
+    at = np.minimum(np.searchsorted(keys, want), max(keys.size - 1, 0))
+    found = np.where(keys[at] == want, at, -1) if keys.size else np.full(want.size, -1)
+    src = np.full(mat.values.size, -1, index_dtype_for(keys.size, index_dtype))
+    real = ~leaf_coords(mat.axes)[1]          # not an ELL pad slot: coords() listed these
+    src[real] = found
+    return Part(mat, part.rows, part.rule, part.unique_rows, src)
 
 
 def _part(rule: Rule, row, col, vals, shape, index_dtype) -> Part:

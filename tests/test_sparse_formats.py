@@ -422,3 +422,18 @@ def test_arbitrary_arrays_never_a_wrong_answer(m, n, canonical, data):
         OK["ell"] += 1
         ents = [(r, c, evals[r, k]) for r in range(m) for k, c in enumerate(eidx[r]) if c != -1]
         np.testing.assert_array_equal(got, _dense_of(m, n, ents))
+
+
+@given(matrices, st.integers(1, 3))
+def test_part_source_maps_back_to_csr_order(case, col_parts):
+    a, it, dt = case
+    m = ts.from_scipy(a, dtype=dt)
+    rules = ts.hyb_rules(m, col_parts, [2, 4])[:-1] + [ts.Rule("bsr", max_nnz=1, block=(1, 1)),
+                                                        ts.Rule("csr")]
+    for h in (ts.hyb(m, col_parts), ts.hyb(m.T.tocsr().T), ts.decompose(m, rules)):
+        seen = np.concatenate([p.source[p.source >= 0] for p in h.parts] + [np.zeros(0, int)])
+        np.testing.assert_array_equal(np.sort(seen), np.arange(a.nnz))     # each entry once
+        for p in h.parts:
+            real = p.source >= 0
+            np.testing.assert_array_equal(p.matrix.values.reshape(-1)[real], m.values[p.source[real]])
+            assert p.source.shape == (p.matrix.values.size,) and p.source.dtype in (np.int32, np.int64)
