@@ -437,3 +437,44 @@ def test_part_source_maps_back_to_csr_order(case, col_parts):
             real = p.source >= 0
             np.testing.assert_array_equal(p.matrix.values.reshape(-1)[real], m.values[p.source[real]])
             assert p.source.shape == (p.matrix.values.size,) and p.source.dtype in (np.int32, np.int64)
+
+
+def test_axis_chain_errors():
+    ptr, ind, v = np.array([0, 1, 2], I32), np.array([0, 1], I32), np.ones(2, np.float32)
+    row = ts.dense_fixed(2, 0, "row")
+    cases = [
+        ((), ArgumentError, "at least one axis"),
+        ((row, ts.sparse_variable(5, 1, ptr, np.array([0, 9, 1, 9], I32)[::2])), ShapeError, "C-contiguous"),
+        ((row, ts.sparse_variable(5, 1, ptr, ind.reshape(2, 1))), ShapeError, "1-D"),
+        ((row, ts.sparse_fixed(5, 1, ind, -1)), ArgumentError, ">= 0"),
+        ((row, ts.Axis(ts.AxisKind.SPARSE_VARIABLE, 1, 5, "col", ptr, ind, padded=True)),
+         ArgumentError, "only sparse_fixed"),
+        ((row, ts.sparse_variable(5, 2, ptr, ind)), ArgumentError, "dim 2"),
+    ]
+    for axes, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            ts.SparseMatrix((2, 5), axes, v)
+    with pytest.raises(ShapeError, match="non-negative"):
+        ts.SparseMatrix((2, -5), (row,), v)
+    with pytest.raises(ShapeError, match="2-D"):
+        ts.from_dense(np.ones(3))
+    with pytest.raises(ArgumentError, match="duplicate"):
+        ts.from_coords([0, 0], [1, 1], [1.0, 2.0], (1, 2), sum_duplicates=False)
+    with pytest.raises(ArgumentError, match="positive"):
+        ts.from_dense(np.ones((2, 2))).tobsr((0, 1))
+    with pytest.raises(ShapeError, match="multiple"):
+        ts.from_dense(np.ones((3, 2))).tobsr((2, 1))
+    with pytest.raises(ArgumentError, match="buckets"):
+        ts.hyb(ts.from_dense(np.ones((2, 2))), buckets=["x"])
+    # a rank-3 chain is a valid SparseMatrix (the axes are generic); 2-D operations refuse it
+    cube = ts.SparseMatrix((2, 2, 2), (ts.dense_fixed(2, 0), ts.dense_fixed(2, 1), ts.dense_fixed(2, 2)),
+                           np.arange(8, dtype=np.float32))
+    np.testing.assert_array_equal(cube.to_dense(), np.arange(8).reshape(2, 2, 2))
+    assert cube.format.name == "custom" and cube.format.ndim == 3
+    with pytest.raises(ShapeError, match="2-D"):
+        cube.transpose()
+    with pytest.raises(ShapeError, match="2-D"):
+        ts.decompose(cube, [ts.Rule("csr")])
+    mixed = ts.SparseMatrix((2, 5), (ts.dense_fixed(2, 0), ts.sparse_variable(5, 0 + 1, ptr, ind)), v)
+    assert "csr" in repr(mixed) and "parts=[ell" in repr(ts.hyb(mixed))
+    assert ts.hyb(mixed).formats == (mixed.toell().format,)
