@@ -24,7 +24,9 @@ class Rule:
     earlier rule took, those with a column in `cols` ([lo, hi); None: all) and a row in `rows`
     (row indices; None: all) whose row holds between `min_nnz` and `max_nnz` (None: no limit)
     of them. Format parameters: `width` for "ell" (default: the longest row taken; longer rows
-    are split into several ELL rows of `width`), `block` (r, c) for "bsr" (required)."""
+    are split into several ELL rows of `width`), `block` (r, c) for "bsr" (required).
+    `whole_pieces` (ell with a width): take only each row's first floor(L / width) * width
+    entries (whole ELL rows, no padding) and leave the rest of the row to later rules."""
     format: str
     cols: tuple[int, int] | None = None
     rows: np.ndarray | None = None
@@ -32,12 +34,15 @@ class Rule:
     max_nnz: int | None = None
     width: int | None = None
     block: tuple[int, int] | None = None
+    whole_pieces: bool = False
 
     def __post_init__(self):
         if self.format not in _FORMATS:
             raise ArgumentError(f"tpp.sparse: Rule format={self.format!r}; use one of {_FORMATS}")
         if self.width is not None and (self.format != "ell" or int(self.width) < 1):
             raise ArgumentError(f"tpp.sparse: Rule width={self.width!r} is for 'ell', >= 1")
+        if self.whole_pieces and self.width is None:
+            raise ArgumentError("tpp.sparse: Rule whole_pieces=True needs format='ell' and a width")
         if (self.block is None) != (self.format != "bsr"):
             raise ArgumentError("tpp.sparse: Rule block=(r, c) is required for 'bsr' (only)")
         if self.max_nnz is not None and self.max_nnz < self.min_nnz:
@@ -131,6 +136,10 @@ def decompose(a, rules) -> Decomposed:
         if rule.max_nnz is not None:
             ok &= counts <= rule.max_nnz
         sel &= ok[row]
+        if rule.whole_pieces:      # rank of each entry within its row's selected entries
+            first = np.concatenate(([0], np.cumsum(np.bincount(row[sel], minlength=m))))
+            rank = np.cumsum(sel) - 1 - first[row]
+            sel &= rank < (counts[row] // rule.width) * rule.width
         if sel.any():
             part = _part(rule, row[sel], col[sel], vals[sel], (m, n), a.index_dtype)
             parts.append(_with_source(part, row * max(n, 1) + col, a.index_dtype))
@@ -190,7 +199,9 @@ def _part(rule: Rule, row, col, vals, shape, index_dtype) -> Part:
 def hyb_rules(a, col_parts: int = 1, buckets=None) -> list[Rule]:
     """The rules of hyb(): for each of `col_parts` column ranges (equal widths, the last one
     shorter), one ELL rule per bucket width w taking the rows whose count in that range is in
-    (previous width, w]; the widest bucket takes all longer rows, split into pieces of w.
+    (previous width, w]. A row longer than the widest bucket W first gives its whole pieces
+    of W entries to an ELL part of width W (whole_pieces), its remaining L % W entries then
+    go to the bucket that fits them (less padding than one padded piece of W).
     Default buckets: 1, 2, 4, ... up to the longest row (within a range), at most HYB_MAX_WIDTH."""
     a = _as_matrix(a)
     m, n = a.shape
@@ -216,8 +227,9 @@ def hyb_rules(a, col_parts: int = 1, buckets=None) -> list[Rule]:
         if not buckets or buckets[0] < 1:
             raise ArgumentError(f"tpp.sparse: buckets={buckets!r} must be widths >= 1")
     rules = []
-    for lo, hi in ranges:
-        prev = 0
+    for lo, hi in ranges if buckets else ():       # no buckets: an empty matrix, no parts
+        prev, wide = 0, buckets[-1]
+        rules.append(Rule("ell", cols=(lo, hi), min_nnz=wide + 1, width=wide, whole_pieces=True))
         for i, w in enumerate(buckets):
             last = i == len(buckets) - 1
             rules.append(Rule("ell", cols=(lo, hi), min_nnz=prev + 1,

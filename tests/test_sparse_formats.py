@@ -113,14 +113,20 @@ def test_hyb_is_exact(case, col_parts, buckets):
 
 def test_hyb_splits_long_rows_and_buckets():
     dense = np.zeros((6, 100), np.float32)
-    dense[2, :70] = np.arange(1, 71)        # 70 entries: 2 rows of 32 and one of 32 holding 6
+    dense[2, :70] = np.arange(1, 71)        # 70 entries: 2 whole rows of 32, 6 left -> bucket 8
     dense[4, [1, 5, 9]] = 7                 # 3 -> bucket 4
     dense[5, 50] = -1                       # 1 -> bucket 1
     h = ts.hyb(ts.from_dense(dense))
-    assert [p.matrix.format.axes[1].size for p in h.parts] == [1, 4, 32]
-    wide = h.parts[-1]
-    assert list(wide.rows) == [2, 2, 2] and not wide.unique_rows
-    assert (wide.matrix.axes[1].indices[2, 6:] == ts.PAD).all()
+    assert [p.matrix.format.axes[1].size for p in h.parts] == [32, 1, 4, 8]
+    wide, rest = h.parts[0], h.parts[3]
+    assert list(wide.rows) == [2, 2] and not wide.unique_rows and (wide.matrix.axes[1].indices >= 0).all()
+    np.testing.assert_array_equal(wide.matrix.axes[1].indices.ravel(), np.arange(64))
+    assert list(rest.rows) == [2] and list(rest.matrix.axes[1].indices[0]) == [64, 65, 66, 67, 68, 69, -1, -1]
+    assert sum(p.matrix.values.size for p in h.parts) == 64 + 1 + 4 + 8
+    # a rule list without whole_pieces splits a long row into padded pieces of the width
+    h3 = ts.decompose(ts.from_dense(dense), [ts.Rule("ell", min_nnz=33, width=32), ts.Rule("csr")])
+    assert list(h3.parts[0].rows) == [2, 2, 2] and (h3.parts[0].matrix.axes[1].indices[2, 6:] == ts.PAD).all()
+    np.testing.assert_array_equal(h3.to_dense(), dense)
     np.testing.assert_array_equal(h.to_dense(), dense)
     h2 = ts.hyb(ts.from_dense(dense), col_parts=2, buckets=[2, 8])
     assert all(p.rule.cols in [(0, 50), (50, 100)] for p in h2.parts)
@@ -143,7 +149,7 @@ def test_decompose_user_rules():
         ts.decompose(m, rules[1:3])
     for bad in [dict(format="dia"), dict(format="ell", width=0), dict(format="bsr"),
                 dict(format="csr", block=(1, 1)), dict(format="csr", min_nnz=3, max_nnz=2),
-                dict(format="csr", cols=(5, 2))]:
+                dict(format="csr", cols=(5, 2)), dict(format="ell", whole_pieces=True)]:
         with pytest.raises(ArgumentError):
             ts.Rule(**bad)
     with pytest.raises(ArgumentError, match="Rule rows"):
