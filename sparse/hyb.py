@@ -55,8 +55,10 @@ class Rule:
 class Part:
     """One part: `matrix` in its own format and `rows`, the output row of each of its rows
     (None: the identity, the part has the whole shape: "coo" and "bsr" parts). `rows` may
-    repeat (an ELL part holding the pieces of split rows: `unique_rows` False), so a kernel
-    adds a part's rows into the output rather than storing them."""
+    repeat (an ELL part holding the pieces of split rows: `unique_rows` False), and a row's
+    entries may lie in several parts (column partitions, a long row's remainder), so a kernel
+    combines a part's rows into the output (adds them; max/min for those reductions) rather
+    than storing them."""
     matrix: SparseMatrix
     rows: np.ndarray | None
     rule: Rule
