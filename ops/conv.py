@@ -29,6 +29,7 @@ only ("fold").
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,7 @@ class ConvDesc(Grouped, compose.CompositeDesc):
     res_strides: tuple[int, ...] | None = None
     activation: str | None = None
     alpha: float | None = None
-    rows: int = 1                         # output rows per step (a plain output's transpose)
+    rows: int = 1                         # output rows per transpose of a plain output
     kind = "conv2d"
 
     # ---- geometry ---------------------------------------------------------------------------
@@ -85,9 +86,10 @@ class ConvDesc(Grouped, compose.CompositeDesc):
         rows the fill transposes, or a padded Blocked one), not in place."""
         return not self.x_blocked or any(self.window.pad)
 
-    @property
+    @functools.cached_property
     def step_rows(self) -> int:
-        """Output rows per unit: a row buffer's tile, else `rows`."""
+        """Output rows per unit: a row buffer's tile (its rows within ROW_BUFFER_BYTES, and
+        at least MIN_UNITS units where there are rows enough), else `rows`."""
         if not self.row_buffer:
             return self.rows
         win = self.window
@@ -121,7 +123,6 @@ class ConvDesc(Grouped, compose.CompositeDesc):
     def x_shape(self) -> tuple[int, ...]:
         win = self.window
         return (self.n, self.c, win.h, win.w)
-
 
     def out_shape(self) -> tuple[int, ...]:
         win = self.window
