@@ -89,6 +89,12 @@ def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> 
     return fn
 
 
+def native_bf16(target) -> bool:
+    """The target converts f32 to bf16 in one instruction (fptrunc to bfloat lowers to
+    vcvtneps2bf16): its table has the bf16 dot product (AVX512-BF16 gives both)."""
+    return any(op.startswith("bf16_dot.") for op, _ in target.intrinsics)
+
+
 class VecBuilder:
     """Builds vector code of `lanes` elements on top of an IRBuilder."""
 
@@ -170,9 +176,19 @@ class VecBuilder:
             return bf16_to_f32(self.b, self.load_raw(ptr, I16, align, mask))
         return self.load_raw(ptr, dtype.storage, align, mask)
 
+    def native_bf16(self) -> bool:
+        return self.target is not None and native_bf16(self.target)
+
     def store(self, value: ir.Value, ptr: ir.Value, dtype: DType, mask: ir.Value | None = None,
-              streaming: bool = False, aligned: bool = False) -> None:
-        """Store a dtype.compute vector (or an i1 vector for BOOL) as dtype."""
+              streaming: bool = False, aligned: bool = False, native: bool = False) -> None:
+        """Store a dtype.compute vector (or an i1 vector for BOOL) as dtype. native: bf16
+        through the target's conversion instruction where it has one (nearest-even as
+        f32_to_bf16, but subnormal results flushed to zero and a NaN's top payload bits
+        kept: a GEMM's outputs, where it is one instruction instead of ten)."""
+        if dtype is DType.BF16 and native and not isinstance(mask, ir.Constant) and self.native_bf16():
+            bits = self.b.bitcast(self.b.fptrunc(value, self.vty(DType.BF16.storage)), self.vty(I16))
+            self.store_raw(bits, ptr, dtype.itemsize, mask)
+            return
         if dtype is DType.BF16:
             wide = f32_to_bf16_wide(self.b, value)
             if isinstance(mask, ir.Constant):

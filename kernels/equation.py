@@ -131,10 +131,6 @@ def _through(d, reductions: list):
     return None
 
 
-def _native_bf16(target: Target) -> bool:
-    """The target converts f32 to bf16 in one instruction (fptrunc to bfloat lowers to
-    it): its table has the bf16 dot product (AVX512-BF16 gives both)."""
-    return any(op.startswith("bf16_dot.") for op, _ in target.intrinsics)
 
 
 # ---- code ------------------------------------------------------------------------------
@@ -246,14 +242,10 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     kept = [x for x in stashed(d.tree, _modes(d), reductions) if through is None or x != through[1][2]]
     trees, out_dts = outputs(d.tree), _out_dtypes(d)
     out_slots = slots[len(d.inputs):]
-    native = rounding(d.tree) == "native" and _native_bf16(target)
+    native = rounding(d.tree) == "native"
 
     def store_out(value, ptr, dt, mask) -> None:
-        if native and dt is DType.BF16 and not isinstance(mask, ir.Constant):
-            bits = b.bitcast(b.fptrunc(value, v.vty(DType.BF16.storage)), v.vty(ir.IntType(16)))
-            v.store_raw(bits, ptr, 2, mask)
-        else:
-            v.store(value, ptr, dt, mask)
+        v.store(value, ptr, dt, mask, native=native)
     buffers = {}
     if kept and len(kept) * d.n * cdt.itemsize <= STASH_BYTES:
         with b.goto_entry_block():

@@ -200,7 +200,7 @@ def emit_gemm(module: ir.Module, name: str, target: Target, d, batch: Batch = NO
                 accs = apply_epilogue(v, epilogue, epilogue_args, cdt, accs, i0, j0, mr, nvec, masks)
             for i in range(mr):
                 for u in range(nvec):
-                    v.store(accs[i * nvec + u], c_at(i, u), cdt, masks[u])
+                    v.store(accs[i * nvec + u], c_at(i, u), cdt, masks[u], native=True)
 
         def row_blocks(j0: ir.Value, cols: int) -> None:
             nvec = math.ceil(cols / lanes)

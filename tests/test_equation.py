@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import tpp
 from tpp import eq
+from tpp.jit.vec import native_bf16
 from tpp.kernels import equation as equation_k
 
 from targets import SVE, X86, compile_only, named, require
@@ -297,4 +298,4 @@ def test_outputs_root_compiles_for_every_cpu_target(target):
     desc = EquationDesc(5, 101, tree, ((DType.F32, Bcast.FULL), (DType.F32, Bcast.COL)), DType.BF16)
     k = tpp.dispatch.get_kernel(desc, compile_only(target))
     assert k.code
-    assert ("fptrunc" in k.ir) == equation_k._native_bf16(compile_only(target))
+    assert ("fptrunc" in k.ir) == native_bf16(compile_only(target))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import tpp
 
-from targets import X86, require
+from targets import X86, require, runs
 
 EPS = {np.float32: 2.0 ** -23, np.float64: 2.0 ** -52}
 
@@ -180,6 +180,23 @@ def test_bf16_codegen_uses_vdpbf16ps():
     asm = tpp.gemm(64, 64, 64, "bf16", b_vnni=True, target="x86-avx512").asm
     assert "vdpbf16ps" in asm
     assert "vdpbf16ps" not in tpp.gemm(16, 16, 16, "bf16", target="x86-avx2").asm
+
+
+def test_bf16_output_rounds_with_the_targets_instruction():
+    """A bf16 C goes out through vcvtneps2bf16 where the target has it (one instruction, not
+    the ten of the exact software rounding; subnormal results flush to zero), a masked
+    last vector included; AVX2 rounds in software, bit-equal to ml_dtypes."""
+    asm = tpp.gemm(20, 40, 16, "bf16", b_vnni=True, beta=0.0, out_dtype="bf16", target="x86-avx512").asm
+    assert "vcvtneps2bf16" in asm
+    assert "vcvtneps2bf16" not in tpp.gemm(20, 40, 16, "bf16", beta=0.0, out_dtype="bf16", target="x86-avx2").asm
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((20, 16)).astype(BF16), rng.standard_normal((16, 40)).astype(BF16)
+    want = (a.astype(np.float32) @ b.astype(np.float32)).astype(BF16)
+    for target in [t for t in ("x86-avx512", "x86-avx2") if runs(t)]:
+        g = tpp.gemm(20, 40, 16, "bf16", beta=0.0, out_dtype="bf16", target=target)
+        got = g(a, b, np.zeros((20, 40), BF16))
+        err = np.abs(got.astype(np.float32) - want.astype(np.float32)).max()
+        assert err <= 2e-2 * np.abs(want.astype(np.float32)).max(), target
 
 
 def test_bf16_rejects_what_it_does_not_offer():
