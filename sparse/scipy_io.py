@@ -1,9 +1,13 @@
 """scipy.sparse in and out. Arrays are shared, not copied, wherever they already have a dtype and
-layout this package stores (f32/bf16 values, int32/int64 indices, C-contiguous)."""
+layout this package stores (f32/bf16 values, int32/int64 indices, C-contiguous).
+
+scipy is imported here on first use only: tpp.sparse itself needs numpy alone
+(`pip install tpp[sparse]` brings scipy)."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import ArgumentError
 from .convert import bsr, coo, csr
@@ -18,7 +22,8 @@ def from_scipy(a, *, canonical: bool = False, dtype=None) -> SparseMatrix:
     Index widths are kept. Unsorted or duplicate indices raise ArgumentError unless
     canonical=True, which sorts and sums duplicates into new arrays (scipy's
     sum_duplicates; the input is never modified)."""
-    if not sp.issparse(a):
+    sp = _scipy_sparse()
+    if sp is None or not sp.issparse(a):
         raise ArgumentError(f"tpp.sparse: from_scipy needs a scipy.sparse array or matrix, got "
                             f"{type(a).__name__}")
     fmt = a.format
@@ -40,6 +45,9 @@ def to_scipy(m: SparseMatrix):
     (zero-copy); ELL and other formats as csr_array (a copy, padding dropped). scipy cannot
     hold bfloat16: bf16 values are converted to float32 (a copy of the values; the index
     arrays are still shared)."""
+    sp = _scipy_sparse()
+    if sp is None:
+        raise ImportError("tpp.sparse.to_scipy needs scipy (pip install tpp[sparse])")
     vals = m.values if m.dtype == np.float32 else m.values.astype(np.float32)
     name = m.format.name
     ax = m.axes
@@ -51,3 +59,11 @@ def to_scipy(m: SparseMatrix):
     if name == "bsr":
         return sp.bsr_array((vals, ax[1].indices, ax[1].indptr), shape=m.shape, copy=False)
     return to_scipy(m.tocsr())
+
+
+def _scipy_sparse():
+    """scipy.sparse, or None where scipy is not installed."""
+    try:
+        return importlib.import_module("scipy.sparse")
+    except ImportError:
+        return None

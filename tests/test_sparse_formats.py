@@ -484,3 +484,16 @@ def test_axis_chain_errors():
     mixed = ts.SparseMatrix((2, 5), (ts.dense_fixed(2, 0), ts.sparse_variable(5, 0 + 1, ptr, ind)), v)
     assert "csr" in repr(mixed) and "parts=[ell" in repr(ts.hyb(mixed))
     assert ts.hyb(mixed).formats == (mixed.toell().format,)
+
+
+def test_works_without_scipy():
+    """tpp.sparse needs numpy alone; scipy is imported by from_scipy / to_scipy on use."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['scipy'] = None\n"
+            "import numpy as np, tpp.sparse as ts\n"
+            "m = ts.csr(np.array([0, 1, 2]), np.array([1, 0]), np.ones(2, np.float32), (2, 2))\n"
+            "assert m.to_dense().tolist() == [[0, 1], [1, 0]]\n"
+            "try:\n    m.to_scipy()\nexcept ImportError as e:\n    print('refused', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "refused" in out and "pip install tpp[sparse]" in out
