@@ -7,12 +7,11 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
+from ..dtypes import parse as parse_dtype, to_numpy
 from ..errors import DTypeError, ShapeError
 from .axes import PAD, Axis, AxisFormat, AxisKind, check_axes, check_order, leaf_coords, walk
 
 VALUE_DTYPES = {np.dtype(np.float32): "f32", np.dtype(ml_dtypes.bfloat16): "bf16"}
-_BY_NAME = {"f32": np.dtype(np.float32), "float32": np.dtype(np.float32),
-            "bf16": np.dtype(ml_dtypes.bfloat16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 _DF, _DV, _SF, _SV = (AxisKind.DENSE_FIXED, AxisKind.DENSE_VARIABLE, AxisKind.SPARSE_FIXED,
                       AxisKind.SPARSE_VARIABLE)
 # the named formats, by their axes' kinds; dims other than 0, 1, ... (a transpose) add "_t"
@@ -20,12 +19,10 @@ _NAMES = {(_DF, _SV): "csr", (_SF, _SF): "coo", (_DF, _SV, _DF, _DF): "bsr", (_D
 
 
 def value_dtype(dtype) -> np.dtype:
-    """np.dtype for a values dtype argument: f32 or bf16 (names or dtype objects)."""
-    if isinstance(dtype, str) and dtype in _BY_NAME:
-        return _BY_NAME[dtype]
+    """np.dtype for a values dtype argument: f32 or bf16 (tpp's names or dtype objects)."""
     try:
-        d = np.dtype(dtype)
-    except TypeError:
+        d = to_numpy(parse_dtype(dtype))
+    except DTypeError:
         d = None
     if d not in VALUE_DTYPES:
         raise DTypeError(f"tpp.sparse: dtype={dtype!r} is not supported; use 'f32' or 'bf16'")
