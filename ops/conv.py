@@ -245,8 +245,8 @@ class ConvDesc(Grouped, compose.CompositeDesc):
         def smin(x, y):
             return b.select(b.icmp_signed("<", x, y), x, y)
 
-        def one(ctx: compose.Context) -> None:
-            j, cb, channels = ctx.index["j"], ctx.index["cb"], ctx.size["cb"]
+        def one(ctx: compose.Context, j) -> None:
+            cb, channels = ctx.index["cb"], ctx.size["cb"]
             x, hi = ctx.tensor("x"), b.add(first, j)
             if not self.x_blocked and channels < c:         # channels past C/groups: zero
                 ctx.call(ctx.primitive(UnaryDesc("zero", left + win.w + right, c, dt, dt)), [(buf.at(cb, j), c)])
@@ -263,11 +263,24 @@ class ConvDesc(Grouped, compose.CompositeDesc):
                 src = x.at(ni, b.add(b.mul(gi, i64(self.cg)), ctx.start["cb"]), hi)
                 ctx.call(ctx.primitive(UnaryDesc("transpose", channels, win.w, dt, dt)),
                          [(src, x.strides[1]), (buf.at(cb, j, left), c)])
+        def row(ctx: compose.Context, j) -> None:
+            ctx.run(compose.Loop("cb", self.cg, (lambda ctx: one(ctx, j),), tile=c))
+
+        def read(ctx: compose.Context) -> None:
+            """Row i*sh + r*dh of the buffer, where it lies inside the image."""
+            j = b.add(b.mul(ctx.index["ti"], i64(win.stride[0])), b.mul(ctx.index["tr"], i64(win.dilation[0])))
+            hi = b.add(first, j)
+            with b.if_then(b.and_(b.icmp_signed(">=", hi, i64(0)), b.icmp_signed("<", hi, i64(win.h)))):
+                row(ctx, j)
         with b.if_then(b.icmp_signed("!=", b.load(held, typ=I64), key)):
-            inside = compose.Loop("j", start=lambda ctx: smax(i64(0), b.sub(i64(0), first)),
-                                  stop=lambda ctx: smin(i64(rows), b.sub(i64(win.h), first)),
-                                  body=(compose.Loop("cb", self.cg, (one,), tile=c),))
-            ctx.run(inside)
+            if (win.r - 1) * win.dilation[0] + 1 < win.stride[0]:
+                # rows between the windows are read by no output row (a 1x1 stride-2 layer:
+                # every other one): only the windows' rows are filled
+                ctx.run(compose.Loop("ti", ctx.size["p"], (compose.Loop("tr", win.r, (read,)),)))
+            else:
+                ctx.run(compose.Loop("j", start=lambda ctx: smax(i64(0), b.sub(i64(0), first)),
+                                     stop=lambda ctx: smin(i64(rows), b.sub(i64(win.h), first)),
+                                     body=(lambda ctx: row(ctx, ctx.index["j"]),)))
             b.store(key, held)
 
     def _rows(self, ctx: compose.Context) -> None:
