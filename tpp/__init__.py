@@ -22,6 +22,7 @@ from . import expr as eq
 from .expr import EquationDesc, equation, equation_desc
 from .dropout_kernel import DropoutDesc, dropout, dropout_desc
 from .gather_kernel import GatherDesc, GatherKernel, gather, gather_desc, scatter_add
+from .opreduce_kernel import OpReduceDesc, OpReduceKernel, opreduce, opreduce_desc
 from .jit.targets import Target
 from .jit.types import DType
 from .kernel import Kernel
@@ -153,7 +154,7 @@ def brgemm_desc(m: int, n: int, k: int, dtype="f32", *, variant: str = "stride",
 
 __all__ = ["unary", "binary", "gemm", "brgemm", "equation", "equation_desc", "eq", "EquationDesc", "dropout",
            "dropout_desc", "DropoutDesc", "cuda", "gather", "scatter_add", "gather_desc", "GatherDesc",
-           "GatherKernel", "IndexRangeError",
+           "GatherKernel", "IndexRangeError", "opreduce", "opreduce_desc", "OpReduceDesc", "OpReduceKernel",
            "BrgemmDesc", "BatchReduceKernel", "GemmDesc", "Kernel",
            "Target", "UnaryDesc", "BinaryDesc",
            "UNARY_KINDS", "BINARY_KINDS", "config", "current_target", "TppError", "ShapeError",
