@@ -14,8 +14,9 @@ from .norm_backward import layer_norm_backward
 from .norms import layer_norm, log_softmax, rms_norm, softmax
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .segment import segment_sum
+from .spmm import spmm
 
 __all__ = ["attention", "avg_pool2d", "BertLayer", "bert_layer", "bias_act", "Blocked", "Conv2d", "conv2d",
            "conv2d_backward", "Depthwise", "depthwise_conv2d", "dropout", "from_blocked", "global_avg_pool2d",
            "layer_norm", "layer_norm_backward", "log_softmax", "matmul", "MatmulPlan", "max_pool2d", "PackedB",
-           "pack_b", "rms_norm", "segment_sum", "softmax", "to_blocked"]
+           "pack_b", "rms_norm", "segment_sum", "softmax", "spmm", "to_blocked"]
