@@ -77,11 +77,11 @@ def _reference(d, x, seg, idx, *rest):
     x, idx = np.asarray(x, np.float64), np.asarray(idx).astype(np.int64)
     lo, hi = (min(max(int(s), 0), d.nnz) for s in np.asarray(seg).astype(np.int64))
     pos = np.arange(lo, max(lo, hi))
-    bad = pos[(idx[pos] < 0) | (idx[pos] >= d.extent)]
-    status = np.array([1 + bad[-1] if bad.size else 0], np.int64)
+    outside = (idx[pos] < 0) | (idx[pos] >= d.extent)
+    status = np.array([1 + pos[outside][-1] if outside.any() else 0], np.int64)
     if not pos.size:
         return np.zeros((1, d.n)), status
-    rows = x[np.where((idx[pos] < 0) | (idx[pos] >= d.extent), 0, idx[pos])]
+    rows = x[np.where(outside, 0, idx[pos])]
     if e is not None:
         rows = rows * np.asarray(e, np.float64)[pos][:, None]
     red = {"sum": np.sum, "max": np.max, "min": np.min}[d.kind]
@@ -102,8 +102,8 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
     (out, _), (status, _) = args[-2:]
     ity = d.index_dtype.storage
 
-    start = _clamp(b, _seg(b, seg, d, 0), d.nnz)
-    stop = _clamp(b, _seg(b, seg, d, 1), d.nnz)
+    start = _clamp(b, _index(b, seg, d, i64(0)), d.nnz)
+    stop = _clamp(b, _index(b, seg, d, i64(1)), d.nnz)
     stop = b.select(b.icmp_signed("<", stop, start), start, stop)      # stop before start: empty
     compute = d.dtype.compute
     v = VecBuilder(b, target.lanes(8 * compute.itemsize), target)
@@ -123,10 +123,9 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
         rest = d.n - k * lanes
         return None if rest >= lanes else v.tail_mask(i64(rest))
 
-    def step(p, accs, first_vec, count):
-        """accs updated with position p's row (vectors first_vec .. first_vec + count)."""
-        j = b.load(element_ptr(b, idx, d.index_dtype, p), typ=ity)
-        j = b.sext(j, I64) if ity.width < 64 else j
+    def step(p, accs, first_vec):
+        """accs (vectors first_vec onwards) updated with position p's row."""
+        j = _index(b, idx, d, p)
         bad = b.icmp_unsigned(">=", j, i64(d.extent))
         with b.if_then(bad, likely=False):
             b.store(b.add(p, i64(1)), status)
@@ -159,14 +158,14 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
             length = b.sub(stop, start)
             end2 = b.add(start, b.and_(length, i64(-2)))
             with Loop(b, start, end2, 2, carry=[zero] * (2 * count), name="pair") as lp:
-                a0 = step(lp.i, lp.vars[:count], first, count)
-                a1 = step(b.add(lp.i, i64(1)), lp.vars[count:], first, count)
+                a0 = step(lp.i, lp.vars[:count], first)
+                a1 = step(b.add(lp.i, i64(1)), lp.vars[count:], first)
                 lp.next(*a0, *a1)
             accs = [b.fadd(p, q) for p, q in zip(lp.vars[:count], lp.vars[count:])]
             odd = b.icmp_signed("<", end2, stop)
             pre = b.block
             with b.if_then(odd):
-                last = step(end2, accs, first, count)
+                last = step(end2, accs, first)
                 inner = b.block
             merged = []
             for a, l in zip(accs, last):
@@ -177,7 +176,7 @@ def emit_simd(module: ir.Module, name: str, target: Target, d) -> ir.Function:
             accs = merged
         else:
             with Loop(b, start, stop, 1, carry=[zero] * count, name="seg") as lp:
-                lp.next(*step(lp.i, lp.vars, first, count))
+                lp.next(*step(lp.i, lp.vars, first))
             accs = list(lp.vars)
         if d.kind != "sum":          # an empty segment gives zeros
             empty = b.icmp_signed(">=", start, stop)
@@ -194,19 +193,17 @@ def _prefetch_ahead(b: ir.IRBuilder, v: VecBuilder, d, x, ldx, idx, p) -> None:
     prefetches a wild address, which cannot fault)."""
     ahead = b.add(p, i64(AHEAD))
     ahead = b.select(b.icmp_signed("<", ahead, i64(d.nnz)), ahead, i64(max(d.nnz - 1, 0)))
-    ity = d.index_dtype.storage
-    j = b.load(element_ptr(b, idx, d.index_dtype, ahead), typ=ity)
-    j = b.sext(j, I64) if ity.width < 64 else j
-    row = element_ptr(b, x, d.dtype, b.mul(j, ldx))
+    row = element_ptr(b, x, d.dtype, b.mul(_index(b, idx, d, ahead), ldx))
     for off in range(0, d.n * d.dtype.itemsize, 64):
         fn = declare(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
         b.call(fn, [b.gep(row, [i64(off)], source_etype=ir.IntType(8)), ir.Constant(I32, 0),
                     ir.Constant(I32, LOCALITY), ir.Constant(I32, 1)])
 
 
-def _seg(b: ir.IRBuilder, seg: ir.Value, d, k: int) -> ir.Value:
+def _index(b: ir.IRBuilder, base: ir.Value, d, at: ir.Value) -> ir.Value:
+    """base[at] of the index dtype, as i64."""
     ity = d.index_dtype.storage
-    j = b.load(element_ptr(b, seg, d.index_dtype, i64(k)), typ=ity)
+    j = b.load(element_ptr(b, base, d.index_dtype, at), typ=ity)
     return b.sext(j, I64) if ity.width < 64 else j
 
 

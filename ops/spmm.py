@@ -26,6 +26,7 @@ from ..jit.loops import i64
 from ..jit.types import DType
 from ..opreduce_kernel import opreduce_desc
 from ..sparse import SparseMatrix, from_scipy
+from .segment import _ld
 
 WHAT = "tpp.ops.spmm"
 INDEX = {np.dtype(np.int32): DType.I32, np.dtype(np.int64): DType.I64}
@@ -139,7 +140,3 @@ def _status() -> np.ndarray:
         status = _local.status = np.empty(1, np.int64)
     status[0] = 0
     return status
-
-
-def _ld(a: np.ndarray) -> int:
-    return a.strides[0] // a.itemsize if a.shape[0] > 1 else a.shape[1]
